@@ -1,0 +1,214 @@
+"""Plain records of what was observed, and the verdict drawn from them.
+
+Data flows one way: the network primitives produce these records, :mod:`probe.analysis`
+turns an :class:`Observations` into a :class:`Verdict` (pure, so it can re-run over stored or
+imported data), and :mod:`probe.store` writes both. Every record is a dataclass of JSON-able
+values (``to_dict`` / ``from_dict``); times ``t0``/``t`` are seconds since the target's
+measurement started. ``failure`` is ``None`` on success, else a string from
+:mod:`probe.failures`. ``depth`` is the redirect hop (0 for the URL as given).
+
+No record ever holds the volunteer's own IP address.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+#: DNS engines. ``system`` is the network's own resolver (from /etc/resolv.conf or
+#: ``--resolver``); the others are control resolvers, by transport.
+ENGINES = ("system", "udp", "tcp", "tls", "https")
+#: Engines a censor on the path cannot forge without a certificate the probe trusts.
+ENCRYPTED_ENGINES = frozenset({"tls", "https"})
+
+
+@dataclass(slots=True)
+class DNSQuery:
+    """One DNS question (A or AAAA) to one resolver."""
+
+    hostname: str
+    query_type: str  # "A" | "AAAA"
+    engine: str  # one of ENGINES
+    resolver: str  # the resolver's URL, e.g. "udp://192.0.2.53:53", "https://dns.google/dns-query"
+    failure: str | None = None
+    rcode: str | None = None  # "NOERROR", "NXDOMAIN", ... (None when no reply)
+    addresses: list[str] = field(default_factory=list)  # A/AAAA answers, in order
+    cnames: list[str] = field(default_factory=list)
+    ttl: int | None = None
+    depth: int = 0
+    t0: float = 0.0
+    t: float = 0.0
+
+
+@dataclass(slots=True)
+class TCPConnect:
+    """One TCP connect to ip:port."""
+
+    ip: str
+    port: int
+    failure: str | None = None
+    depth: int = 0
+    t0: float = 0.0
+    t: float = 0.0
+
+
+@dataclass(slots=True)
+class TLSHandshake:
+    """One TLS handshake with SNI ``server_name`` on ip:port, certificate verified.
+
+    ``failure`` is None only when the handshake completed *and* the certificate validated
+    for ``server_name``. ``purpose`` is "fetch" when the handshake serves the HTTP fetch,
+    "validate" for the check on :443 of an http:// URL's addresses.
+    """
+
+    ip: str
+    port: int
+    server_name: str
+    failure: str | None = None
+    tls_version: str | None = None  # e.g. "TLSv1.3"
+    cipher: str | None = None
+    alpn: str | None = None
+    cert_sha256: str | None = None  # hex SHA-256 of the leaf certificate (DER), when one was seen
+    cert_subject: str | None = None
+    cert_issuer: str | None = None
+    purpose: str = "fetch"
+    depth: int = 0
+    t0: float = 0.0
+    t: float = 0.0
+
+
+@dataclass(slots=True)
+class HTTPRequest:
+    """One HTTP request/response: one hop of the fetch.
+
+    ``headers`` keeps every response header as ``[name, value]`` pairs, in order.
+    ``body`` holds at most the cap (512 KiB); ``body_truncated`` says when more was sent.
+    ``body_length`` is the length of what was read (decoded), ``body_sha256`` its hash.
+    """
+
+    url: str
+    method: str = "GET"
+    ip: str | None = None
+    port: int | None = None
+    failure: str | None = None
+    status_code: int | None = None
+    headers: list[list[str]] = field(default_factory=list)
+    title: str | None = None
+    body: bytes | None = None
+    body_length: int | None = None
+    body_sha256: str | None = None
+    body_truncated: bool = False
+    location: str | None = None  # the redirect target, resolved against url
+    depth: int = 0
+    t0: float = 0.0
+    t: float = 0.0
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return None
+
+
+@dataclass(slots=True)
+class Control:
+    """What the test helper saw from outside the censored network.
+
+    ``response`` is the helper's JSON answer exactly as OONI's protocol defines it
+    (keys ``tcp_connect``, ``tls_handshake``, ``http_request``, ``dns``, ``ip_info``), or
+    None when no helper answered; then ``failure`` says why.
+    """
+
+    helper: str | None = None  # URL of the helper that answered (or was last tried)
+    failure: str | None = None
+    response: dict[str, Any] | None = None
+    t0: float = 0.0
+    t: float = 0.0
+
+
+@dataclass(slots=True)
+class Observations:
+    """Everything measured for one target; the analysis' only input."""
+
+    input: str  # exactly as written in the target list
+    url: str  # normalised URL measured (IDN as punycode)
+    domain: str  # URL host (punycode)
+    category: str | None = None
+    start_time: str = ""  # UTC, "YYYY-MM-DD HH:MM:SS"
+    runtime: float = 0.0
+    dns: list[DNSQuery] = field(default_factory=list)
+    tcp: list[TCPConnect] = field(default_factory=list)
+    tls: list[TLSHandshake] = field(default_factory=list)
+    http: list[HTTPRequest] = field(default_factory=list)  # in hop order, first request first
+    control: Control = field(default_factory=Control)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Observations:
+        return cls(
+            input=data["input"],
+            url=data["url"],
+            domain=data["domain"],
+            category=data.get("category"),
+            start_time=data.get("start_time", ""),
+            runtime=data.get("runtime", 0.0),
+            dns=[DNSQuery(**d) for d in data.get("dns", [])],
+            tcp=[TCPConnect(**d) for d in data.get("tcp", [])],
+            tls=[TLSHandshake(**d) for d in data.get("tls", [])],
+            http=[_http_from_dict(d) for d in data.get("http", [])],
+            control=Control(**data.get("control") or {}),
+        )
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The analysis' answer for one target.
+
+    ``verdict``: "accessible" | "blocked" | "down" | "inconclusive".
+    ``blocking``: None | "dns" | "tcp_ip" | "tls" | "http-failure" | "http-diff".
+    ``accessible``: OONI's meaning (True, False, or None when undecided).
+    ``dns_consistency``: "consistent" | "inconsistent" | None.
+    ``failure``: the failure string of the step that decided, if any.
+    ``blockpage``: id of the matched blockpage fingerprint, or None; ``confirmed`` is True
+    when a blockpage fingerprint matched.
+    ``reason``: one sentence a researcher can read.
+    """
+
+    verdict: str
+    blocking: str | None = None
+    accessible: bool | None = None
+    dns_consistency: str | None = None
+    failure: str | None = None
+    blockpage: str | None = None
+    confirmed: bool = False
+    reason: str = ""
+    body_proportion: float | None = None
+    body_length_match: bool | None = None
+    status_code_match: bool | None = None
+    headers_match: bool | None = None
+    title_match: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def _http_from_dict(data: dict[str, Any]) -> HTTPRequest:
+    data = dict(data)
+    body = data.get("body")
+    if isinstance(body, str):
+        data["body"] = body.encode("latin-1")
+    return HTTPRequest(**data)
+
+
+def to_dict(record: Any) -> dict[str, Any]:
+    """A record as plain JSON-able data (bytes become latin-1 text, losslessly)."""
+    out = dataclasses.asdict(record)
+    for hop in out.get("http", []):
+        if isinstance(hop.get("body"), bytes):
+            hop["body"] = hop["body"].decode("latin-1")
+    return out
