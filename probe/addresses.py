@@ -1,0 +1,96 @@
+"""Small helpers about IP addresses: bogons, loopback, IP literals.
+
+A *bogon* here is an address that should never be the public address of a website: private,
+loopback, link-local, CGNAT, "this network", multicast, reserved, broadcast, documentation
+and benchmarking ranges, and their IPv6 counterparts (including IPv4-mapped bogons and the
+NAT64 well-known prefix). A resolver that answers a public name with one of these is a strong
+(though not conclusive) sign of DNS tampering.
+
+The list is explicit rather than :attr:`ipaddress.IPv4Address.is_global`, whose definition moves
+between Python versions. Note that ``192.88.99.0/24`` (the deprecated 6to4 relay anycast
+prefix, RFC 7526) is deliberately **public** here: it is routable, and the test lab uses it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+_BOGONS_V4 = tuple(
+    ipaddress.IPv4Network(net)
+    for net in (
+        "0.0.0.0/8",  # "this network"
+        "10.0.0.0/8",  # private
+        "100.64.0.0/10",  # carrier-grade NAT
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local
+        "172.16.0.0/12",  # private
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # documentation (TEST-NET-1)
+        "192.168.0.0/16",  # private
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # documentation (TEST-NET-2)
+        "203.0.113.0/24",  # documentation (TEST-NET-3)
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, including 255.255.255.255 broadcast
+    )
+)
+
+_BOGONS_V6 = tuple(
+    ipaddress.IPv6Network(net)
+    for net in (
+        "::/128",  # unspecified
+        "::1/128",  # loopback
+        "64:ff9b::/96",  # NAT64 well-known prefix
+        "100::/64",  # discard-only
+        "2001:db8::/32",  # documentation
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # deprecated site-local
+        "ff00::/8",  # multicast
+    )
+)
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _parse(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = ip.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    text = text.split("%", 1)[0]  # drop an IPv6 zone id
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def is_ip_literal(host: str) -> bool:
+    """True when ``host`` is an IPv4 or IPv6 address (brackets allowed), not a name."""
+    return _parse(host) is not None
+
+
+def is_loopback(ip: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback; False for names and garbage."""
+    addr = _parse(ip)
+    if addr is None:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr in _MAPPED:
+        addr = addr.ipv4_mapped
+    return bool(addr and addr.is_loopback)
+
+
+def is_bogon(ip: str) -> bool:
+    """True when ``ip`` is in a range a public website can never legitimately use.
+
+    IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are judged by their IPv4 part. A string
+    that is not an IP address is not a bogon.
+    """
+    addr = _parse(ip)
+    if addr is None:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr in _MAPPED:
+            mapped = addr.ipv4_mapped
+            return mapped is not None and any(mapped in net for net in _BOGONS_V4)
+        return any(addr in net for net in _BOGONS_V6)
+    return any(addr in net for net in _BOGONS_V4)
