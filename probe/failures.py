@@ -26,7 +26,6 @@ string                                 meaning
 ``ssl_invalid_certificate``            other certificate trouble (expired, malformed)
 ``ssl_failed_handshake``               the TLS handshake failed for another reason
 ``http_invalid_redirect_location_host``  a redirect whose Location has no host
-``http_request_failed``                the server's reply was not valid HTTP
 ``interrupted``                        cancelled by the user or by the run's deadline
 ``unknown_failure: <text>``            anything else, with the text (addresses scrubbed)
 =====================================  ====================================================
@@ -61,7 +60,6 @@ SSL_UNKNOWN_AUTHORITY = "ssl_unknown_authority"
 SSL_INVALID_CERTIFICATE = "ssl_invalid_certificate"
 SSL_FAILED_HANDSHAKE = "ssl_failed_handshake"
 HTTP_INVALID_REDIRECT = "http_invalid_redirect_location_host"
-HTTP_REQUEST_FAILED = "http_request_failed"
 INTERRUPTED = "interrupted"
 UNKNOWN = "unknown_failure"
 

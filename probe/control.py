@@ -1,0 +1,145 @@
+"""The control: what a test helper outside the censored network sees.
+
+The client speaks OONI's test-helper protocol (a JSON POST; see
+OONI's spec ts-017, "Example control request and response"), so it works with OONI's public helpers and with our own
+``probe helper serve``. Helpers are tried in turn until one answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+
+from . import __version__, failures
+from .netio import Clock
+from .records import Control
+
+#: OONI's public test helpers, used when no ``--helper`` is given.
+DEFAULT_HELPERS = (
+    "https://0.th.ooni.org/",
+    "https://1.th.ooni.org/",
+    "https://2.th.ooni.org/",
+    "https://3.th.ooni.org/",
+)
+#: Control resolvers used when no ``--control-resolver`` is given.
+DEFAULT_CONTROL_RESOLVERS = (
+    "https://cloudflare-dns.com/dns-query",
+    "https://dns.google/dns-query",
+    "udp://8.8.8.8:53",
+)
+#: OONI's helpers shed load beyond 25 requests in flight; we stay well below.
+DEFAULT_HELPER_CONCURRENCY = 4
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+
+def helper_request(url: str, endpoints: list[str], headers: dict[str, str]) -> dict[str, Any]:
+    """The JSON body of a control request."""
+    return {
+        "http_request": url,
+        "http_request_headers": {k: [v] for k, v in headers.items()},
+        "tcp_connect": endpoints,
+        "x_quic_enabled": False,
+    }
+
+
+def endpoints_for(addresses: list[str], port: int, scheme: str, explicit_port: bool) -> list[str]:
+    """``ip:port`` strings the helper should connect to, as OONI's probes send them."""
+    ports = [port]
+    if scheme == "http" and not explicit_port:
+        ports.append(443)
+    out = []
+    for address in addresses:
+        host = f"[{address}]" if ":" in address else address
+        for p in ports:
+            endpoint = f"{host}:{p}"
+            if endpoint not in out:
+                out.append(endpoint)
+    return out
+
+
+def check_response(data: Any) -> dict[str, Any]:
+    """Validate the shape of a helper's answer; raises ``ValueError``."""
+    if not isinstance(data, dict):
+        raise ValueError("helper answer is not a JSON object")
+    for key, kind in (("tcp_connect", dict), ("http_request", dict), ("dns", dict)):
+        if not isinstance(data.get(key), kind):
+            raise ValueError(f"helper answer lacks {key!r}")
+    for key in ("tls_handshake", "ip_info"):
+        if data.get(key) is None:
+            data[key] = {}
+        if not isinstance(data[key], dict):
+            raise ValueError(f"helper answer has a bad {key!r}")
+    return data
+
+
+class HelperClient:
+    """Asks test helpers, in turn, with at most ``concurrency`` requests in flight."""
+
+    def __init__(
+        self,
+        helpers: list[str],
+        client: httpx.AsyncClient,
+        *,
+        concurrency: int = DEFAULT_HELPER_CONCURRENCY,
+        timeout: float = 30.0,
+    ) -> None:
+        self.helpers = list(helpers)
+        self.client = client
+        self.slots = asyncio.Semaphore(concurrency)
+        self.timeout = timeout
+        # Once a helper fails, later targets start with the next one.
+        self._first = 0
+
+    async def hello(self) -> bool:
+        """Whether any helper answers its ``GET /`` greeting (a reachability check)."""
+        for helper in self.helpers:
+            try:
+                response = await self.client.get(helper, timeout=min(self.timeout, 5.0))
+                if response.status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                continue
+        return False
+
+    async def control(self, request: dict[str, Any], clock: Clock) -> Control:
+        """Ask the helpers; never raises."""
+        record = Control(t0=clock())
+        body = json.dumps(request).encode()
+        headers = {"content-type": "application/json", "user-agent": f"probe/{__version__}"}
+        order = self.helpers[self._first :] + self.helpers[: self._first]
+        async with self.slots:
+            for helper in order:
+                record.helper = helper
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        response = await self.client.post(helper, content=body, headers=headers)
+                        if response.status_code != 200:
+                            raise HelperError(f"helper answered HTTP {response.status_code}")
+                        if len(response.content) > MAX_RESPONSE_BYTES:
+                            raise HelperError("helper answer too large")
+                        record.response = check_response(response.json())
+                        record.failure = None
+                        break
+                except Exception as exc:
+                    record.failure = _classify(exc)
+                    self._first = (self.helpers.index(helper) + 1) % len(self.helpers)
+        record.t = clock()
+        return record
+
+
+class HelperError(Exception):
+    """The helper answered, but not usefully."""
+
+
+def _classify(exc: BaseException) -> str:
+    if isinstance(exc, HelperError | ValueError):
+        return failures.unknown(str(exc))
+    if isinstance(exc, httpx.TimeoutException):
+        return failures.GENERIC_TIMEOUT
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, httpx.HTTPError) and cause is not None:
+        return failures.classify(cause)
+    return failures.classify(exc)

@@ -1,0 +1,340 @@
+"""Measure one target: DNS, TCP, TLS and HTTP at the vantage, and the control.
+
+For a URL, all independent steps run concurrently:
+
+1. DNS (A and AAAA) at the network's own resolver and at every control resolver;
+2. as soon as the network's resolver answers, a TCP connect to every address on the URL's
+   port, with a TLS handshake (SNI = host, certificate verified) for https URLs, and for
+   http URLs a validation handshake on :443 (a valid certificate proves an address serves
+   the domain);
+3. the GET goes over the first connection that succeeded (so the page is tied to an address),
+   following up to 10 redirects, each hop measured the same way with the network's resolver;
+4. once every resolver has answered, the test helper is asked to do the same from outside.
+
+Nothing here decides anything: :mod:`probe.analysis` does, from the records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from . import dns, failures, http
+from .control import HelperClient, endpoints_for, helper_request
+from .netio import Clock, Conn, tcp_connect, tls_handshake
+from .records import HTTPRequest, Observations, TCPConnect
+from .targets import Target
+
+
+REFUSED_ADDRESS = failures.unknown("refused to connect to a bogon address")
+
+
+@dataclass
+class Timeouts:
+    """Per-step timeouts in seconds (OONI's defaults)."""
+
+    dns: float = 4.0
+    tcp: float = 10.0
+    tls: float = 10.0
+    http: float = 10.0
+    control: float = 30.0
+
+
+@dataclass
+class Settings:
+    system_resolver: dns.Resolver
+    control_resolvers: list[dns.Resolver]
+    ssl_context: ssl.SSLContext
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_redirects: int = 10
+    max_body: int = http.MAX_BODY
+    per_address: int = 2  # connections at once to one server address
+    headers: dict[str, str] = field(default_factory=lambda: dict(http.DEFAULT_HEADERS))
+    #: Addresses never to connect to (the test helper refuses bogons); None allows all.
+    address_allowed: Callable[[str], bool] | None = None
+
+
+class Measurer:
+    """Measures targets; shared by all targets of a run (limits are run-wide)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        doh_client: httpx.AsyncClient,
+        helpers: HelperClient | None,
+        throttle: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.doh_client = doh_client
+        self.helpers = helpers
+        self.throttle = throttle
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._slot_users: dict[str, int] = {}
+
+    @asynccontextmanager
+    async def slot(self, ip: str) -> AsyncIterator[None]:
+        """At most ``per_address`` connections at once to one address, and the rate limit."""
+        sem = self._slots.get(ip)
+        if sem is None:
+            sem = self._slots[ip] = asyncio.Semaphore(self.settings.per_address)
+        self._slot_users[ip] = self._slot_users.get(ip, 0) + 1
+        try:
+            async with sem:
+                await self._throttled()
+                yield
+        finally:
+            self._slot_users[ip] -= 1
+            if not self._slot_users[ip]:  # keep memory flat over many addresses
+                del self._slot_users[ip], self._slots[ip]
+
+    async def _throttled(self) -> None:
+        if self.throttle is not None:
+            async with self.throttle:
+                pass
+
+    async def _lookup(
+        self, resolver: dns.Resolver, host: str, qtype: str, clock: Clock, depth: int
+    ) -> Any:
+        await self._throttled()
+        return await dns.lookup(
+            resolver,
+            host,
+            qtype,
+            timeout=self.settings.timeouts.dns,
+            clock=clock,
+            depth=depth,
+            ssl_context=self.settings.ssl_context,
+            doh_client=self.doh_client,
+        )
+
+    async def _resolve(
+        self, obs: Observations, resolver: dns.Resolver, host: str, clock: Clock, depth: int
+    ) -> list[str]:
+        queries = await asyncio.gather(
+            self._lookup(resolver, host, "A", clock, depth),
+            self._lookup(resolver, host, "AAAA", clock, depth),
+        )
+        obs.dns.extend(queries)
+        return _unique(a for q in queries for a in q.addresses)
+
+    async def measure(self, target: Target) -> Observations:
+        """Measure one target; never raises (failures are recorded)."""
+        clock = Clock()
+        obs = Observations(
+            input=target.input,
+            url=target.url,
+            domain=target.domain,
+            category=target.category,
+            start_time=utc_now(),
+        )
+        host = target.domain
+        controls = [
+            asyncio.create_task(self._resolve(obs, resolver, host, clock, 0))
+            for resolver in self.settings.control_resolvers
+        ]
+        if _is_ip(host):
+            system_addresses = [host]
+        else:
+            system_addresses = await self._resolve(
+                obs, self.settings.system_resolver, host, clock, 0
+            )
+        fetch = asyncio.create_task(self._fetch(obs, target.url, system_addresses, clock))
+        control_addresses = [a for task in await asyncio.gather(*controls) for a in task]
+        if self.helpers is not None:
+            obs.control = await self._control(
+                target.url, _unique([*system_addresses, *control_addresses]), clock
+            )
+        await fetch
+        obs.runtime = clock()
+        _sort(obs)
+        return obs
+
+    async def _control(self, url: str, addresses: list[str], clock: Clock) -> Any:
+        assert self.helpers is not None
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        endpoints = endpoints_for(addresses, port, parts.scheme, parts.port is not None)
+        request = helper_request(url, endpoints, self.settings.headers)
+        return await self.helpers.control(request, clock)
+
+    async def _fetch(
+        self, obs: Observations, url: str, addresses: list[str], clock: Clock
+    ) -> None:
+        """The connectivity steps and the GET, hop after hop."""
+        known = {urlsplit(url).hostname: addresses}
+        cookies: dict[str, dict[str, str]] = {}
+        for depth in range(self.settings.max_redirects + 1):
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            if host not in known:
+                known[host] = [host] if _is_ip(host) else await self._resolve(
+                    obs, self.settings.system_resolver, host, clock, depth
+                )
+            if not known[host]:
+                return  # the DNS records say why
+            hop = await self._hop(obs, url, known[host], clock, depth, cookies.get(host))
+            obs.http.append(hop)
+            _remember_cookies(cookies, host, hop)
+            if hop.failure or hop.status_code not in http.REDIRECT_CODES:
+                return
+            if hop.location is None:
+                return
+            if not urlsplit(hop.location).hostname:
+                hop.failure = failures.HTTP_INVALID_REDIRECT
+                return
+            if depth == self.settings.max_redirects:
+                hop.failure = failures.TOO_MANY_REDIRECTS
+                return
+            url = hop.location
+
+    async def _hop(
+        self,
+        obs: Observations,
+        url: str,
+        addresses: list[str],
+        clock: Clock,
+        depth: int,
+        cookie_jar: dict[str, str] | None,
+    ) -> HTTPRequest:
+        parts = urlsplit(url)
+        secure = parts.scheme == "https"
+        port = parts.port or (443 if secure else 80)
+        host = parts.hostname or ""
+        chosen: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        cookie = "; ".join(f"{k}={v}" for k, v in (cookie_jar or {}).items()) or None
+
+        async def endpoint(ip: str) -> HTTPRequest | None:
+            if not self._allowed(obs, ip, port, clock, depth):
+                return None
+            async with self.slot(ip):
+                tcp, conn = await tcp_connect(
+                    ip, port, timeout=self.settings.timeouts.tcp, clock=clock, depth=depth
+                )
+                obs.tcp.append(tcp)
+                if conn is None:
+                    return None
+                if secure:
+                    handshake = await self._tls(conn, host, ip, port, clock, depth, "fetch")
+                    obs.tls.append(handshake)
+                    if handshake.failure:
+                        return None
+                if chosen.done():
+                    conn.close()
+                    return None
+                chosen.set_result(ip)
+                return await http.get(
+                    conn,
+                    url,
+                    timeout=self.settings.timeouts.http,
+                    clock=clock,
+                    ip=ip,
+                    port=port,
+                    depth=depth,
+                    headers=self.settings.headers,
+                    cookie=cookie,
+                    max_body=self.settings.max_body,
+                )
+
+        async def validate(ip: str) -> None:
+            if not self._allowed(obs, ip, 443, clock, depth):
+                return
+            async with self.slot(ip):
+                tcp, conn = await tcp_connect(
+                    ip, 443, timeout=self.settings.timeouts.tcp, clock=clock, depth=depth
+                )
+                if conn is None:
+                    obs.tcp.append(tcp)
+                    return
+                handshake = await self._tls(conn, host, ip, 443, clock, depth, "validate")
+                obs.tls.append(handshake)
+                conn.close()
+
+        jobs = [endpoint(ip) for ip in addresses]
+        if not secure and parts.port is None and depth == 0 and not _is_ip(host):
+            jobs += [validate(ip) for ip in addresses]
+        results = await asyncio.gather(*jobs)
+        for result in results:
+            if isinstance(result, HTTPRequest):
+                return result
+        return HTTPRequest(url=url, depth=depth, failure=_first_failure(obs, depth, addresses))
+
+    def _allowed(self, obs: Observations, ip: str, port: int, clock: Clock, depth: int) -> bool:
+        allowed = self.settings.address_allowed
+        if allowed is None or allowed(ip):
+            return True
+        now = clock()
+        obs.tcp.append(TCPConnect(ip, port, REFUSED_ADDRESS, depth, now, now))
+        return False
+
+    async def _tls(
+        self, conn: Conn, host: str, ip: str, port: int, clock: Clock, depth: int, purpose: str
+    ) -> Any:
+        return await tls_handshake(
+            conn,
+            host,
+            self.settings.ssl_context,
+            timeout=self.settings.timeouts.tls,
+            clock=clock,
+            ip=ip,
+            port=port,
+            depth=depth,
+            purpose=purpose,
+        )
+
+
+def _first_failure(obs: Observations, depth: int, addresses: list[str]) -> str | None:
+    """The failure that stopped the first address (TLS if it got that far, else TCP)."""
+    for ip in addresses:
+        for handshake in obs.tls:
+            if handshake.depth == depth and handshake.ip == ip and handshake.purpose == "fetch":
+                if handshake.failure:
+                    return handshake.failure
+        for connect in obs.tcp:
+            if connect.depth == depth and connect.ip == ip and connect.failure:
+                return connect.failure
+    return failures.unknown("no connection")
+
+
+def _remember_cookies(jar: dict[str, dict[str, str]], host: str, hop: HTTPRequest) -> None:
+    for name, value in hop.headers:
+        if name.lower() != "set-cookie":
+            continue
+        try:
+            parsed: SimpleCookie = SimpleCookie()
+            parsed.load(value)
+        except CookieError:
+            continue
+        for key, morsel in parsed.items():
+            jar.setdefault(host, {})[key] = morsel.value
+
+
+def _sort(obs: Observations) -> None:
+    for records in (obs.dns, obs.tcp, obs.tls):
+        records.sort(key=lambda r: (r.depth, r.t0))
+
+
+def _unique(items: Any) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,206 @@
+"""TCP connections and TLS handshakes, measured.
+
+We drive TLS ourselves (``ssl.MemoryBIO`` over a non-blocking socket) instead of asyncio's
+transports because the evidence is in the details: asyncio reports a FIN during the handshake
+as a ``ConnectionResetError``, which would turn an ``eof_error`` (a censor closing the flow)
+into a ``connection_reset`` (a censor injecting RST). Here a zero-byte read is EOF and an
+``ECONNRESET`` is a reset, nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import socket
+import ssl
+import time
+
+from . import failures
+from .records import TCPConnect, TLSHandshake
+
+READ_SIZE = 65536
+
+
+class Conn:
+    """A connected socket, optionally wrapped in TLS, with async send/recv."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self.tls: ssl.SSLObject | None = None
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._eof = False
+
+    async def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
+        """Handshake; raises on failure (``EOFError`` when the peer closed)."""
+        self.tls = context.wrap_bio(self._in, self._out, server_hostname=server_hostname)
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self._flush()
+                if not await self._fill():
+                    raise EOFError("EOF during the TLS handshake") from None
+            except ssl.SSLError:
+                # Send our alert, so the server's logs say why, then re-raise.
+                await self._flush(ignore_errors=True)
+                raise
+        await self._flush()
+
+    async def _flush(self, ignore_errors: bool = False) -> None:
+        data = self._out.read()
+        if not data:
+            return
+        try:
+            await self.loop.sock_sendall(self.sock, data)
+        except OSError:
+            if not ignore_errors:
+                raise
+
+    async def _fill(self) -> bool:
+        """Read from the socket into the TLS input; False at EOF."""
+        if self._eof:
+            return False
+        data = await self.loop.sock_recv(self.sock, READ_SIZE)
+        if not data:
+            self._eof = True
+            self._in.write_eof()
+            return False
+        self._in.write(data)
+        return True
+
+    async def send(self, data: bytes) -> None:
+        if self.tls is None:
+            await self.loop.sock_sendall(self.sock, data)
+            return
+        self.tls.write(data)
+        await self._flush()
+
+    async def recv(self) -> bytes:
+        """Some bytes, or b"" at EOF (a TLS close without close_notify counts as EOF)."""
+        if self.tls is None:
+            return await self.loop.sock_recv(self.sock, READ_SIZE)
+        while True:
+            try:
+                return self.tls.read(READ_SIZE)
+            except ssl.SSLWantReadError:
+                if not await self._fill():
+                    continue  # the next read raises SSLEOFError or returns b""
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _family(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+
+
+async def open_tcp(ip: str, port: int, timeout: float) -> Conn:
+    """Connect to ip:port; raises on failure."""
+    sock = socket.socket(_family(ip), socket.SOCK_STREAM)
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.get_running_loop().sock_connect(sock, (ip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return Conn(sock)
+
+
+class Clock:
+    """Seconds since the start of one target's measurement."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self) -> float:
+        return round(time.monotonic() - self.start, 6)
+
+
+async def tcp_connect(
+    ip: str, port: int, *, timeout: float, clock: Clock, depth: int = 0
+) -> tuple[TCPConnect, Conn | None]:
+    """Measure a TCP connect; the record, and the connection when it succeeded."""
+    record = TCPConnect(ip=ip, port=port, depth=depth, t0=clock())
+    conn = None
+    try:
+        conn = await open_tcp(ip, port, timeout)
+    except Exception as exc:
+        record.failure = failures.classify(exc)
+    record.t = clock()
+    return record, conn
+
+
+async def tls_handshake(
+    conn: Conn,
+    server_name: str,
+    context: ssl.SSLContext,
+    *,
+    timeout: float,
+    clock: Clock,
+    ip: str,
+    port: int,
+    depth: int = 0,
+    purpose: str = "fetch",
+) -> TLSHandshake:
+    """Measure a TLS handshake on ``conn``; on failure the connection is closed."""
+    record = TLSHandshake(
+        ip=ip, port=port, server_name=server_name, purpose=purpose, depth=depth, t0=clock()
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            await conn.start_tls(context, server_name)
+    except Exception as exc:
+        record.failure = failures.classify(exc)
+        conn.close()
+    else:
+        describe_tls(record, conn.tls)
+    record.t = clock()
+    return record
+
+
+def describe_tls(record: TLSHandshake, tls: ssl.SSLObject | None) -> None:
+    """Fill in version, cipher, ALPN and the leaf certificate's identity."""
+    if tls is None:
+        return
+    record.tls_version = tls.version()
+    cipher = tls.cipher()
+    record.cipher = cipher[0] if cipher else None
+    record.alpn = tls.selected_alpn_protocol()
+    der = tls.getpeercert(binary_form=True)
+    if der:
+        record.cert_sha256 = hashlib.sha256(der).hexdigest()
+    info = tls.getpeercert()
+    if info:
+        record.cert_subject = _name(info.get("subject", ()))
+        record.cert_issuer = _name(info.get("issuer", ()))
+
+
+def _name(rdns: tuple) -> str:  # type: ignore[type-arg]
+    return ", ".join(f"{k}={v}" for rdn in rdns for k, v in rdn)
+
+
+def client_context(ca_file: str | None = None, alpn: list[str] | None = None) -> ssl.SSLContext:
+    """A verifying TLS client context.
+
+    Trust anchors: ``ca_file`` when given, else ``SSL_CERT_FILE`` when set, else the Mozilla
+    bundle shipped by certifi.
+    """
+    import os
+
+    import certifi
+
+    cafile = ca_file or os.environ.get("SSL_CERT_FILE") or certifi.where()
+    context = ssl.create_default_context(cafile=cafile)
+    context.set_alpn_protocols(alpn or ["http/1.1"])
+    return context

@@ -1,0 +1,176 @@
+"""Target lists: plain text (one URL or bare domain a line) and Citizen Lab CSV.
+
+A bare domain means ``https://DOMAIN/``. ``#`` starts a comment; blank lines are skipped.
+CSV lists have the Citizen Lab header ``url,category_code,category_description,date_added,
+source,notes``; the category code is kept. International domain names are measured in their
+ASCII (punycode) form; ``input`` keeps the line exactly as written. The same URL listed twice
+is measured once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+CSV_HEADER = ["url", "category_code"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    input: str  # exactly as written
+    url: str  # normalised: scheme, punycode host, path
+    domain: str  # the URL's host, punycode
+    category: str | None = None
+    source: str | None = None  # "FILE:LINE", or None for --input
+
+
+class TargetError(ValueError):
+    """A bad line in a target list; ``str()`` is ``FILE:LINE: reason``."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+def normalise(text: str) -> tuple[str, str]:
+    """``(url, domain)`` for a URL or bare domain; raises ``ValueError`` with the reason."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty target")
+    if any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} contains white space")
+    if "://" not in text:
+        if "/" in text:
+            raise ValueError(f"{text!r} has a path but no scheme (write https://...)")
+        text = f"https://{text}/"
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"{text!r}: only http:// and https:// URLs can be measured")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"{text!r} has no host")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{text!r} has a bad port") from exc
+    if parts.username or parts.password:
+        raise ValueError(f"{text!r}: user names and passwords in URLs are not supported")
+    domain = _ascii_host(host, text)
+    netloc = f"[{domain}]" if ":" in domain else domain
+    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+        netloc += f":{port}"
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, "")), domain
+
+
+def _ascii_host(host: str, text: str) -> str:
+    host = host.rstrip(".").lower()
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        domain = host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(f"{text!r}: {host!r} is not a valid domain name") from exc
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(labels) or any(len(label) > 63 for label in labels):
+        raise ValueError(f"{text!r}: {host!r} is not a valid domain name")
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+    if not all(set(label) <= allowed for label in labels):
+        raise ValueError(f"{text!r}: {host!r} is not a valid domain name")
+    return domain
+
+
+def parse_text(content: str, name: str) -> list[Target]:
+    """Targets from a plain-text list."""
+    targets = []
+    for number, line in enumerate(content.splitlines(), 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        try:
+            url, domain = normalise(entry)
+        except ValueError as exc:
+            raise TargetError(f"{name}:{number}", str(exc)) from None
+        targets.append(Target(entry, url, domain, None, f"{name}:{number}"))
+    return targets
+
+
+def parse_csv(content: str, name: str) -> list[Target]:
+    """Targets from a Citizen Lab CSV list."""
+    reader = csv.reader(io.StringIO(content))
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        return []
+    if "url" not in header:
+        raise TargetError(f"{name}:1", "CSV list has no 'url' column")
+    url_at = header.index("url")
+    category_at = header.index("category_code") if "category_code" in header else None
+    targets = []
+    for row in reader:
+        number = reader.line_num
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) <= url_at:
+            raise TargetError(f"{name}:{number}", "row has no url column")
+        entry = row[url_at].strip()
+        try:
+            url, domain = normalise(entry)
+        except ValueError as exc:
+            raise TargetError(f"{name}:{number}", str(exc)) from None
+        category = None
+        if category_at is not None and len(row) > category_at:
+            category = row[category_at].strip() or None
+        targets.append(Target(entry, url, domain, category, f"{name}:{number}"))
+    return targets
+
+
+def is_csv(path: Path, content: str) -> bool:
+    first = content.lstrip("\ufeff").split("\n", 1)[0].strip().lower()
+    return path.suffix.lower() == ".csv" or first.startswith("url,")
+
+
+def load_file(path: str | Path) -> list[Target]:
+    """Targets from one file; raises ``TargetError`` (``FILE:LINE: reason``)."""
+    path = Path(path)
+    try:
+        content = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise TargetError(f"{path}:0", f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = content_line_of(path, exc.start)
+        raise TargetError(f"{path}:{line}", "not UTF-8 text") from None
+    return parse_csv(content, str(path)) if is_csv(path, content) else parse_text(content, str(path))
+
+
+def content_line_of(path: Path, offset: int) -> int:
+    return path.read_bytes()[:offset].count(b"\n") + 1
+
+
+def load(paths: Iterable[str | Path] = (), inputs: Iterable[str] = ()) -> list[Target]:
+    """All targets from files and ``--input`` URLs, each URL once, in order of first mention."""
+    seen: set[str] = set()
+    out: list[Target] = []
+    found: list[Target] = []
+    for path in paths:
+        found.extend(load_file(path))
+    for number, entry in enumerate(inputs, 1):
+        try:
+            url, domain = normalise(entry)
+        except ValueError as exc:
+            raise TargetError(f"--input #{number}", str(exc)) from None
+        found.append(Target(entry.strip(), url, domain))
+    for target in found:
+        if target.url not in seen:
+            seen.add(target.url)
+            out.append(target)
+    return out
