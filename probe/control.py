@@ -1,8 +1,8 @@
 """The control: what a test helper outside the censored network sees.
 
-The client speaks OONI's test-helper protocol (a JSON POST; see
-OONI's spec ts-017, "Example control request and response"), so it works with OONI's public helpers and with our own
-``probe helper serve``. Helpers are tried in turn until one answers.
+The client speaks OONI's test-helper protocol (a JSON POST; see OONI's spec ts-017,
+"Example control request and response"), so it works with OONI's public helpers and with our
+own ``probe helper serve``. Helpers are tried in turn until one answers.
 """
 
 from __future__ import annotations

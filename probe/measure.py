@@ -35,7 +35,6 @@ from .netio import Clock, Conn, tcp_connect, tls_handshake
 from .records import HTTPRequest, Observations, TCPConnect
 from .targets import Target
 
-
 REFUSED_ADDRESS = failures.unknown("refused to connect to a bogon address")
 
 
@@ -168,9 +167,7 @@ class Measurer:
         request = helper_request(url, endpoints, self.settings.headers)
         return await self.helpers.control(request, clock)
 
-    async def _fetch(
-        self, obs: Observations, url: str, addresses: list[str], clock: Clock
-    ) -> None:
+    async def _fetch(self, obs: Observations, url: str, addresses: list[str], clock: Clock) -> None:
         """The connectivity steps and the GET, hop after hop."""
         known = {urlsplit(url).hostname: addresses}
         cookies: dict[str, dict[str, str]] = {}
@@ -178,8 +175,10 @@ class Measurer:
             parts = urlsplit(url)
             host = parts.hostname or ""
             if host not in known:
-                known[host] = [host] if _is_ip(host) else await self._resolve(
-                    obs, self.settings.system_resolver, host, clock, depth
+                known[host] = (
+                    [host]
+                    if _is_ip(host)
+                    else await self._resolve(obs, self.settings.system_resolver, host, clock, depth)
                 )
             if not known[host]:
                 return  # the DNS records say why

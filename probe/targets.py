@@ -149,7 +149,8 @@ def load_file(path: str | Path) -> list[Target]:
     except UnicodeDecodeError as exc:
         line = content_line_of(path, exc.start)
         raise TargetError(f"{path}:{line}", "not UTF-8 text") from None
-    return parse_csv(content, str(path)) if is_csv(path, content) else parse_text(content, str(path))
+    parse = parse_csv if is_csv(path, content) else parse_text
+    return parse(content, str(path))
 
 
 def content_line_of(path: Path, offset: int) -> int:
