@@ -1,0 +1,362 @@
+"""SQLite storage: runs, measurements (verdicts) and the raw observations behind them.
+
+The schema is built by :data:`migrations` (sqlite-utils Migrations, one function per step)
+and the database runs in WAL mode so a report can read while a run writes. Each measurement
+is written in its own transaction as soon as its target finishes: a crash loses at most the
+targets in flight. Observations are stored in normal form (one row per DNS query, TCP connect,
+TLS handshake, HTTP hop) and :func:`load_observations` rebuilds them for re-analysis.
+
+Privacy: nothing here holds the volunteer's own IP address. Runs and measurements carry the
+network's AS number and country code only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from . import __version__
+from .records import (
+    Control,
+    DNSQuery,
+    HTTPRequest,
+    Observations,
+    TCPConnect,
+    TLSHandshake,
+    Verdict,
+)
+
+migrations = Migrations("probe")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["runs"].create(
+        {
+            "id": str,
+            "started_at": str,  # UTC "YYYY-MM-DD HH:MM:SS"
+            "finished_at": str,
+            "status": str,  # running | complete | interrupted
+            "software_version": str,
+            "probe_asn": str,  # "AS12345": the network, never the volunteer's address
+            "probe_cc": str,
+            "inputs": str,  # JSON list of target files / --input URLs
+            "settings": str,  # JSON: resolvers, helpers, timeouts
+            "offline": int,
+            "targets": int,
+            "counts": str,  # JSON {verdict: count}
+        },
+        pk="id",
+    )
+    db["measurements"].create(
+        {
+            "id": str,
+            "run_id": str,
+            "input": str,
+            "url": str,
+            "domain": str,
+            "category": str,
+            "start_time": str,
+            "runtime": float,
+            "probe_asn": str,
+            "probe_cc": str,
+            "verdict": str,
+            "blocking": str,
+            "accessible": int,
+            "dns_consistency": str,
+            "failure": str,
+            "blockpage": str,
+            "confirmed": int,
+            "reason": str,
+            "body_proportion": float,
+            "body_length_match": int,
+            "status_code_match": int,
+            "headers_match": int,
+            "title_match": int,
+            "software_version": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["measurements"].create_index(["domain", "start_time"])
+    db["measurements"].create_index(["probe_asn", "domain", "start_time"])
+    db["measurements"].create_index(["run_id"])
+    step = {"measurement_id": str, "depth": int, "t0": float, "t": float}
+    db["dns_queries"].create(
+        {
+            **step,
+            "hostname": str,
+            "query_type": str,
+            "engine": str,
+            "resolver": str,
+            "failure": str,
+            "rcode": str,
+            "addresses": str,  # JSON list
+            "cnames": str,  # JSON list
+            "ttl": int,
+        },
+        foreign_keys=[("measurement_id", "measurements", "id")],
+    )
+    db["tcp_connects"].create(
+        {**step, "ip": str, "port": int, "failure": str},
+        foreign_keys=[("measurement_id", "measurements", "id")],
+    )
+    db["tls_handshakes"].create(
+        {
+            **step,
+            "ip": str,
+            "port": int,
+            "server_name": str,
+            "failure": str,
+            "tls_version": str,
+            "cipher": str,
+            "alpn": str,
+            "cert_sha256": str,
+            "cert_subject": str,
+            "cert_issuer": str,
+            "purpose": str,
+        },
+        foreign_keys=[("measurement_id", "measurements", "id")],
+    )
+    db["http_requests"].create(
+        {
+            **step,
+            "hop": int,
+            "url": str,
+            "method": str,
+            "ip": str,
+            "port": int,
+            "failure": str,
+            "status_code": int,
+            "headers": str,  # JSON [[name, value], ...]
+            "title": str,
+            "body_length": int,
+            "body_sha256": str,
+            "body_truncated": int,
+            "location": str,
+            "body": bytes,  # kept when the verdict is not "accessible": it is the evidence
+        },
+        foreign_keys=[("measurement_id", "measurements", "id")],
+    )
+    db["controls"].create(
+        {
+            "measurement_id": str,
+            "helper": str,
+            "failure": str,
+            "response": str,  # the helper's JSON answer, verbatim
+            "t0": float,
+            "t": float,
+        },
+        pk="measurement_id",
+        foreign_keys=[("measurement_id", "measurements", "id")],
+    )
+    for table in ("dns_queries", "tcp_connects", "tls_handshakes", "http_requests"):
+        db[table].create_index(["measurement_id"])
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def open_db(path: str | Path) -> Database:
+    """Open (creating folders and schema as needed) the database at ``path``, in WAL mode."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = Database(path)
+    db.enable_wal()
+    migrations.apply(db)
+    return db
+
+
+class Store:
+    """Writes one run's measurements."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def start_run(
+        self,
+        *,
+        inputs: list[str],
+        settings: dict[str, Any],
+        targets: int,
+        probe_asn: str | None = None,
+        probe_cc: str | None = None,
+    ) -> str:
+        run_id = str(uuid.uuid4())
+        self.db["runs"].insert(
+            {
+                "id": run_id,
+                "started_at": utc_now(),
+                "status": "running",
+                "software_version": __version__,
+                "probe_asn": probe_asn,
+                "probe_cc": probe_cc,
+                "inputs": json.dumps(inputs),
+                "settings": json.dumps(settings),
+                "offline": 0,
+                "targets": targets,
+            }
+        )
+        return run_id
+
+    def finish_run(
+        self, run_id: str, *, status: str, counts: dict[str, int], offline: bool
+    ) -> None:
+        self.db["runs"].update(
+            run_id,
+            {
+                "finished_at": utc_now(),
+                "status": status,
+                "counts": json.dumps(counts),
+                "offline": int(offline),
+            },
+        )
+
+    def save(
+        self,
+        run_id: str,
+        obs: Observations,
+        verdict: Verdict,
+        *,
+        probe_asn: str | None = None,
+        probe_cc: str | None = None,
+    ) -> str:
+        """Write one measurement and its observations in one transaction; its id."""
+        measurement_id = str(uuid.uuid4())
+        keep_body = verdict.verdict != "accessible"
+        with self.db.conn:
+            self.db["measurements"].insert(
+                {
+                    "id": measurement_id,
+                    "run_id": run_id,
+                    "input": obs.input,
+                    "url": obs.url,
+                    "domain": obs.domain,
+                    "category": obs.category,
+                    "start_time": obs.start_time,
+                    "runtime": obs.runtime,
+                    "probe_asn": probe_asn,
+                    "probe_cc": probe_cc,
+                    "software_version": __version__,
+                    **_verdict_row(verdict),
+                }
+            )
+            steps = {"measurement_id": measurement_id}
+            self.db["dns_queries"].insert_all(
+                (
+                    {
+                        **steps,
+                        **_row(q),
+                        "addresses": json.dumps(q.addresses),
+                        "cnames": json.dumps(q.cnames),
+                    }
+                    for q in obs.dns
+                ),
+            )
+            self.db["tcp_connects"].insert_all({**steps, **_row(c)} for c in obs.tcp)
+            self.db["tls_handshakes"].insert_all({**steps, **_row(h)} for h in obs.tls)
+            self.db["http_requests"].insert_all(
+                {
+                    **steps,
+                    **_row(hop),
+                    "hop": index,
+                    "headers": json.dumps(hop.headers),
+                    "body_truncated": int(hop.body_truncated),
+                    "body": hop.body if keep_body else None,
+                }
+                for index, hop in enumerate(obs.http)
+            )
+            control = obs.control
+            self.db["controls"].insert(
+                {
+                    **steps,
+                    "helper": control.helper,
+                    "failure": control.failure,
+                    "response": json.dumps(control.response) if control.response else None,
+                    "t0": control.t0,
+                    "t": control.t,
+                }
+            )
+        return measurement_id
+
+    def update_verdict(self, measurement_id: str, verdict: Verdict) -> None:
+        self.db["measurements"].update(measurement_id, _verdict_row(verdict))
+
+
+def _row(record: Any) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__slots__}
+
+
+def _verdict_row(verdict: Verdict) -> dict[str, Any]:
+    row = _row(verdict)
+    for key in (
+        "accessible",
+        "confirmed",
+        "body_length_match",
+        "status_code_match",
+        "headers_match",
+        "title_match",
+    ):
+        if row[key] is not None:
+            row[key] = int(row[key])
+    return row
+
+
+def _fields(cls: type, row: dict[str, Any]) -> dict[str, Any]:
+    return {name: row[name] for name in cls.__slots__ if name in row}  # type: ignore[attr-defined]
+
+
+def load_observations(db: Database, measurement_id: str) -> Observations:
+    """Rebuild a stored measurement's observations (for re-analysis)."""
+    m = db["measurements"].get(measurement_id)
+    where = "measurement_id = ?"
+    args = [measurement_id]
+    dns = []
+    for row in db["dns_queries"].rows_where(where, args, order_by="rowid"):
+        row = dict(row)
+        row["addresses"] = json.loads(row["addresses"] or "[]")
+        row["cnames"] = json.loads(row["cnames"] or "[]")
+        dns.append(DNSQuery(**_fields(DNSQuery, row)))
+    tcp = [
+        TCPConnect(**_fields(TCPConnect, row))
+        for row in db["tcp_connects"].rows_where(where, args, order_by="rowid")
+    ]
+    tls = [
+        TLSHandshake(**_fields(TLSHandshake, row))
+        for row in db["tls_handshakes"].rows_where(where, args, order_by="rowid")
+    ]
+    http = []
+    for row in db["http_requests"].rows_where(where, args, order_by="hop"):
+        row = dict(row)
+        row["headers"] = json.loads(row["headers"] or "[]")
+        row["body_truncated"] = bool(row["body_truncated"])
+        http.append(HTTPRequest(**_fields(HTTPRequest, row)))
+    control = Control()
+    for row in db["controls"].rows_where(where, args):
+        control = Control(
+            helper=row["helper"],
+            failure=row["failure"],
+            response=json.loads(row["response"]) if row["response"] else None,
+            t0=row["t0"],
+            t=row["t"],
+        )
+    return Observations(
+        input=m["input"],
+        url=m["url"],
+        domain=m["domain"],
+        category=m["category"],
+        start_time=m["start_time"],
+        runtime=m["runtime"],
+        dns=dns,
+        tcp=tcp,
+        tls=tls,
+        http=http,
+        control=control,
+    )
