@@ -205,7 +205,7 @@ def check(
 
         traceback.print_exc()
         _fail(f"internal error: {type(exc).__name__}: {exc}", 1)
-    _report(summary, elapsed, db, as_json)
+    _report(summary, elapsed, db, as_json, {t.url: i for i, t in enumerate(target_list)})
     if summary.errors:
         _fail(f"{len(summary.errors)} targets hit an internal error (see above)", 1)
 
@@ -368,8 +368,8 @@ async def _check(
     return summary, time.monotonic() - started
 
 
-def _report(summary: Any, elapsed: float, db: Path, as_json: bool) -> None:
-    results = sorted(summary.results, key=lambda r: (r.target.source or "", r.target.url))
+def _report(summary: Any, elapsed: float, db: Path, as_json: bool, order: dict[str, int]) -> None:
+    results = sorted(summary.results, key=lambda r: order.get(r.target.url, 0))
     if as_json:
         for r in results:
             v = r.verdict

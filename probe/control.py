@@ -137,9 +137,4 @@ class HelperError(Exception):
 def _classify(exc: BaseException) -> str:
     if isinstance(exc, HelperError | ValueError):
         return failures.unknown(str(exc))
-    if isinstance(exc, httpx.TimeoutException):
-        return failures.GENERIC_TIMEOUT
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(exc, httpx.HTTPError) and cause is not None:
-        return failures.classify(cause)
     return failures.classify(exc)

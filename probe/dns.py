@@ -183,12 +183,6 @@ def _classify(exc: BaseException) -> str:
         return failures.GENERIC_TIMEOUT
     if isinstance(exc, (dns.exception.FormError, dns.exception.SyntaxError, DNSHTTPError)):
         return failures.DNS_MISBEHAVING
-    if isinstance(exc, httpx.TimeoutException):
-        return failures.GENERIC_TIMEOUT
-    if isinstance(exc, httpx.HTTPError) and exc.__context__ is not None:
-        return failures.classify(exc.__context__)
-    if isinstance(exc, httpx.ConnectError) and exc.__cause__ is not None:
-        return failures.classify(exc.__cause__)
     return failures.classify(exc)
 
 

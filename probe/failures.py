@@ -21,6 +21,8 @@ string                                 meaning
 ``dns_server_misbehaving``             any other bad rcode, or a malformed reply
 ``dns_reply_with_wrong_query_id``      a reply whose ID does not match the query
 ``dns_bogon_error``                    a resolver that rejects bogons saw one (helper only)
+``dns_temporary_failure``              getaddrinfo's EAI_AGAIN (a resolver we only reach by name)
+``dns_non_recoverable_failure``        getaddrinfo's EAI_FAIL
 ``ssl_invalid_hostname``               the certificate does not match the SNI
 ``ssl_unknown_authority``              the chain is not rooted in the trust store
 ``ssl_invalid_certificate``            other certificate trouble (expired, malformed)
@@ -39,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import re
+import socket
 import ssl
 
 CONNECTION_REFUSED = "connection_refused"
@@ -102,8 +105,33 @@ def unknown(text: str) -> str:
     return f"{UNKNOWN}: {scrub(text)}"
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The OS or TLS error under a client library's wrapper exceptions (httpx, httpcore)."""
+    seen = exc
+    for _ in range(8):
+        if isinstance(seen, (OSError, ssl.SSLError, TimeoutError, EOFError)):
+            return seen
+        nxt = seen.__cause__ or seen.__context__
+        if nxt is None:
+            break
+        seen = nxt
+    return exc
+
+
+_GAI = {
+    socket.EAI_NONAME: DNS_NXDOMAIN,
+    socket.EAI_AGAIN: "dns_temporary_failure",
+    socket.EAI_FAIL: "dns_non_recoverable_failure",
+}
+
+
 def classify(exc: BaseException) -> str:
     """Turn an exception raised by a network step into a failure string."""
+    exc = _root_cause(exc)
+    if type(exc).__name__.endswith("Timeout") or type(exc).__name__ == "TimeoutException":
+        return GENERIC_TIMEOUT
+    if isinstance(exc, socket.gaierror):
+        return _GAI.get(exc.errno, DNS_MISBEHAVING)
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return GENERIC_TIMEOUT
     if isinstance(exc, asyncio.CancelledError):
