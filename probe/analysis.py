@@ -486,7 +486,7 @@ def _after_connection_failure(
             what = (
                 "was reset"
                 if failure == F.CONNECTION_RESET
-                else "was cut (EOF)"
+                else "was closed mid-handshake"
                 if failure == F.EOF_ERROR
                 else "timed out"
                 if failure == F.GENERIC_TIMEOUT
@@ -633,14 +633,17 @@ def _decide(
             )
             if diff[key] is False
         ]
+        listed = ", ".join(differs[:-1]) + " and " + differs[-1] if len(differs) > 1 else ""
+        listed = listed or (differs[0] if differs else "status or content")
         return _blocked(
             "http-diff",
             f"the cleartext response (status {last.status_code}) differs from the control's "
-            f"(status {(chttp or {}).get('status_code')}) in {', '.join(differs) or 'every test'} "
-            "and matches no known block page",
+            f"(status {(chttp or {}).get('status_code')}) in {listed}, and matches no known "
+            "block page",
         ), diff
 
-    if last is not None and last.ip is not None and last.failure is not None:
+    too_many = last is not None and last.failure == F.TOO_MANY_REDIRECTS
+    if last is not None and last.failure is not None and (last.ip is not None or too_many):
         fail = last.failure
         if fail == F.INTERRUPTED:
             return _unknown("the measurement was interrupted", fail), diff
@@ -700,7 +703,7 @@ def analyze(
     if offline:
         return Verdict(
             "inconclusive",
-            reason="the vantage point was offline during this run (no control and no network "
+            reason="The vantage point was offline during this run (no control and no network "
             "reachable), so nothing can be concluded",
         )
     fps = fingerprints if fingerprints is not None else default_fingerprints()
@@ -732,6 +735,7 @@ def analyze(
             verdict.reason = f"no test helper or control resolver answered{why}"
             if last is not None:
                 verdict.failure = last.failure
+        verdict.reason = verdict.reason[:1].upper() + verdict.reason[1:]
         return verdict
 
     outcome, diff = _decide(obs, dns, blockpage)
