@@ -395,28 +395,27 @@ def _report(summary: Any, elapsed: float, db: Path, as_json: bool, order: dict[s
                     ensure_ascii=False,
                 )
             )
-    out = click.get_text_stream("stderr" if as_json else "stdout")
     if not as_json:
         width = max([len(r.target.input) for r in results] + [6])
-        click.echo(f"{'TARGET':<{width}}  {'VERDICT':<12}  {'BLOCKING':<12}  EVIDENCE", file=out)
+        click.echo(f"{'TARGET':<{width}}  {'VERDICT':<12}  {'BLOCKING':<12}  EVIDENCE", err=as_json)
         for r in results:
             v = r.verdict
             evidence = v.blockpage or v.failure or ""
             click.echo(
                 f"{r.target.input:<{width}}  {v.verdict:<12}  {v.blocking or '-':<12}  {evidence}",
-                file=out,
+                err=as_json,
             )
     counts = ", ".join(f"{summary.counts[k]} {k}" for k in sorted(summary.counts))
     if summary.offline:
         click.echo(
             "OFFLINE: no control resolver or test helper could be reached (or nearly every "
             "target failed the same way); every verdict is inconclusive.",
-            file=out,
+            err=as_json,
         )
     click.echo(
         f"{len(results)} targets in {elapsed:.1f} s: {counts or 'none'}. Stored in {db} "
         f"(run {summary.run_id}).",
-        file=out,
+        err=as_json,
     )
 
 

@@ -1,0 +1,224 @@
+"""`probe check` end to end in the censorship lab: one scenario, one expected verdict.
+
+All the scenarios that can share a network are measured in ONE run of the real command
+(they differ by site, address or name, so each censorship touches only its own target);
+that is also how volunteers run it: many targets at once. The helper-unreachable and offline
+scenarios change the whole network, so they get runs of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+# Short timeouts keep the blackhole scenarios quick; verdicts don't depend on them.
+TIMEOUTS = [
+    "--dns-timeout", "2", "--tcp-timeout", "2", "--tls-timeout", "2",
+    "--http-timeout", "4", "--control-timeout", "20",
+]  # fmt: skip
+
+
+@dataclass
+class Scenario:
+    name: str
+    url: str
+    verdict: str
+    blocking: str | None
+    failure: str | None = None
+    confirmed: bool = False
+
+
+SCENARIOS = [
+    Scenario("https success", "https://www.azattyk.org/", "accessible", None),
+    Scenario("http success", "http://kaktus.media/", "accessible", None),
+    Scenario("http to https redirect", "http://to-https.kg/", "accessible", None),
+    Scenario("DNS lie to the block-page address", "http://24.kg/", "blocked", "dns",
+             confirmed=True),
+    Scenario("NXDOMAIN at the ISP resolver", "https://respublica.kg/", "blocked", "dns",
+             "dns_nxdomain_error"),
+    Scenario("bogon answer", "https://kloop.kg/", "blocked", "dns"),
+    Scenario("loopback answer", "https://vesti.kg/", "blocked", "dns"),
+    Scenario("on-path DNS injection, plain-DNS control forged too", "https://akipress.org/",
+             "blocked", "dns"),
+    Scenario("TCP blackhole", "https://factcheck.kg/", "blocked", "tcp_ip",
+             "generic_timeout_error"),
+    Scenario("RST to SYN", "https://currenttime.tv/", "blocked", "tcp_ip", "connection_refused"),
+    Scenario("RST after the SNI", "https://sni-reset.kg/", "blocked", "tls", "connection_reset"),
+    Scenario("FIN after the SNI", "https://sni-fin.kg/", "blocked", "tls", "eof_error"),
+    Scenario("blackhole after the SNI", "https://sni-drop.kg/", "blocked", "tls",
+             "generic_timeout_error"),
+    Scenario("RST after the Host header", "http://host-reset.kg/", "blocked", "http-failure",
+             "connection_reset"),
+    Scenario("injected block page", "http://blockpage.kg/", "blocked", "http-diff",
+             confirmed=True),
+    Scenario("site down everywhere", "https://down.kg/", "down", None, "connection_refused"),
+    Scenario("bad certificate at the site itself", "https://badcert.kg/", "down", None,
+             "ssl_invalid_hostname"),
+    Scenario("more than 10 redirects", "https://example.org/redirect/12", "down", None),
+    Scenario("page larger than the cap", "https://www.wikipedia.org/large", "accessible", None),
+    Scenario("IDN domain", "http://яндекс.рф/", "accessible", None),
+]  # fmt: skip
+
+
+def censor(lab: Any) -> None:
+    """Set up the sites and the censorship every scenario in SCENARIOS needs."""
+    for name in ("sni-reset.kg", "sni-fin.kg", "sni-drop.kg", "host-reset.kg", "blockpage.kg",
+                 "down.kg"):  # fmt: skip
+        lab.add_site(name)
+    lab.add_site("to-https.kg", https_only_redirect=True)
+    lab.add_site("badcert.kg", cert="wrong-name")
+    lab.dns_lie("24.kg", lab.BLOCKPAGE_IP)
+    lab.dns_nxdomain("respublica.kg")
+    lab.dns_lie("kloop.kg", "10.10.34.35")
+    lab.dns_lie("vesti.kg", "127.0.0.1")
+    lab.dns_inject("akipress.org", lab.BLOCKPAGE_IP)
+    lab.tcp_blackhole(lab.site("factcheck.kg").ip)
+    lab.tcp_refuse(lab.site("currenttime.tv").ip)
+    lab.dpi_reset("sni-reset.kg", port=443)
+    lab.dpi_close("sni-fin.kg", port=443)
+    lab.dpi_drop("sni-drop.kg", port=443)
+    lab.dpi_reset("Host: host-reset.kg", port=80)
+    lab.inject_blockpage(lab.site("blockpage.kg").ip)
+    lab.site_down(lab.site("down.kg").ip)
+
+
+def start_helper(lab: Any) -> Any:
+    helper = lab.spawn(
+        lab.net,
+        [
+            sys.executable, "-m", "probe.cli", "helper", "serve",
+            "--listen", f"{lab.HELPER_IP}:80",
+            "--resolver", f"udp://{lab.CONTROL_RESOLVER}:53",
+            "--ca-file", lab.ca_file,
+            "--asn-db", lab.asn_db,
+        ],
+    )  # fmt: skip
+    probe_code = (
+        f"import socket, sys\ns = socket.create_connection(('{lab.HELPER_IP}', 80), timeout=1)\n"
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            lab.python(lab.vantage, probe_code, timeout=5)
+            return helper
+        except RuntimeError:
+            if helper.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the test helper did not start") from None
+            time.sleep(0.2)
+
+
+def probe_check(lab: Any, db: Any, urls: list[str], *extra: str) -> list[dict[str, Any]]:
+    """Run `probe check --json` in the vantage against the lab's control; the JSON lines."""
+    argv = [sys.executable, "-m", "probe.cli", "check", "--json", "--db", str(db)]
+    for url in urls:
+        argv += ["--input", url]
+    argv += [
+        "--control-resolver", lab.DOH_URL,
+        "--control-resolver", f"udp://{lab.CONTROL_RESOLVER}:53",
+        "--helper", f"http://{lab.HELPER_IP}/",
+        "--ca-file", lab.ca_file,
+        *TIMEOUTS,
+        *extra,
+    ]  # fmt: skip
+    result = lab.run(lab.vantage, argv, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == len(urls), result.stdout + result.stderr
+    return lines
+
+
+@pytest.fixture(scope="module")
+def helper(lab):
+    process = start_helper(lab)
+    yield process
+    process.terminate()
+
+
+@pytest.fixture(scope="module")
+def scenario_run(lab, helper, tmp_path_factory):
+    db = tmp_path_factory.mktemp("check") / "probe.db"
+    lab.reset()
+    censor(lab)
+    try:
+        lines = probe_check(lab, db, [s.url for s in SCENARIOS])
+    finally:
+        lab.reset()
+    return {line["input"]: line for line in lines}, db
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_scenario(scenario_run, scenario):
+    results, _ = scenario_run
+    got = results[scenario.url]
+    assert (got["verdict"], got["blocking"]) == (scenario.verdict, scenario.blocking), got
+    if scenario.failure:
+        assert got["failure"] == scenario.failure, got
+    assert got["confirmed"] is scenario.confirmed, got
+    assert got["accessible"] is {"accessible": True, "inconclusive": None}.get(
+        scenario.verdict, False
+    )
+    assert got["reason"]
+
+
+def rows(db: Any, sql: str, *args: Any) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def test_evidence_is_stored(scenario_run, lab):
+    results, db = scenario_run
+    # The SNI reset is in the TLS handshakes, with the real SNI and the site's address.
+    mid = results["https://sni-reset.kg/"]["measurement_id"]
+    assert rows(db, "select server_name, ip, failure from tls_handshakes where "
+                "measurement_id = ? and purpose = 'fetch'", mid) == [
+        ("sni-reset.kg", lab.site("sni-reset.kg").ip, "connection_reset")
+    ]  # fmt: skip
+    # The injected answer shows up at the plain-DNS control too, but not over DoH.
+    mid = results["https://akipress.org/"]["measurement_id"]
+    answers = dict(rows(db, "select engine, addresses from dns_queries where measurement_id = ? "
+                        "and query_type = 'A'", mid))  # fmt: skip
+    assert json.loads(answers["system"]) == [lab.BLOCKPAGE_IP]
+    assert json.loads(answers["udp"]) == [lab.BLOCKPAGE_IP]
+    assert json.loads(answers["https"]) == [lab.site("akipress.org").ip]
+    assert "inject" in results["https://akipress.org/"]["reason"].lower()
+    # The block page's body is kept as evidence; the truncated large page is recorded as such.
+    mid = results["http://blockpage.kg/"]["measurement_id"]
+    (body,) = rows(db, "select body from http_requests where measurement_id = ?", mid)[0]
+    assert lab.BLOCKPAGE_SENTENCE.encode() in body
+    mid = results["https://www.wikipedia.org/large"]["measurement_id"]
+    assert rows(db, "select body_length, body_truncated from http_requests where "
+                "measurement_id = ?", mid) == [(512 * 1024, 1)]  # fmt: skip
+    # The input is kept exactly as written, IDN included.
+    assert results["http://яндекс.рф/"]["domain"] == "xn--d1acpjx3f.xn--p1ai"
+    # One run, every measurement in it, none with the volunteer's address.
+    (run_count,) = rows(db, "select count(*) from runs")[0]
+    assert run_count == 1
+    with open(db, "rb") as f:
+        assert lab.VANTAGE_IP.encode() not in f.read()
+
+
+def test_helper_unreachable_is_inconclusive_never_blocked(clean_lab, helper, tmp_path):
+    lab = clean_lab
+    lab.tcp_refuse(lab.HELPER_IP)
+    lab.tcp_refuse(lab.site("currenttime.tv").ip)
+    lines = probe_check(lab, tmp_path / "p.db", ["http://kaktus.media/", "https://currenttime.tv/"])
+    for line in lines:
+        assert line["verdict"] == "inconclusive", line
+        assert line["blocking"] is None
+        assert line["offline"] is False
+
+
+def test_uplink_cut_is_offline_and_inconclusive(clean_lab, helper, tmp_path):
+    lab = clean_lab
+    lab.offline()
+    urls = ["https://www.azattyk.org/", "http://24.kg/", "https://example.org/"]
+    lines = probe_check(lab, tmp_path / "p.db", urls)
+    assert {line["verdict"] for line in lines} == {"inconclusive"}
+    assert all(line["offline"] for line in lines)
+    assert rows(tmp_path / "p.db", "select offline, status from runs") == [(1, "complete")]
