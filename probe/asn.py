@@ -1,0 +1,127 @@
+"""IP address to autonomous system number, from an iptoasn.com database.
+
+The test helper reports the AS number of every address it saw (``ip_info``), so that a probe
+can tell "the censor's resolver answered with an address in another network" from "a CDN gave
+each side a different edge". The data is iptoasn.com's tab-separated dump
+(``ip2asn-combined.tsv``, optionally gzipped), one range per line::
+
+    range_start <TAB> range_end <TAB> AS_number <TAB> country_code <TAB> AS_description
+
+Ranges may be IPv4 or IPv6 (the combined file has both). AS number 0 means "not routed", which
+is also what :meth:`AsnDB.lookup` answers for an address no range covers. Blank lines and lines
+starting with ``#`` are ignored; any other malformed line is an error naming ``FILE:LINE``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import ipaddress
+from collections.abc import Iterable
+from pathlib import Path
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+class AsnDBError(ValueError):
+    """A malformed database; ``str()`` is ``FILE:LINE: reason``."""
+
+
+class _Table:
+    """Sorted, non-overlapping ranges of one address family."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, int, int, int]] = []  # start, end, asn, line
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.asns: list[int] = []
+
+    def freeze(self, source: str) -> None:
+        self.rows.sort()
+        for before, row in zip(self.rows, self.rows[1:], strict=False):
+            if row[0] <= before[1]:
+                first, second = sorted((before[3], row[3]))
+                raise AsnDBError(f"{source}:{second}: range overlaps the one on line {first}")
+        self.starts = [r[0] for r in self.rows]
+        self.ends = [r[1] for r in self.rows]
+        self.asns = [r[2] for r in self.rows]
+        self.rows = []
+
+    def lookup(self, value: int) -> int:
+        i = bisect.bisect_right(self.starts, value) - 1
+        if i >= 0 and value <= self.ends[i]:
+            return self.asns[i]
+        return 0
+
+
+class AsnDB:
+    """IPv4 and IPv6 ranges to AS numbers; lookups are a binary search."""
+
+    def __init__(self) -> None:
+        self._v4 = _Table()
+        self._v6 = _Table()
+
+    def __len__(self) -> int:
+        return len(self._v4.starts) + len(self._v6.starts)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AsnDB:
+        """Read an iptoasn TSV file (plain or gzip); raises :class:`AsnDBError` or ``OSError``."""
+        path = Path(path)
+        with open(path, "rb") as f:
+            magic = f.read(2)
+        opener = gzip.open if magic == b"\x1f\x8b" else open
+        try:
+            with opener(path, "rt", encoding="utf-8", errors="replace") as f:  # type: ignore[operator]
+                return cls.from_lines(f, str(path))
+        except (EOFError, gzip.BadGzipFile) as exc:
+            raise AsnDBError(f"{path}: corrupt gzip file: {exc}") from exc
+
+    @classmethod
+    def from_lines(cls, lines: Iterable[str], source: str = "<asn-db>") -> AsnDB:
+        """Parse TSV lines; ``source`` names the data in error messages."""
+        db = cls()
+        for number, raw in enumerate(lines, 1):
+            line = raw.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            where = f"{source}:{number}"
+            fields = line.split("\t")
+            if len(fields) < 3:
+                raise AsnDBError(
+                    f"{where}: expected range_start, range_end, AS_number separated by tabs"
+                )
+            try:
+                start = ipaddress.ip_address(fields[0].strip())
+                end = ipaddress.ip_address(fields[1].strip())
+            except ValueError as exc:
+                raise AsnDBError(f"{where}: bad address: {exc}") from exc
+            if start.version != end.version:
+                raise AsnDBError(f"{where}: range mixes IPv4 and IPv6")
+            if int(start) > int(end):
+                raise AsnDBError(f"{where}: range start {start} is after its end {end}")
+            text = fields[2].strip()
+            if text[:2].upper() == "AS":
+                text = text[2:]
+            if not text.isdigit() or int(text) > 0xFFFFFFFF:
+                raise AsnDBError(f"{where}: bad AS number {fields[2].strip()!r}")
+            table = db._v4 if start.version == 4 else db._v6
+            table.rows.append((int(start), int(end), int(text), number))
+        db._v4.freeze(source)
+        db._v6.freeze(source)
+        return db
+
+    def lookup(self, ip: str) -> int:
+        """The AS number announcing ``ip``; 0 when unknown, not routed, or not an address."""
+        text = ip.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            return 0
+        if isinstance(addr, ipaddress.IPv6Address):
+            if addr in _MAPPED and addr.ipv4_mapped is not None:
+                return self._v4.lookup(int(addr.ipv4_mapped))
+            return self._v6.lookup(int(addr))
+        return self._v4.lookup(int(addr))
