@@ -270,7 +270,8 @@ class Lab:
             pass
 
     def _build(self) -> None:
-        self.workdir = Path(self._workdir_arg or tempfile.mkdtemp(prefix=f"{PREFIX}-{os.getpid()}-"))
+        prefix = f"{PREFIX}-{os.getpid()}-"
+        self.workdir = Path(self._workdir_arg or tempfile.mkdtemp(prefix=prefix))
         self.workdir.mkdir(parents=True, exist_ok=True)
         for ns in self.namespaces:
             _sh(["ip", "netns", "add", ns])
@@ -610,6 +611,20 @@ class Lab:
             raise RuntimeError(f"snippet failed in {ns} ({r.returncode}):\n{r.stderr}\n{r.stdout}")
         return r.stdout
 
+    def call(self, ns: str, func: str, *args, run_timeout: float = 60, **kwargs):
+        """Run ``tests.lab.clients.<func>(*args, **kwargs)`` in ns; return its (JSON) result."""
+        code = (
+            "import json, sys\nfrom tests.lab import clients\n"
+            f"r = clients.{func}(*json.loads(sys.argv[1]), **json.loads(sys.argv[2]))\n"
+            "print(json.dumps(r))"
+        )
+        env = {"PYTHONPATH": str(REPO_ROOT)}
+        argv = [sys.executable, "-c", code, json.dumps(args), json.dumps(kwargs)]
+        r = self.run(ns, argv, timeout=run_timeout, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"clients.{func} failed in {ns}:\n{r.stderr}\n{r.stdout}")
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
     # ------------------------------------------------------------ censorship machinery
 
     def _iptables(self, ns: str, table: str, op: str, chain: str, rule: list[str]) -> None:
@@ -821,7 +836,9 @@ class Lab:
 
     def site_down(self, ip: str) -> Undo:
         """Nothing listens at ip any more: RST to SYNs, inside net (the control sees it too)."""
-        rule = ["-d", self._ip(ip), "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"]
+        # (not RSTs themselves: on lo the REJECT's own RST comes back to the same address)
+        rule = ["-d", self._ip(ip), "-p", "tcp", "!", "--tcp-flags", "RST", "RST",
+                "-j", "REJECT", "--reject-with", "tcp-reset"]  # fmt: skip
         return self._register(self._rules([(self.net, "filter", "LAB_DOWN", rule)]))
 
     def offline(self) -> Undo:

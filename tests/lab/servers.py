@@ -225,7 +225,8 @@ async def serve_http(reader, writer, handler):
             )
             head = [f"HTTP/1.1 {status} {reason}", "Server: lab-httpd"]
             head += [f"{k}: {v}" for k, v in extra.items()]
-            head += [f"Content-Length: {len(payload)}", f"Connection: {'keep-alive' if keep else 'close'}"]
+            head.append(f"Content-Length: {len(payload)}")
+            head.append(f"Connection: {'keep-alive' if keep else 'close'}")
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode("utf-8"))
             if method != "HEAD":
                 for i in range(0, len(payload), 65536):

@@ -1,0 +1,418 @@
+"""Tests of the censorship lab itself: every primitive, observed from inside the vantage with
+plain Python clients (tests/lab/clients.py run through ``lab.call``)."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.lab import REPO_ROOT, Lab, list_lab_namespaces, sweep_stale
+
+SENTENCE = Lab.BLOCKPAGE_SENTENCE
+UNREACHABLE = {"ENETUNREACH", "EHOSTUNREACH"}
+
+
+def v(lab, func, *args, **kwargs):
+    return lab.call(lab.vantage, func, *args, **kwargs)
+
+
+def resolve(lab, server, name, proto="udp", **kw):
+    if proto == "doh":
+        kw.update(cafile=lab.ca_file, url=lab.DOH_URL)
+    if proto == "dot":
+        kw.update(cafile=lab.ca_file)
+    return v(lab, "dns_query", server, name, proto, **kw)
+
+
+# ---------------------------------------------------------------- isolation and cleanup
+
+
+def host_snapshot():
+    def out(argv):
+        return subprocess.run(argv, capture_output=True, text=True).stdout
+
+    ipt = out(["iptables-save"])
+    ipt = "\n".join(
+        re.sub(r"\[\d+:\d+\]", "", line) for line in ipt.splitlines() if not line.startswith("#")
+    )
+    return {
+        "route": out(["ip", "route"]),
+        "route6": out(["ip", "-6", "route"]),
+        "iptables": ipt,
+        "links": out(["ip", "-o", "link", "show"]).count("\n"),
+    }
+
+
+def test_outside_world_is_unreachable_at_once(lab):
+    r = v(lab, "connect", "1.1.1.1", 443, timeout=5)
+    assert r["result"] in UNREACHABLE, r
+    r = v(lab, "connect", "2606:4700:4700::1111", 443, timeout=5)
+    assert r["result"] in UNREACHABLE | {"EADDRNOTAVAIL", "EAFNOSUPPORT"}, r
+    # from the internet side too
+    r = lab.call(lab.net, "connect", "8.8.8.8", 53, timeout=5)
+    assert r["result"] in UNREACHABLE, r
+
+
+def test_host_network_untouched_by_a_lab():
+    before = host_snapshot()
+    with Lab(sites=["example.org"]) as other:
+        names = set(other.namespaces)
+        assert names <= set(list_lab_namespaces())
+        assert other.call(other.vantage, "system_resolve", "example.org")["result"] == "ok"
+        assert host_snapshot() == before
+    assert not names & set(list_lab_namespaces())
+    for ns in names:
+        assert not os.path.exists(f"/etc/netns/{ns}")
+    assert host_snapshot() == before
+
+
+CHILD = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from tests.lab import Lab
+lab = Lab(sites=["example.org"]).start()
+print(" ".join(lab.namespaces), flush=True)
+if sys.argv[1] == "raise":
+    raise RuntimeError("deliberate failure with a lab up")
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how", ["raise", "sigterm", "sigint"])
+def test_lab_cleans_up_after_a_failing_or_killed_process(how):
+    code = CHILD.format(root=str(REPO_ROOT))
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, how], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    names = p.stdout.readline().split()
+    assert len(names) == 3, p.stderr.read() if p.poll() is not None else names
+    assert set(names) <= set(list_lab_namespaces())
+    if how == "sigterm":
+        p.send_signal(signal.SIGTERM)
+    elif how == "sigint":
+        p.send_signal(signal.SIGINT)
+    p.wait(timeout=30)
+    assert p.returncode != 0
+    assert not set(names) & set(list_lab_namespaces())
+    for ns in names:
+        assert not os.path.exists(f"/etc/netns/{ns}")
+
+
+def test_stale_namespaces_of_dead_owners_are_swept():
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    ns = f"plab-{dead.pid}-1-net"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    os.makedirs(f"/etc/netns/{ns}", exist_ok=True)
+    try:
+        assert ns in sweep_stale()
+        assert ns not in list_lab_namespaces()
+        assert not os.path.exists(f"/etc/netns/{ns}")
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+# ---------------------------------------------------------------- the honest path
+
+
+def test_honest_web(clean_lab):
+    lab = clean_lab
+    r = v(lab, "httpx_get", "http://24.kg/")
+    assert r["status"] == 200 and r["headers"]["x-lab-site"] == "24.kg"
+    assert "<title>24.kg — lab news</title>" in r["body"]
+    r2 = v(lab, "httpx_get", "https://24.kg/", cafile=lab.ca_file)
+    assert r2["status"] == 200 and r2["body"] == r["body"]
+    other = v(lab, "httpx_get", "https://kloop.kg/", cafile=lab.ca_file)
+    assert other["headers"]["x-lab-site"] == "kloop.kg" and other["body"] != r["body"]
+    r = v(lab, "httpx_get", "https://24.kg/redirect/3", cafile=lab.ca_file)
+    assert r["status"] == 200 and r["history"] == [302, 302, 302] and "lab news" in r["body"]
+    r = v(lab, "httpx_get", "https://24.kg/redirect/12", cafile=lab.ca_file, max_redirects=10)
+    assert r["result"] == "too_many_redirects"
+    r = v(lab, "httpx_get", "https://24.kg/large", cafile=lab.ca_file)
+    assert r["status"] == 200 and r["length"] == 2 * 1024 * 1024
+    r = v(lab, "httpx_get", "http://24.kg/delay/50")
+    assert r["status"] == 200 and "24.kg" in r["body"]
+    r = v(lab, "httpx_get", "https://яндекс.рф/", cafile=lab.ca_file)
+    assert r["status"] == 200 and r["headers"]["x-lab-site"] == "xn--d1acpjx3f.xn--p1ai"
+    assert "яндекс.рф — lab news" in r["body"]
+
+
+def test_virtual_hosts_by_sni_and_host(clean_lab):
+    lab = clean_lab
+    ip = lab.site("kaktus.media").ip
+    r = v(lab, "http", ip, "vesti.kg", "/", port=443, sni=True, cafile=lab.ca_file)
+    assert r["status"] == 200 and r["headers"]["x-lab-site"] == "vesti.kg"
+    r = v(lab, "http", ip, "vesti.kg", "/")
+    assert r["headers"]["x-lab-site"] == "vesti.kg"
+
+
+def test_sites_added_at_run_time(lab):
+    new = lab.add_site("news.lab-added.kg", extra_ips=["192.88.99.249"])
+    assert new.ip not in {s.ip for s in lab.sites.values() if s is not new}
+    for server in (lab.ISP_RESOLVER, lab.CONTROL_RESOLVER):
+        r = resolve(lab, server, "news.lab-added.kg")
+        assert r["addresses"] == sorted([new.ip, "192.88.99.249"]), r
+    for ip in new.ips:
+        r = v(lab, "http", ip, new.host, "/", port=443, sni=True, cafile=lab.ca_file)
+        assert r["status"] == 200 and r["headers"]["x-lab-site"] == new.host
+
+    lab.add_site("secure.lab-added.kg", https_only_redirect=True)
+    r = v(lab, "httpx_get", "http://secure.lab-added.kg/x", follow_redirects=False)
+    assert r["status"] == 301 and r["headers"]["location"] == "https://secure.lab-added.kg/x"
+    r = v(lab, "httpx_get", "http://secure.lab-added.kg/", cafile=lab.ca_file)
+    assert r["status"] == 200 and r["url"] == "https://secure.lab-added.kg/"
+
+    for kind in ("wrong-name", "self-signed", "expired"):
+        site = lab.add_site(f"{kind}.lab-added.kg", cert=kind)
+        r = v(lab, "tls", site.ip, site.host, cafile=lab.ca_file)
+        assert r["result"] == "cert", (kind, r)
+        assert v(lab, "tls", site.ip, site.host)["result"] == "ok"  # unverified works
+    lab.remove_site("wrong-name.lab-added.kg")
+    r = resolve(lab, lab.CONTROL_RESOLVER, "wrong-name.lab-added.kg")
+    assert r["result"] == "NXDOMAIN"
+
+
+def test_honest_dns_everywhere(clean_lab):
+    lab = clean_lab
+    ip = lab.site("24.kg").ip
+    assert v(lab, "system_resolve", "24.kg") == {"result": "ok", "addresses": [ip]}
+    for server, proto in [
+        (lab.ISP_RESOLVER, "udp"),
+        (lab.ISP_RESOLVER, "tcp"),
+        (lab.CONTROL_RESOLVER, "udp"),
+        (lab.CONTROL_RESOLVER, "tcp"),
+        (lab.CONTROL_RESOLVER, "dot"),
+        (None, "doh"),
+    ]:
+        if proto == "doh":
+            r = resolve(lab, server, "24.kg", proto, method="GET")
+            assert r["addresses"] == [ip], r
+        assert resolve(lab, server, "24.kg", proto)["addresses"] == [ip], (server, proto)
+        assert resolve(lab, server, "no-such.example", proto)["result"] == "NXDOMAIN"
+        r = resolve(lab, server, "24.kg", proto, rdtype="AAAA")
+        assert r == {"result": "ok", "addresses": []}, (server, proto, r)
+
+
+def test_asn_db(lab):
+    lines = [line.split("\t") for line in open(lab.asn_db).read().splitlines()]
+    assert lines[0] == ["192.88.99.0", "192.88.99.31", "64500", "KG", "Lab ISP"]
+    assert lines[1] == ["192.88.99.32", "192.88.99.99", "64501", "ZZ", "Lab Internet"]
+    ip = lab.site("24.kg").ip
+    row = next(r for r in lines if r[0] == ip)
+    assert row == [ip, ip, str(Lab.outlet_asn(ip)), "ZZ", "Lab outlet"]
+
+
+def test_spawn_in_net(clean_lab):
+    lab = clean_lab
+    p = lab.spawn(
+        lab.net,
+        [sys.executable, "-m", "http.server", "--bind", lab.HELPER_IP, "80"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            if v(lab, "connect", lab.HELPER_IP, 80)["result"] == "ok":
+                break
+            time.sleep(0.05)
+        r = v(lab, "http", lab.HELPER_IP, lab.HELPER_IP, "/")
+        assert r["status"] == 200
+    finally:
+        p.terminate()
+        p.wait(10)
+
+
+# ---------------------------------------------------------------- TCP and DPI
+
+
+def test_tcp_blackhole_and_refuse(clean_lab):
+    lab = clean_lab
+    a, b = lab.site("24.kg").ip, lab.site("kloop.kg").ip
+    undo = lab.tcp_blackhole(a)
+    lab.tcp_refuse(b, 443)
+    assert v(lab, "connect", a, 443, timeout=1)["result"] == "timeout"
+    assert v(lab, "connect", b, 443)["result"] == "ECONNREFUSED"
+    assert v(lab, "connect", b, 80)["result"] == "ok"
+    undo()
+    assert v(lab, "connect", a, 443)["result"] == "ok"
+
+
+def test_dpi_reset_on_sni_and_host(clean_lab):
+    lab = clean_lab
+    ip = lab.site("24.kg").ip
+    lab.dpi_reset("24.kg")
+    r = v(lab, "tls", ip, "24.kg", cafile=lab.ca_file)
+    assert (r["result"], r["stage"]) == ("ECONNRESET", "handshake"), r
+    r = v(lab, "http", ip, "24.kg", "/")
+    assert r["result"] == "ECONNRESET", r
+    # other names on the same address pass
+    assert v(lab, "tls", ip, "kloop.kg", cafile=lab.ca_file)["result"] == "ok"  # SNI vhost
+    r = v(lab, "http", lab.site("kloop.kg").ip, "kloop.kg", "/", port=443, sni=True,
+          cafile=lab.ca_file)  # fmt: skip
+    assert r["status"] == 200
+
+
+def test_dpi_close_gives_eof(clean_lab):
+    lab = clean_lab
+    site = lab.site("www.azattyk.org")
+    lab.dpi_close(site.host, port=443)
+    r = v(lab, "tls", site.ip, site.host, cafile=lab.ca_file)
+    assert (r["result"], r["stage"]) == ("eof", "handshake"), r
+    assert v(lab, "http", site.ip, site.host, "/")["status"] == 200  # port 80 unaffected
+
+
+def test_dpi_drop_times_out(clean_lab):
+    lab = clean_lab
+    site = lab.site("kaktus.media")
+    lab.dpi_drop(site.host)
+    r = v(lab, "tls", site.ip, site.host, cafile=lab.ca_file, timeout=1.5)
+    assert (r["result"], r["stage"]) == ("timeout", "handshake"), r
+    r = v(lab, "http", site.ip, site.host, "/", timeout=1.5)
+    assert (r["result"], r["stage"]) == ("timeout", "response"), r
+
+
+def test_inject_blockpage(clean_lab):
+    lab = clean_lab
+    site = lab.site("respublica.kg")
+    lab.inject_blockpage(site.ip)
+    r = v(lab, "httpx_get", "http://respublica.kg/some/page")
+    assert r["status"] == 200 and SENTENCE in r["body"] and "<title>Access denied" in r["body"]
+    assert f'<p class="error">{SENTENCE}</p>' in r["body"]
+    r = v(lab, "httpx_get", "https://respublica.kg/", cafile=lab.ca_file)
+    assert r["status"] == 200 and SENTENCE not in r["body"]
+
+
+# ---------------------------------------------------------------- DNS censorship
+
+
+def test_isp_resolver_lies_control_does_not(clean_lab):
+    lab = clean_lab
+    truth = {n: [lab.site(n).ip] for n in ("24.kg", "kloop.kg", "vesti.kg", "akipress.org")}
+    lab.dns_lie("24.kg", lab.BLOCKPAGE_IP)
+    lab.dns_lie("factcheck.kg", "10.10.34.35")
+    lab.dns_nxdomain("kloop.kg")
+    lab.dns_no_answer("vesti.kg")
+    lab.dns_drop("akipress.org")
+    lab.dns_servfail("kaktus.media")
+    isp = lab.ISP_RESOLVER
+    assert resolve(lab, isp, "24.kg")["addresses"] == [lab.BLOCKPAGE_IP]
+    assert resolve(lab, isp, "24.kg", "tcp")["addresses"] == [lab.BLOCKPAGE_IP]
+    assert v(lab, "system_resolve", "factcheck.kg")["addresses"] == ["10.10.34.35"]
+    assert resolve(lab, isp, "kloop.kg")["result"] == "NXDOMAIN"
+    assert resolve(lab, isp, "vesti.kg") == {"result": "ok", "addresses": []}
+    assert resolve(lab, isp, "akipress.org", timeout=1)["result"] == "timeout"
+    assert resolve(lab, isp, "kaktus.media")["result"] == "SERVFAIL"
+    for name, ips in truth.items():
+        assert resolve(lab, lab.CONTROL_RESOLVER, name)["addresses"] == ips
+        assert resolve(lab, None, name, "doh")["addresses"] == ips
+
+
+def test_dns_inject_forges_plain_dns_only(clean_lab):
+    lab = clean_lab
+    ip = lab.site("24.kg").ip
+    lab.dns_inject("24.kg", "10.10.34.35")
+    ctl = lab.CONTROL_RESOLVER
+    assert resolve(lab, ctl, "24.kg")["addresses"] == ["10.10.34.35"]
+    assert resolve(lab, ctl, "24.KG")["addresses"] == ["10.10.34.35"]
+    assert resolve(lab, ctl, "24.kg", "tcp")["addresses"] == ["10.10.34.35"]
+    assert resolve(lab, lab.ISP_RESOLVER, "24.kg")["addresses"] == ["10.10.34.35"]
+    assert resolve(lab, ctl, "24.kg", "dot")["addresses"] == [ip]
+    assert resolve(lab, None, "24.kg", "doh")["addresses"] == [ip]
+    assert resolve(lab, ctl, "kloop.kg")["addresses"] == [lab.site("kloop.kg").ip]
+    assert resolve(lab, ctl, "kloop.kg", "tcp")["addresses"] == [lab.site("kloop.kg").ip]
+    lab.reset()
+    assert resolve(lab, ctl, "24.kg")["addresses"] == [ip]
+    assert resolve(lab, ctl, "24.kg", "tcp")["addresses"] == [ip]
+
+
+# ---------------------------------------------------------------- throttling, outages
+
+
+def test_throttle_delay_raises_rtt(clean_lab):
+    lab = clean_lab
+    site = lab.site("currenttime.tv")
+    base = v(lab, "connect_rtt", site.ip, 443, n=3)["rtt"]
+    undo = lab.throttle(site.ip, delay_ms=200)
+    slow = v(lab, "connect_rtt", site.ip, 443, n=3)["rtt"]
+    assert 0.15 <= slow - base <= 1.0, (base, slow)
+    r = v(lab, "httpx_get", "https://currenttime.tv/", cafile=lab.ca_file)
+    assert r["status"] == 200
+    undo()
+    assert v(lab, "connect_rtt", site.ip, 443, n=3)["rtt"] < base + 0.1
+
+
+def test_throttle_loss_and_rate(clean_lab):
+    lab = clean_lab
+    a, b = lab.site("example.org"), lab.site("www.wikipedia.org")
+    lab.throttle(a.ip, loss=1.0)
+    assert v(lab, "connect", a.ip, 80, timeout=1)["result"] == "timeout"
+    lab.throttle(b.ip, rate_kbit=200_000)
+    r = v(lab, "httpx_get", "https://www.wikipedia.org/large", cafile=lab.ca_file)
+    assert r["length"] == 2 * 1024 * 1024
+    stats = lab.run(lab.isp, ["tc", "-s", "class", "show", "dev", "i-vantage"]).stdout
+    sent = [int(x) for x in re.findall(r"Sent (\d+) bytes", stats)]
+    assert sent and max(sent) >= 2 * 1024 * 1024, stats
+
+
+def test_site_down(clean_lab):
+    lab = clean_lab
+    site = lab.site("akipress.org")
+    lab.site_down(site.ip)
+    assert v(lab, "connect", site.ip, 443)["result"] == "ECONNREFUSED"
+    assert lab.call(lab.net, "connect", site.ip, 80)["result"] == "ECONNREFUSED"
+    assert resolve(lab, lab.CONTROL_RESOLVER, site.host)["addresses"] == [site.ip]
+
+
+def test_offline_and_reset(clean_lab):
+    lab = clean_lab
+    site = lab.site("24.kg")
+    lab.dpi_reset("kloop.kg")
+    lab.dns_lie("vesti.kg", "127.0.0.1")
+    lab.offline()
+    assert v(lab, "connect", site.ip, 443)["result"] in UNREACHABLE
+    assert v(lab, "connect", lab.CONTROL_RESOLVER, 853)["result"] in UNREACHABLE
+    assert resolve(lab, lab.CONTROL_RESOLVER, "24.kg", timeout=1)["result"] in UNREACHABLE | {
+        "timeout"
+    }
+    assert resolve(lab, lab.ISP_RESOLVER, "24.kg")["result"] == "SERVFAIL"
+    lab.reset()
+    assert v(lab, "connect", site.ip, 443)["result"] == "ok"
+    assert resolve(lab, lab.ISP_RESOLVER, "24.kg")["addresses"] == [site.ip]
+    assert resolve(lab, lab.ISP_RESOLVER, "vesti.kg")["addresses"] == [lab.site("vesti.kg").ip]
+    r = v(lab, "tls", lab.site("kloop.kg").ip, "kloop.kg", cafile=lab.ca_file)
+    assert r["result"] == "ok"
+    save = lab.run(lab.isp, ["iptables-save"]).stdout
+    assert "-A LAB_DPI" not in save and "-A LAB_OFFLINE" not in save
+
+
+def test_undo_is_precise(clean_lab):
+    lab = clean_lab
+    a, b = lab.site("24.kg"), lab.site("kloop.kg")
+    undo_a = lab.tcp_refuse(a.ip)
+    lab.tcp_refuse(b.ip)
+    undo_lie = lab.dns_lie("24.kg", "10.0.0.1")
+    undo_a()
+    undo_a()  # idempotent
+    assert v(lab, "connect", a.ip, 443)["result"] == "ok"
+    assert v(lab, "connect", b.ip, 443)["result"] == "ECONNREFUSED"
+    assert resolve(lab, lab.ISP_RESOLVER, "24.kg")["addresses"] == ["10.0.0.1"]
+    undo_lie()
+    assert resolve(lab, lab.ISP_RESOLVER, "24.kg")["addresses"] == [a.ip]
+
+
+def test_shell_spec_parsing():
+    from tests.lab.__main__ import parse_spec
+
+    assert parse_spec("dns_lie:24.kg:192.88.99.11") == ("dns_lie", ["24.kg", "192.88.99.11"], {})
+    assert parse_spec("throttle:24.kg:delay_ms=200:loss=0.1") == (
+        "throttle",
+        ["24.kg"],
+        {"delay_ms": 200, "loss": 0.1},
+    )
+    assert parse_spec("tcp_refuse:192.88.99.100:443") == ("tcp_refuse", ["192.88.99.100", 443], {})
+    with pytest.raises(ValueError):
+        parse_spec("no_such_primitive:x")
