@@ -404,6 +404,24 @@ def test_undo_is_precise(clean_lab):
     assert resolve(lab, lab.ISP_RESOLVER, "24.kg")["addresses"] == [a.ip]
 
 
+def test_shell_runs_a_command_in_a_censored_vantage():
+    code = "import socket; print(socket.gethostbyname('24.kg'), socket.gethostbyname('kloop.kg'))"
+    r = subprocess.run(
+        [sys.executable, "-m", "tests.lab", "shell", "--censor", "dns_lie:24.kg:10.10.34.35",
+         "--censor", "dns_nxdomain:kloop.kg", "--", sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60, cwd=str(REPO_ROOT),
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr  # kloop.kg: NXDOMAIN -> gaierror
+    assert "gaierror" in r.stderr
+    code = "import socket; print(socket.gethostbyname('24.kg'))"
+    r = subprocess.run(
+        [sys.executable, "-m", "tests.lab", "shell", "--censor", "dns_lie:24.kg:10.10.34.35",
+         "--", sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60, cwd=str(REPO_ROOT),
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stdout.strip() == "10.10.34.35", r.stderr
+
+
 def test_shell_spec_parsing():
     from tests.lab.__main__ import parse_spec
 

@@ -152,6 +152,10 @@ def sweep_stale() -> list[str]:
         m = NS_RE.match(d.name)
         if m and not _pid_alive(int(m.group(1))):
             shutil.rmtree(d, ignore_errors=True)
+    for d in Path(tempfile.gettempdir()).glob(f"{PREFIX}-*-*"):
+        m = re.match(rf"^{PREFIX}-(\d+)-", d.name)
+        if m and d.is_dir() and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(d, ignore_errors=True)
     return swept
 
 
@@ -214,7 +218,7 @@ class Lab:
         self._started = False
         self._closed = False
         self._lock = threading.RLock()
-        self._old_sigterm = None
+        self._installed: dict = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -231,8 +235,10 @@ class Lab:
         self._started = True
         atexit.register(self.close)
         if threading.current_thread() is threading.main_thread():
-            if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-                self._old_sigterm = signal.signal(signal.SIGTERM, _sigterm_exit)
+            # SIGTERM/SIGHUP unwind like an exception (finally blocks, atexit -> close()).
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                    self._installed[sig] = signal.signal(sig, _sigterm_exit)
         try:
             self._build()
         except BaseException:
@@ -241,16 +247,31 @@ class Lab:
         return self
 
     def close(self) -> None:
+        """Kill every lab process, delete the namespaces, /etc/netns dirs and the workdir.
+
+        Idempotent; SIGINT/SIGTERM are ignored while it runs so that cleanup completes."""
         with self._lock:
             if self._closed or not self._started:
                 return
-            self._closed = True
-        for p in reversed(self._procs):
-            self._kill(p)
-        for ns in self.namespaces:
-            destroy_namespace(ns)
-        if self.workdir and not os.environ.get("LAB_KEEP_WORKDIR"):
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            main = threading.current_thread() is threading.main_thread()
+            saved = {}
+            if main:
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    saved[sig] = signal.signal(sig, signal.SIG_IGN)
+            try:
+                for p in reversed(self._procs):
+                    self._kill(p)
+                for ns in self.namespaces:
+                    destroy_namespace(ns)
+                if self.workdir and not os.environ.get("LAB_KEEP_WORKDIR"):
+                    shutil.rmtree(self.workdir, ignore_errors=True)
+                self._closed = True
+            finally:
+                for sig, handler in saved.items():
+                    if sig in self._installed and handler is _sigterm_exit:
+                        handler = self._installed[sig]
+                    if handler is not None:
+                        signal.signal(sig, handler)
         try:
             atexit.unregister(self.close)
         except Exception:
@@ -688,7 +709,8 @@ class Lab:
     @staticmethod
     def _pattern(pattern: str | bytes) -> list[str]:
         data = pattern.encode() if isinstance(pattern, str) else pattern
-        return ["-m", "string", "--hex-string", "|" + data.hex() + "|", "--algo", "bm"]
+        hexs = "|" + data.hex() + "|"
+        return ["-m", "string", "--hex-string", hexs, "--algo", "bm", "--icase"]
 
     # ------------------------------------------------------------ censorship API
 
