@@ -87,8 +87,6 @@ MAX_OWN_ADDRESSES = 16
 MAX_REQUEST_LINE = 8192
 MAX_HEAD_BYTES = 32 * 1024
 MAX_REQUEST_HEADERS = 100
-IDLE_TIMEOUT = 15.0  # waiting for a (next) request on a connection
-READ_TIMEOUT = 10.0  # reading one request's head and body
 WRITE_TIMEOUT = 10.0
 SHUTDOWN_GRACE = 5.0
 
@@ -109,6 +107,8 @@ class HelperConfig:
     max_connections: int = 1024  # open client connections; beyond: 503 and close
     certfile: str | None = None  # serve HTTPS with this certificate chain (PEM) ...
     keyfile: str | None = None  # ... and key; None: plain HTTP (e.g. behind a TLS proxy)
+    idle_timeout: float = 15.0  # waiting for a (next) request on an open connection
+    read_timeout: float = 10.0  # receiving one request's head and body
 
 
 @dataclass
@@ -261,7 +261,8 @@ def parse_request(data: Any, max_endpoints: int = 64) -> HelperRequest:
     port = explicit or (443 if scheme == "https" else 80)
 
     headers = dict(http.DEFAULT_HEADERS)
-    given = data.get("http_request_headers") or {}
+    given = data.get("http_request_headers")
+    given = {} if given is None else given
     if not isinstance(given, dict):
         raise BadRequest("http_request_headers must be an object of lists")
     wanted = {name.lower(): name for name in FORWARDED_HEADERS}
@@ -277,7 +278,8 @@ def parse_request(data: Any, max_endpoints: int = 64) -> HelperRequest:
             raise BadRequest(f"http_request_headers[{name!r}] has a bad value")
         headers[canonical] = value
 
-    given_endpoints = data.get("tcp_connect") or []
+    given_endpoints = data.get("tcp_connect")
+    given_endpoints = [] if given_endpoints is None else given_endpoints
     if not isinstance(given_endpoints, list):
         raise BadRequest("tcp_connect must be a list of 'ip:port' strings")
     endpoints: list[tuple[str, str, int]] = []
@@ -610,7 +612,7 @@ class HelperServer:
             reuse_address=True,
             limit=MAX_REQUEST_LINE,
             ssl=ssl_ctx,
-            ssl_handshake_timeout=READ_TIMEOUT if ssl_ctx else None,
+            ssl_handshake_timeout=self.config.read_timeout if ssl_ctx else None,
         )
         sockname = self.server.sockets[0].getsockname()
         return self.config.host, sockname[1]
@@ -657,7 +659,7 @@ class HelperServer:
     ) -> bool:
         """Serve one request; whether to keep the connection open."""
         try:
-            async with asyncio.timeout(IDLE_TIMEOUT):
+            async with asyncio.timeout(self.config.idle_timeout):
                 line = await reader.readuntil(b"\r\n")
         except asyncio.IncompleteReadError as exc:
             if exc.partial.strip():
@@ -670,7 +672,7 @@ class HelperServer:
             return False
         started = time.monotonic()
         try:
-            async with asyncio.timeout(READ_TIMEOUT):
+            async with asyncio.timeout(self.config.read_timeout):
                 request = await self._read_request(line, reader, writer)
         except _ClientError as exc:
             await self._send(writer, exc.status, {"error": str(exc)}, close=True)

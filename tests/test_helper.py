@@ -1,0 +1,871 @@
+"""The test helper server (probe/helper.py) and the ASN database (probe/asn.py).
+
+Pure parts first (request validation, endpoints, bogon decisions, failure names, ASN lookups,
+and a whole measurement that needs no network because every address in it is refused); then
+the server itself in the censorship lab: it runs in the ``net`` namespace at lab.HELPER_IP and
+is queried from the ``vantage`` with httpx, exactly as a probe would.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from probe import failures
+from probe.asn import AsnDB, AsnDBError
+from probe.control import check_response, endpoints_for, helper_request
+from probe.dns import parse_resolver
+from probe.helper import (
+    FLAG_BOGON,
+    FLAG_HELPER,
+    FLAG_PROBE,
+    FLAG_VALID_TLS,
+    REFUSED_BOGON,
+    REFUSED_PORT,
+    BadRequest,
+    HelperContext,
+    address_allowed,
+    build_endpoints,
+    dns_failure,
+    go_header_name,
+    handle_request,
+    http_failure,
+    http_result,
+    parse_endpoint,
+    parse_request,
+    url_ports,
+)
+from probe.netio import client_context
+from probe.records import HTTPRequest
+from tests.lab import REPO_ROOT
+
+BOGONS = ["127.0.0.1", "10.0.0.1", "192.168.1.1", "169.254.169.254"]
+
+
+def request(url: str, endpoints: list[str] | None = None, **extra) -> dict:
+    """A control request exactly as our client (probe.control) builds it."""
+    body = helper_request(url, endpoints or [], {"User-Agent": "probe-test", "Accept": "*/*"})
+    body.update(extra)
+    return body
+
+
+# ---------------------------------------------------------------- request validation
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("192.88.99.100:443", ("192.88.99.100", 443)),
+        ("[2001:db8::1]:80", ("2001:db8::1", 80)),
+        ("[2001:DB8:0::1]:80", ("2001:db8::1", 80)),
+        ("192.88.99.100", None),  # no port
+        ("example.org:443", None),  # a name: never resolved on the probe's behalf
+        ("2001:db8::1:80", None),  # IPv6 without brackets
+        ("[fe80::1%eth0]:80", None),  # zone id
+        ("192.88.99.100:0", None),
+        ("192.88.99.100:65536", None),
+        ("192.88.99.100:+80", None),
+        ("192.88.99.100:٨٠", None),  # non-ASCII digits
+        (443, None),
+    ],
+)
+def test_parse_endpoint(text, expected):
+    assert parse_endpoint(text) == expected
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ([], "JSON object"),
+        ({}, "http_request"),
+        ({"http_request": 5}, "http_request"),
+        ({"http_request": "ftp://example.org/"}, "http"),
+        ({"http_request": "file:///etc/passwd"}, "http"),
+        ({"http_request": "javascript:alert(1)"}, "http"),
+        ({"http_request": "example.org"}, "http"),  # no scheme
+        ({"http_request": "http://exa mple.org/"}, "white space"),
+        ({"http_request": "http://example.org/\r\nX: y"}, "white space"),
+        ({"http_request": "http://localhost/"}, "domain"),
+        ({"http_request": "http://example.org:99999/"}, "port"),
+        ({"http_request": "http://" + "a" * 9000 + ".org/"}, "too long"),
+        ({"http_request": "http://example.org/", "tcp_connect": "1.2.3.4:80"}, "tcp_connect"),
+        ({"http_request": "http://example.org/", "http_request_headers": []}, "headers"),
+        (
+            {
+                "http_request": "http://example.org/",
+                "http_request_headers": {"User-Agent": ["x\r\nHost: evil"]},
+            },
+            "bad value",
+        ),
+        ({"http_request": "http://example.org/", "http_request_headers": {"Accept": [3]}}, "list"),
+    ],
+)
+def test_parse_request_refuses(body, reason):
+    with pytest.raises(BadRequest, match=reason):
+        parse_request(body)
+
+
+def test_parse_request_accepts_what_ooni_probes_send():
+    body = request(
+        "https://www.example.org/path?q=1",
+        ["192.88.99.100:443", "[2001:db8::1]:443", "192.88.99.100:443", "bogus", "x.org:443"],
+        http_request_headers={
+            "User-Agent": ["ooniprobe-cli/3.20"],
+            "accept-language": ["ky, ru"],
+            "Cookie": ["secret=1"],  # not forwarded
+        },
+    )
+    req = parse_request(body)
+    assert req.url == "https://www.example.org/path?q=1"
+    assert (req.scheme, req.host, req.port, req.explicit_port) == (
+        "https",
+        "www.example.org",
+        443,
+        False,
+    )
+    # duplicates and malformed entries dropped, the probe's spelling kept as the key
+    assert req.endpoints == [
+        ("192.88.99.100:443", "192.88.99.100", 443),
+        ("[2001:db8::1]:443", "2001:db8::1", 443),
+    ]
+    assert req.headers["User-Agent"] == "ooniprobe-cli/3.20"
+    assert req.headers["Accept-Language"] == "ky, ru"
+    assert "Cookie" not in req.headers and "Accept" in req.headers  # default filled in
+
+
+def test_parse_request_idn_and_explicit_port():
+    req = parse_request(request("http://Яндекс.РФ:8080/"))
+    assert req.host == "xn--d1acpjx3f.xn--p1ai"
+    assert (req.port, req.explicit_port) == (8080, True)
+    assert url_ports(req) == [8080]
+
+
+def test_too_many_endpoints_is_refused_not_truncated():
+    endpoints = [f"192.88.99.{i}:443" for i in range(100, 110)]
+    assert len(parse_request(request("https://example.org/", endpoints), 10).endpoints) == 10
+    with pytest.raises(BadRequest, match="more than 9"):
+        parse_request(request("https://example.org/", endpoints), 9)
+
+
+# ---------------------------------------------------------------- endpoints and bogons
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "127.0.0.1",
+        "127.8.9.10",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "224.0.0.1",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "2001:4860:4860::8888%eth0",  # public but scoped: refused too
+        "example.org",
+        "",
+    ],
+)
+def test_bogons_and_non_addresses_are_refused(ip):
+    assert address_allowed(ip) is False
+
+
+@pytest.mark.parametrize("ip", ["192.88.99.100", "8.8.8.8", "2001:4860:4860::8888", "1.1.1.1"])
+def test_public_addresses_are_allowed(ip):
+    assert address_allowed(ip) is True
+
+
+def test_context_never_connects_to_its_own_address():
+    context = HelperContext(
+        resolver=parse_resolver("udp://192.88.99.53"),
+        ssl_context=client_context(),
+        forbidden=frozenset({"192.88.99.80"}),
+    )
+    assert context.allowed("192.88.99.81")
+    assert not context.allowed("192.88.99.80")
+    assert not context.allowed("10.0.0.1")
+
+
+def test_endpoints_for_http_url():
+    req = parse_request(
+        request(
+            "http://example.org/",
+            ["192.88.99.100:80", "192.88.99.100:443", "10.0.0.1:80", "192.88.99.100:22"],
+        )
+    )
+    eps = build_endpoints(req, ["192.88.99.100", "192.88.99.101", "127.0.0.1"], address_allowed)
+    got = {ep.key: (ep.tls, ep.refusal) for ep in eps}
+    assert got == {
+        "192.88.99.100:80": (False, None),
+        "192.88.99.100:443": (True, None),
+        "10.0.0.1:80": (False, REFUSED_BOGON),  # the probe's bogon: answered, refused
+        "192.88.99.100:22": (False, REFUSED_PORT),  # a port the URL does not use
+        # the helper's own address on 80 and 443; its own bogon (127.0.0.1) left out
+        "192.88.99.101:80": (False, None),
+        "192.88.99.101:443": (True, None),
+    }
+
+
+def test_endpoints_for_https_with_explicit_port():
+    req = parse_request(request("https://example.org:8443/", ["[2001:db8::5]:8443"]))
+    eps = build_endpoints(req, ["192.88.99.100"], lambda ip: True)
+    assert [(ep.key, ep.tls) for ep in eps] == [
+        ("[2001:db8::5]:8443", True),
+        ("192.88.99.100:8443", True),
+    ]
+
+
+def test_endpoints_match_what_our_client_sends():
+    # probe.control builds the tcp_connect list; the helper must measure every entry of it.
+    for url in ("http://example.org/", "https://example.org/", "http://example.org:8080/"):
+        req = parse_request(request(url))
+        sent = endpoints_for(
+            ["192.88.99.100", "2001:db8::1"], req.port, req.scheme, req.explicit_port
+        )
+        req = parse_request(request(url, sent))
+        eps = build_endpoints(req, [], lambda ip: True)
+        assert [ep.key for ep in eps] == sent
+        assert all(ep.refusal is None for ep in eps)
+
+
+# ---------------------------------------------------------------- failures and the response
+
+
+@pytest.mark.parametrize(
+    "ours, legacy",
+    [
+        (None, None),
+        (failures.DNS_NXDOMAIN, "dns_name_error"),
+        (failures.DNS_NO_ANSWER, None),
+        (failures.DNS_SERVFAIL, "dns_server_failure"),
+        (failures.DNS_REFUSED, "dns_server_failure"),
+        (failures.DNS_MISBEHAVING, "dns_server_failure"),
+        (failures.GENERIC_TIMEOUT, "unknown_error"),
+    ],
+)
+def test_dns_failure_names(ours, legacy):
+    assert dns_failure(ours) == legacy
+
+
+@pytest.mark.parametrize(
+    "ours, legacy",
+    [
+        (None, None),
+        (failures.CONNECTION_REFUSED, "connection_refused_error"),
+        (failures.GENERIC_TIMEOUT, "generic_timeout_error"),
+        (failures.DNS_NXDOMAIN, "dns_lookup_error"),
+        (failures.DNS_BOGON, "dns_lookup_error"),
+        (failures.CONNECTION_RESET, "connection_reset"),
+        (failures.SSL_INVALID_HOSTNAME, "ssl_invalid_hostname"),
+    ],
+)
+def test_http_failure_names(ours, legacy):
+    assert http_failure(ours) == legacy
+
+
+def test_header_names_as_go_spells_them():
+    assert go_header_name("content-type") == "Content-Type"
+    assert go_header_name("X-LAB-PAGE-ID") == "X-Lab-Page-Id"
+    assert go_header_name("weird header") == "weird header"  # invalid: unchanged, as Go does
+
+
+def test_http_result_success_and_failure():
+    hop = HTTPRequest(
+        url="https://example.org/",
+        status_code=200,
+        headers=[["set-cookie", "a=1"], ["Set-Cookie", "b=2"], ["server", "x"]],
+        title="Example",
+        body_length=1234,
+    )
+    assert http_result(hop) == {
+        "body_length": 1234,
+        "discovered_h3_endpoint": "",
+        "failure": None,
+        "title": "Example",
+        "headers": {"Set-Cookie": "a=1", "Server": "x"},
+        "status_code": 200,
+    }
+    failed = http_result(HTTPRequest(url="x", failure=failures.CONNECTION_REFUSED))
+    assert (failed["status_code"], failed["body_length"]) == (-1, -1)
+    assert failed["failure"] == "connection_refused_error"
+    assert http_result(None)["failure"] == "dns_lookup_error"  # DNS gave no address
+
+
+@pytest.mark.asyncio
+async def test_handle_request_refuses_everything_private_without_touching_the_network():
+    # An IP-literal URL needs no DNS, and every address is a bogon: a complete answer comes
+    # back without a single packet (the resolver given does not even exist).
+    context = HelperContext(
+        resolver=parse_resolver("udp://192.0.2.1:9"), ssl_context=client_context()
+    )
+    try:
+        answer = await handle_request(
+            request("http://10.0.0.1/admin", [f"{ip}:80" for ip in BOGONS] + ["[::1]:443"]),
+            context,
+        )
+    finally:
+        await context.aclose()
+    check_response(answer)  # our own client accepts it
+    assert set(answer["tcp_connect"]) == {f"{ip}:80" for ip in BOGONS} | {"[::1]:443"}
+    for entry in answer["tcp_connect"].values():
+        assert entry == {"status": False, "failure": REFUSED_BOGON}
+    assert answer["tls_handshake"] == {}
+    assert answer["dns"] == {"failure": None, "addrs": ["10.0.0.1"]}
+    assert answer["http_request"]["status_code"] == -1
+    assert answer["http_request"]["failure"] == REFUSED_BOGON
+    assert answer["ip_info"]["10.0.0.1"]["flags"] == FLAG_PROBE | FLAG_HELPER | FLAG_BOGON
+    assert answer["ip_info"]["::1"]["flags"] == FLAG_PROBE | FLAG_BOGON
+    assert answer["quic_handshake"] == {} and answer["http3_request"] is None
+
+
+@pytest.mark.asyncio
+async def test_handle_request_validates():
+    context = HelperContext(
+        resolver=parse_resolver("udp://192.0.2.1:9"), ssl_context=client_context()
+    )
+    try:
+        with pytest.raises(BadRequest):
+            await handle_request({"http_request": "gopher://example.org/"}, context)
+    finally:
+        await context.aclose()
+
+
+# ---------------------------------------------------------------- ASN database
+
+ASN_TSV = """\
+# iptoasn.com ip2asn-combined, abridged
+1.0.0.0\t1.0.0.255\t13335\tUS\tCLOUDFLARENET
+
+1.0.4.0\t1.0.7.255\t38803\tAU\tWPL-AS-AP Wirefreebroadband Pty Ltd
+1.0.8.0\t1.0.15.255\t0\tNone\tNot routed
+2001:4860::\t2001:4860:ffff:ffff:ffff:ffff:ffff:ffff\t15169\tUS\tGOOGLE
+"""
+
+
+def test_asn_lookup(tmp_path):
+    path = tmp_path / "ip2asn.tsv"
+    path.write_text(ASN_TSV)
+    db = AsnDB.load(path)
+    assert len(db) == 4
+    assert db.lookup("1.0.0.0") == 13335
+    assert db.lookup("1.0.0.255") == 13335
+    assert db.lookup("1.0.1.0") == 0  # a gap
+    assert db.lookup("1.0.5.17") == 38803
+    assert db.lookup("1.0.9.1") == 0  # not routed
+    assert db.lookup("0.255.255.255") == 0  # before the first range
+    assert db.lookup("9.9.9.9") == 0  # after the last
+    assert db.lookup("2001:4860:4860::8888") == 15169
+    assert db.lookup("[2001:4860:4860::8888]") == 15169
+    assert db.lookup("2001:4861::1") == 0
+    assert db.lookup("::ffff:1.0.0.7") == 13335  # IPv4-mapped: judged by its IPv4 part
+    assert db.lookup("not an address") == 0
+
+
+def test_asn_gzip(tmp_path):
+    path = tmp_path / "ip2asn.tsv.gz"
+    path.write_bytes(gzip.compress(ASN_TSV.encode()))
+    assert AsnDB.load(path).lookup("1.0.6.1") == 38803
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ("1.0.16.0 1.0.16.255 5 XX spaces", "separated by tabs"),
+        ("1.0.16.0\t1.0.16.300\t5\tXX\tbad", "bad address"),
+        ("1.0.16.0\t2001:db8::\t5\tXX\tmixed", "mixes"),
+        ("1.0.17.0\t1.0.16.0\t5\tXX\tbackwards", "after its end"),
+        ("1.0.16.0\t1.0.16.255\tfive\tXX\tbad", "bad AS number"),
+    ],
+)
+def test_asn_bad_line_names_file_and_line(tmp_path, line, reason):
+    path = tmp_path / "db.tsv"
+    path.write_text(ASN_TSV + line + "\n")
+    with pytest.raises(AsnDBError, match=reason) as info:
+        AsnDB.load(path)
+    assert str(info.value).startswith(f"{path}:7:")
+
+
+def test_asn_overlap_names_the_line(tmp_path):
+    path = tmp_path / "db.tsv"
+    path.write_text(ASN_TSV + "1.0.5.0\t1.0.5.255\t1\tXX\toverlap\n")
+    with pytest.raises(AsnDBError, match=r"db.tsv:7: range overlaps the one on line 4"):
+        AsnDB.load(path)
+
+
+# ---------------------------------------------------------------- the server, in the lab
+
+
+class Helper:
+    """A helper process in the lab's net namespace, its stderr collected line by line."""
+
+    def __init__(self, lab, port: int, resolver: str, **config) -> None:
+        self.lab = lab
+        self.url = f"http://{lab.HELPER_IP}:{port}/"
+        options = dict(
+            host=lab.HELPER_IP,
+            port=port,
+            ca_file=lab.ca_file,
+            asn_db=lab.asn_db,
+            **config,
+        )
+        code = (
+            "from probe.dns import parse_resolver\n"
+            "from probe.helper import HelperConfig, serve\n"
+            f"serve(HelperConfig(resolver=parse_resolver({resolver!r}), **{options!r}))\n"
+        )
+        self.proc = lab.spawn(
+            lab.net,
+            [sys.executable, "-c", code],
+            env={"PYTHONPATH": str(REPO_ROOT)},
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+        )
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._drain, daemon=True).start()
+        if not self._ready.wait(20):
+            raise RuntimeError(f"the helper did not start:\n{''.join(self.lines)}")
+
+    def _drain(self) -> None:
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            self.lines.append(line)
+            if line.startswith("listening on "):
+                self._ready.set()
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(15)
+
+
+@pytest.fixture(scope="module")
+def helper(lab):
+    h = Helper(lab, 80, f"udp://{lab.CONTROL_RESOLVER}")
+    yield h
+    h.stop()
+
+
+@pytest.fixture(scope="module")
+def small_helper(lab):
+    """At most one measurement in flight, 1 KiB bodies, impatient with slow clients."""
+    h = Helper(
+        lab,
+        8080,
+        f"udp://{lab.CONTROL_RESOLVER}",
+        max_in_flight=1,
+        max_request_bytes=1024,
+        read_timeout=1.0,
+        idle_timeout=1.0,
+    )
+    yield h
+    h.stop()
+
+
+@pytest.fixture(scope="module")
+def isp_helper(lab):
+    """A helper (mis)configured to use the ISP's lying resolver: its DNS can answer bogons."""
+    h = Helper(lab, 8081, f"udp://{lab.ISP_RESOLVER}")
+    yield h
+    h.stop()
+
+
+POST = """
+import httpx, json
+body = {body}
+try:
+    r = httpx.post({url!r}, content=body if isinstance(body, bytes) else json.dumps(body).encode(),
+                   headers={{"content-type": "application/json"}}, timeout={timeout})
+    try:
+        data = r.json()
+    except ValueError:
+        data = None
+    print(json.dumps({{"status": r.status_code, "headers": dict(r.headers), "json": data}}))
+except httpx.HTTPError as exc:
+    print(json.dumps({{"status": None, "error": repr(exc)}}))
+"""
+
+
+def post(lab, url: str, body, timeout: float = 40) -> dict:
+    """POST ``body`` (a JSON-able object, or raw bytes) from the vantage; status and answer."""
+    code = POST.format(body=repr(body), url=url, timeout=timeout)
+    out = lab.python(lab.vantage, code, timeout=timeout + 20)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def measure(lab, helper: Helper, body: dict) -> dict:
+    reply = post(lab, helper.url, body)
+    assert reply["status"] == 200, reply
+    assert reply["headers"]["server"].startswith("probe-helper/")
+    return check_response(reply["json"])
+
+
+def test_lab_hello(lab, helper):
+    out = lab.python(
+        lab.vantage,
+        f"import httpx; r = httpx.get({helper.url!r}); print(r.status_code, r.text)",
+    )
+    assert out.split(" ", 1) == ["200", '{"message":"Hello OONItarian!"}\n']
+
+
+def test_lab_https_site_full_answer(lab, helper):
+    site = lab.site("www.azattyk.org")
+    answer = measure(lab, helper, request(site.url("https"), [f"{site.ip}:443"]))
+    key = f"{site.ip}:443"
+    assert answer["dns"] == {"failure": None, "addrs": [site.ip]}
+    assert answer["tcp_connect"] == {key: {"status": True, "failure": None}}
+    assert answer["tls_handshake"] == {
+        key: {"server_name": site.host, "status": True, "failure": None}
+    }
+    http = answer["http_request"]
+    assert http["status_code"] == 200 and http["failure"] is None
+    assert http["title"] == "www.azattyk.org — lab news"
+    assert http["body_length"] > 1000
+    assert http["headers"]["X-Lab-Site"] == site.host
+    assert http["headers"]["Content-Type"].startswith("text/html")
+    assert answer["ip_info"] == {
+        site.ip: {
+            "asn": lab.outlet_asn(site.ip),
+            "flags": FLAG_PROBE | FLAG_HELPER | FLAG_VALID_TLS,
+        }
+    }
+
+
+def test_lab_http_site_checks_80_and_443(lab, helper):
+    site = lab.site("24.kg")
+    answer = measure(lab, helper, request(site.url("http"), [f"{site.ip}:80"]))
+    assert answer["tcp_connect"] == {
+        f"{site.ip}:80": {"status": True, "failure": None},
+        f"{site.ip}:443": {"status": True, "failure": None},
+    }
+    assert list(answer["tls_handshake"]) == [f"{site.ip}:443"]  # TLS only on 443
+    assert answer["tls_handshake"][f"{site.ip}:443"]["status"] is True
+    assert answer["http_request"]["status_code"] == 200
+    assert answer["http_request"]["title"] == "24.kg — lab news"
+
+
+def test_lab_redirects_followed_and_nxdomain(lab, helper):
+    site = lab.site("example.org")
+    answer = measure(lab, helper, request(site.url("https", "/redirect/3")))
+    assert answer["http_request"]["status_code"] == 200
+    assert answer["http_request"]["title"] == "example.org — lab news"
+    # only the helper resolved it: flags 2 (+8 for the valid certificate)
+    assert answer["ip_info"][site.ip]["flags"] == FLAG_HELPER | FLAG_VALID_TLS
+
+    answer = measure(lab, helper, request("https://no-such-site.kg/"))
+    assert answer["dns"] == {"failure": "dns_name_error", "addrs": []}
+    assert answer["http_request"]["failure"] == "dns_lookup_error"
+    assert answer["http_request"]["status_code"] == -1
+    assert answer["tcp_connect"] == {}
+
+
+def test_lab_site_down(clean_lab, helper):
+    lab = clean_lab
+    site = lab.site("kloop.kg")
+    lab.site_down(site.ip)
+    answer = measure(lab, helper, request(site.url("https"), [f"{site.ip}:443"]))
+    assert answer["tcp_connect"][f"{site.ip}:443"] == {
+        "status": False,
+        "failure": "connection_refused_error",
+    }
+    assert answer["tls_handshake"] == {}
+    http = answer["http_request"]
+    assert (http["status_code"], http["body_length"]) == (-1, -1)
+    assert http["failure"] == "connection_refused_error"
+    assert answer["ip_info"][site.ip]["flags"] == FLAG_PROBE | FLAG_HELPER  # no valid TLS
+
+
+def test_lab_wrong_certificate(lab, helper):
+    site = lab.add_site("wrong-cert.kg", cert="wrong-name")
+    try:
+        answer = measure(lab, helper, request(site.url("https"), [f"{site.ip}:443"]))
+    finally:
+        lab.remove_site("wrong-cert.kg")
+    tls = answer["tls_handshake"][f"{site.ip}:443"]
+    assert tls == {"server_name": site.host, "status": False, "failure": "ssl_invalid_hostname"}
+    assert answer["tcp_connect"][f"{site.ip}:443"]["status"] is True
+    assert answer["http_request"]["failure"] == "ssl_invalid_hostname"
+    assert not answer["ip_info"][site.ip]["flags"] & FLAG_VALID_TLS
+
+
+LISTENER = """
+import socket, sys, threading, time
+addrs = {addrs!r}
+socks = []
+for ip in addrs:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((ip, 80))
+    s.listen(16)
+    socks.append(s)
+def accept(s):
+    while True:
+        c, peer = s.accept()
+        print("accept", s.getsockname()[0], flush=True)
+        c.close()
+for s in socks:
+    threading.Thread(target=accept, args=(s,), daemon=True).start()
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.fixture
+def bogon_listeners(lab):
+    """Listeners on :80 of 127.0.0.1, 10.0.0.1, 192.168.1.1 and 169.254.169.254 in net.
+
+    Those addresses are added to net's loopback for the test (so a connection, if the helper
+    made one, would succeed and be seen) and removed afterwards.
+    """
+    extra = [ip for ip in BOGONS if ip != "127.0.0.1"]
+    for ip in extra:
+        lab.run(lab.net, ["ip", "addr", "add", f"{ip}/32", "dev", "lo"]).check_returncode()
+    proc = lab.spawn(
+        lab.net,
+        [sys.executable, "-u", "-c", LISTENER.format(addrs=BOGONS)],
+        stdout=subprocess.PIPE,
+    )
+    accepts: list[str] = []
+    ready = threading.Event()
+
+    def drain():
+        for raw in proc.stdout:
+            line = raw.decode().strip()
+            if line == "ready":
+                ready.set()
+            elif line.startswith("accept "):
+                accepts.append(line.split()[1])
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        assert ready.wait(10), "listener did not start"
+        yield accepts
+    finally:
+        proc.kill()
+        proc.wait(5)
+        for ip in extra:
+            lab.run(lab.net, ["ip", "addr", "del", f"{ip}/32", "dev", "lo"])
+
+
+def _connect_from_net(lab, ip: str) -> None:
+    lab.python(lab.net, f"import socket; socket.create_connection(({ip!r}, 80), 5).close()")
+
+
+def test_lab_never_connects_to_bogons(lab, helper, bogon_listeners):
+    accepts = bogon_listeners
+    # The listeners work: a connection from inside net to each is seen.
+    for ip in BOGONS:
+        _connect_from_net(lab, ip)
+    deadline = time.monotonic() + 5
+    while len(accepts) < len(BOGONS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(accepts) == sorted(BOGONS)
+    accepts.clear()
+
+    site = lab.site("24.kg")
+    endpoints = [f"{ip}:80" for ip in BOGONS] + [f"{ip}:443" for ip in BOGONS]
+    answer = measure(lab, helper, request(site.url("http"), [*endpoints, f"{site.ip}:80"]))
+    for endpoint in endpoints:
+        assert answer["tcp_connect"][endpoint] == {"status": False, "failure": REFUSED_BOGON}
+        assert endpoint not in answer["tls_handshake"]
+    for ip in BOGONS:
+        assert answer["ip_info"][ip] == {"asn": 0, "flags": FLAG_PROBE | FLAG_BOGON}
+    assert answer["tcp_connect"][f"{site.ip}:80"]["status"] is True  # the real one measured
+    assert answer["http_request"]["status_code"] == 200
+
+    # IP-literal URLs naming a bogon: no fetch either.
+    for ip in BOGONS:
+        answer = measure(lab, helper, request(f"http://{ip}/latest/meta-data/"))
+        assert answer["http_request"]["failure"] == REFUSED_BOGON
+        assert answer["http_request"]["status_code"] == -1
+        assert answer["tcp_connect"] == {}  # the helper's own bogon is not even listed
+        assert answer["ip_info"][ip]["flags"] == FLAG_HELPER | FLAG_BOGON
+
+    time.sleep(0.5)
+    assert accepts == []  # not a single connection reached a private address
+
+
+def test_lab_dns_answering_a_bogon(clean_lab, isp_helper, bogon_listeners):
+    lab = clean_lab
+    accepts = bogon_listeners
+    site = lab.site("vesti.kg")
+    lab.dns_lie(site.host, "10.0.0.1")
+    answer = measure(lab, isp_helper, request(site.url("http")))
+    assert answer["dns"] == {"failure": None, "addrs": ["10.0.0.1"]}
+    assert answer["ip_info"] == {"10.0.0.1": {"asn": 0, "flags": FLAG_HELPER | FLAG_BOGON}}
+    assert answer["tcp_connect"] == {}
+    assert answer["http_request"]["failure"] == REFUSED_BOGON
+    assert answer["http_request"]["status_code"] == -1
+    time.sleep(0.5)
+    assert accepts == []
+
+
+REDIRECTOR = """
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        print("hit", self.path, flush=True)
+        self.send_response(302)
+        self.send_header("Location", {location!r})
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(({ip!r}, 80), H).serve_forever()
+"""
+
+
+def test_lab_redirect_to_a_bogon_is_not_followed(lab, helper, bogon_listeners):
+    # A public server of our own in net (at an unused lab address) redirects to 10.0.0.1.
+    accepts = bogon_listeners
+    ip = "192.88.99.90"
+    lab.run(lab.net, ["ip", "addr", "add", f"{ip}/32", "dev", "lo"]).check_returncode()
+    proc = lab.spawn(
+        lab.net,
+        [sys.executable, "-u", "-c", REDIRECTOR.format(ip=ip, location="http://10.0.0.1/")],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        time.sleep(0.5)
+        answer = measure(lab, helper, request(f"http://{ip}/start"))
+    finally:
+        proc.kill()
+        hits = proc.stdout.read().decode()
+        proc.wait(5)
+        lab.run(lab.net, ["ip", "addr", "del", f"{ip}/32", "dev", "lo"])
+    assert "hit /start" in hits  # the first hop was fetched ...
+    assert answer["http_request"]["failure"] == REFUSED_BOGON  # ... the redirect refused
+    assert answer["http_request"]["status_code"] == -1
+    time.sleep(0.5)
+    assert accepts == []
+
+
+def test_lab_bad_requests(lab, helper, small_helper):
+    reply = post(lab, helper.url, b"this is not json")
+    assert reply["status"] == 400 and "JSON" in reply["json"]["error"]
+    reply = post(lab, helper.url, {"http_request": "ftp://24.kg/"})
+    assert reply["status"] == 400 and "http" in reply["json"]["error"]
+    reply = post(lab, helper.url, [1, 2, 3])
+    assert reply["status"] == 400
+    reply = post(lab, helper.url, b"[" * 60000)  # deep nesting, within the size limit
+    assert reply["status"] == 400
+    # over the size limit: 413, before the body is read
+    reply = post(lab, helper.url, {"http_request": "https://24.kg/", "pad": "x" * 70000})
+    assert reply["status"] == 413, reply
+    assert reply["headers"]["server"].startswith("probe-helper/")
+    reply = post(lab, small_helper.url, request("https://24.kg/", pad="x" * 2000))
+    assert reply["status"] == 413, reply
+    # the server is still fine
+    assert measure(lab, helper, request("https://24.kg/"))["http_request"]["status_code"] == 200
+
+
+RAW = """
+import socket, time
+s = socket.create_connection(({host!r}, {port}), 5)
+s.settimeout(10)
+s.sendall({data!r})
+t = time.monotonic()
+out = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    out += chunk
+print(repr((round(time.monotonic() - t, 1), out)))
+"""
+
+
+def raw(lab, helper: Helper, data: bytes) -> tuple[float, bytes]:
+    port = int(helper.url.rsplit(":", 1)[1].strip("/"))
+    out = lab.python(lab.vantage, RAW.format(host=lab.HELPER_IP, port=port, data=data))
+    return eval(out.strip())  # noqa: S307 - our own repr() of a tuple
+
+
+def test_lab_http_layer(lab, small_helper):
+    # garbage request line
+    _, out = raw(lab, small_helper, b"HELLO\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 ")
+    # unknown path, unsupported method
+    _, out = raw(lab, small_helper, b"GET /admin HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 404 ")
+    _, out = raw(lab, small_helper, b"DELETE / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 405 ")
+    # chunked bodies are not accepted
+    _, out = raw(lab, small_helper, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 411 ")
+    # keep-alive: two requests on one connection, then the idle timeout closes it
+    took, out = raw(lab, small_helper, b"GET / HTTP/1.1\r\n\r\n" * 2)
+    assert out.count(b"HTTP/1.1 200 OK") == 2 and out.count(b"Hello OONItarian!") == 2
+    assert b"\r\nServer: probe-helper/" in out
+    assert 0.8 <= took <= 5, took
+    # a slow client is cut off after read_timeout, with a 408
+    took, out = raw(lab, small_helper, b"POST / HTTP/1.1\r\nContent-Length: 50\r\n\r\n{")
+    assert out.startswith(b"HTTP/1.1 408 "), out
+    assert 0.8 <= took <= 5, took
+
+
+def test_lab_sheds_load_beyond_max_in_flight(lab, small_helper):
+    slow = lab.site("akipress.org").url("https", "/delay/3000")
+    code = f"""
+import httpx, json, threading, time
+def ask(url, out):
+    r = httpx.post({small_helper.url!r}, json={{"http_request": url, "tcp_connect": []}},
+                   timeout=40)
+    out.append((r.status_code, r.headers.get("retry-after"), time.monotonic()))
+first, second, third = [], [], []
+t = threading.Thread(target=ask, args=({slow!r}, first))
+t.start()
+time.sleep(1.0)
+ask("https://24.kg/", second)
+t.join()
+ask("https://24.kg/", third)
+print(json.dumps([first[0], second[0], third[0]]))
+"""
+    first, second, third = json.loads(lab.python(lab.vantage, code).strip().splitlines()[-1])
+    assert second[:2] == [503, "1"]  # shed while the slow one was in flight
+    assert second[2] < first[2]  # ... and at once, not after it
+    assert first[0] == 200
+    assert third[0] == 200  # capacity is back
+
+
+def test_lab_log_lines_without_client_addresses(lab, helper):
+    measure(lab, helper, request("https://24.kg/"))
+    time.sleep(0.2)
+    log = helper.log()
+    assert "POST / 200" in log and "https://24.kg" in log
+    assert lab.VANTAGE_IP not in log
+    assert "192.88.99.1 " not in log and "192.88.99.1:" not in log  # nor the router's
+
+
+def test_lab_stops_cleanly_on_sigterm(lab):
+    h = Helper(lab, 8082, f"udp://{lab.CONTROL_RESOLVER}")
+    assert h.proc.poll() is None
+    assert h.stop() == 0
+    assert "stopping" in h.log()
+    out = lab.python(
+        lab.vantage,
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(({lab.HELPER_IP!r}, 8082), 3); print('open')\n"
+        "except OSError as e:\n"
+        "    print('closed')\n",
+    )
+    assert out.strip() == "closed"
