@@ -22,7 +22,20 @@ Usage::
         undo()
 
 Censorship methods return an undo callable; ``lab.reset()`` undoes everything. Methods taking an
-``ip`` also accept a site name (its main IP is used).
+``ip`` also accept a site name (its main IP is used). Sites added with ``add_site`` persist
+across ``reset()`` (remove them with ``remove_site``).
+
+Approximations worth knowing:
+
+* ``throttle`` acts on traffic *forwarded* by the router (vantage <-> net); delay is delay_ms/2
+  each way (so delay_ms is the added RTT), loss is applied independently in each direction, the
+  rate is an htb class in each direction. Only the first throttle on a given IP delays.
+* ``offline`` rejects everything forwarded to the internet with ICMP net-unreachable (immediate
+  failures rather than timeouts); the ISP resolver answers SERVFAIL.
+* ``dns_inject`` DNATs UDP/53 queries whose wire-format QNAME contains the name (so subdomains
+  match too) and, while any injection is active, all TCP/53 to the on-path injector.
+* DPI patterns are matched case-insensitively, per packet (a pattern split across two TCP
+  segments is not seen).
 """
 
 from __future__ import annotations
