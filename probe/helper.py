@@ -82,6 +82,8 @@ MAX_URL_LENGTH = 8192
 MAX_HEADER_VALUE = 1024
 #: At most this many of the helper's own resolved addresses are measured.
 MAX_OWN_ADDRESSES = 16
+#: Endpoint checks at once, over all requests (each holds a socket).
+MAX_CONNECTS = 512
 
 # The HTTP server's own limits.
 MAX_REQUEST_LINE = 8192
@@ -147,6 +149,7 @@ class HelperContext:
         self.timeouts = timeouts or HelperTimeouts()
         self.max_endpoints = max_endpoints
         self.forbidden = forbidden
+        self.connect_slots = asyncio.Semaphore(MAX_CONNECTS)
         self.doh_client = doh_client or httpx.AsyncClient(
             verify=ssl_context, timeout=self.timeouts.dns, follow_redirects=False
         )
@@ -416,6 +419,13 @@ async def _check(
     """One endpoint's ``tcp_connect`` entry and, when handshaken, its ``tls_handshake`` entry."""
     if ep.refusal is not None:
         return {"status": False, "failure": ep.refusal}, None
+    async with context.connect_slots:
+        return await _connect(ep, req, context, clock)
+
+
+async def _connect(
+    ep: Endpoint, req: HelperRequest, context: HelperContext, clock: Clock
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + context.timeouts.connect
     tcp, conn = await tcp_connect(ep.ip, ep.port, timeout=context.timeouts.connect, clock=clock)
@@ -833,7 +843,21 @@ def serve(config: HelperConfig) -> None:
     asyncio.run(_serve(config))
 
 
+def _raise_fd_limit() -> None:
+    """Many sockets at once (25 requests x dozens of endpoints): lift the soft fd limit."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 async def _serve(config: HelperConfig) -> None:
+    _raise_fd_limit()
     context = HelperContext.from_config(config)
     server = HelperServer(config, context)
     stop = asyncio.Event()

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from probe import failures
+from probe import failures, netio
 from probe.asn import AsnDB, AsnDBError
 from probe.control import check_response, endpoints_for, helper_request
 from probe.dns import parse_resolver
@@ -307,9 +307,19 @@ def test_http_result_success_and_failure():
 
 
 @pytest.mark.asyncio
-async def test_handle_request_refuses_everything_private_without_touching_the_network():
+async def test_handle_request_refuses_everything_private_without_touching_the_network(
+    monkeypatch,
+):
     # An IP-literal URL needs no DNS, and every address is a bogon: a complete answer comes
-    # back without a single packet (the resolver given does not even exist).
+    # back without a single packet (the resolver given does not even exist). Any connect
+    # attempt is caught here, before it reaches the network.
+    attempts = []
+
+    async def no_connect(ip, port, timeout):
+        attempts.append((ip, port))
+        raise ConnectionRefusedError("the test forbids connecting")
+
+    monkeypatch.setattr(netio, "open_tcp", no_connect)
     context = HelperContext(
         resolver=parse_resolver("udp://192.0.2.1:9"), ssl_context=client_context()
     )
@@ -320,6 +330,7 @@ async def test_handle_request_refuses_everything_private_without_touching_the_ne
         )
     finally:
         await context.aclose()
+    assert attempts == []
     check_response(answer)  # our own client accepts it
     assert set(answer["tcp_connect"]) == {f"{ip}:80" for ip in BOGONS} | {"[::1]:443"}
     for entry in answer["tcp_connect"].values():
