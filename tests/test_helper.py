@@ -424,7 +424,7 @@ def test_asn_overlap_names_the_line(tmp_path):
 class Helper:
     """A helper process in the lab's net namespace, its stderr collected line by line."""
 
-    def __init__(self, lab, port: int, resolver: str, **config) -> None:
+    def __init__(self, lab, port: int, resolver: str, cli: bool = False, **config) -> None:
         self.lab = lab
         self.url = f"http://{lab.HELPER_IP}:{port}/"
         options = dict(
@@ -439,16 +439,22 @@ class Helper:
             "from probe.helper import HelperConfig, serve\n"
             f"serve(HelperConfig(resolver=parse_resolver({resolver!r}), **{options!r}))\n"
         )
+        argv = [sys.executable, "-c", code]
+        if cli:  # through the command line, as an operator starts it
+            argv = [sys.executable, "-m", "probe.cli", "helper", "serve",
+                    "--listen", f"{lab.HELPER_IP}:{port}", "--resolver", resolver,
+                    "--ca-file", lab.ca_file, "--asn-db", lab.asn_db]  # fmt: skip
         self.proc = lab.spawn(
             lab.net,
-            [sys.executable, "-c", code],
+            argv,
             env={"PYTHONPATH": str(REPO_ROOT)},
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
         )
         self.lines: list[str] = []
         self._ready = threading.Event()
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
         if not self._ready.wait(20):
             raise RuntimeError(f"the helper did not start:\n{''.join(self.lines)}")
 
@@ -462,10 +468,15 @@ class Helper:
     def log(self) -> str:
         return "".join(self.lines)
 
+    def wait(self) -> int:
+        code = self.proc.wait(15)
+        self._thread.join(5)  # everything it wrote is in self.lines
+        return code
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(15)
+        return self.wait()
 
 
 @pytest.fixture(scope="module")
@@ -866,10 +877,13 @@ def test_lab_log_lines_without_client_addresses(lab, helper):
     assert "192.88.99.1 " not in log and "192.88.99.1:" not in log  # nor the router's
 
 
-def test_lab_stops_cleanly_on_sigterm(lab):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_lab_stops_cleanly_on_signals(lab, signum):
     h = Helper(lab, 8082, f"udp://{lab.CONTROL_RESOLVER}")
     assert h.proc.poll() is None
-    assert h.stop() == 0
+    h.proc.send_signal(signum)
+    assert h.wait() == 0
+    assert "Traceback" not in h.log()
     assert "stopping" in h.log()
     out = lab.python(
         lab.vantage,
@@ -880,3 +894,14 @@ def test_lab_stops_cleanly_on_sigterm(lab):
         "    print('closed')\n",
     )
     assert out.strip() == "closed"
+
+
+def test_lab_started_from_the_command_line(lab):
+    h = Helper(lab, 8083, f"udp://{lab.CONTROL_RESOLVER}", cli=True)
+    try:
+        site = lab.site("factcheck.kg")
+        answer = measure(lab, h, request(site.url("https"), [f"{site.ip}:443"]))
+        assert answer["http_request"]["title"] == "factcheck.kg — lab news"
+        assert answer["ip_info"][site.ip]["asn"] == lab.outlet_asn(site.ip)
+    finally:
+        assert h.stop() == 0
