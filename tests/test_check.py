@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from probe import targets
+
+KG_LIST = Path(__file__).resolve().parents[1] / "targets" / "kg.txt"
 
 # Short timeouts keep the blackhole scenarios quick; verdicts don't depend on them.
 TIMEOUTS = [
@@ -222,3 +228,28 @@ def test_uplink_cut_is_offline_and_inconclusive(clean_lab, helper, tmp_path):
     assert {line["verdict"] for line in lines} == {"inconclusive"}
     assert all(line["offline"] for line in lines)
     assert rows(tmp_path / "p.db", "select offline, status from runs") == [(1, "complete")]
+
+
+def test_no_network_at_all_ends_quickly_offline(tmp_path):
+    """The kg list in an empty network namespace (no interface up): offline, exit 0."""
+    db = tmp_path / "p.db"
+    result = subprocess.run(
+        [
+            "unshare", "-n", sys.executable, "-m", "probe.cli", "check", str(KG_LIST),
+            "--db", str(db),
+            # Lab addresses, never public defaults; in an empty namespace none is reachable.
+            "--resolver", "udp://192.88.99.10",
+            "--control-resolver", "https://192.88.99.54/dns-query",
+            "--control-resolver", "udp://192.88.99.53",
+            "--helper", "http://192.88.99.80/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "OFFLINE" in result.stdout
+    assert "Traceback" not in result.stderr
+    verdicts = rows(db, "select verdict, count(*) from measurements group by verdict")
+    assert verdicts == [("inconclusive", len(targets.load([KG_LIST])))]
+    assert rows(db, "select offline, status from runs") == [(1, "complete")]
