@@ -905,3 +905,30 @@ def test_lab_started_from_the_command_line(lab):
         assert answer["ip_info"][site.ip]["asn"] == lab.outlet_asn(site.ip)
     finally:
         assert h.stop() == 0
+
+
+def test_lab_serves_https(lab, tmp_path):
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert(lab.HELPER_IP)
+    ca_pem, chain, key = tmp_path / "ca.pem", tmp_path / "chain.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    cert.private_key_pem.write_to_path(str(key))
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    h = Helper(lab, 8443, f"udp://{lab.CONTROL_RESOLVER}", certfile=str(chain), keyfile=str(key))
+    try:
+        url = f"https://{lab.HELPER_IP}:8443/"
+        out = lab.python(
+            lab.vantage,
+            "import httpx, json\n"
+            f"r = httpx.post({url!r}, json={request('https://24.kg/')!r}, "
+            f"verify={str(ca_pem)!r}, timeout=40)\n"
+            "print(r.status_code, r.json()['http_request']['status_code'])\n",
+        )
+        assert out.split() == ["200", "200"]
+        # plain HTTP to the TLS port gets nothing useful
+        _, reply = raw(lab, h, b"GET / HTTP/1.1\r\n\r\n")
+        assert b"Hello OONItarian" not in reply
+    finally:
+        assert h.stop() == 0
