@@ -675,6 +675,15 @@ def _decide(
     return _after_connection_failure(obs, last, depth, dns), diff
 
 
+def offline_verdict() -> Verdict:
+    """The verdict of every target of a run that :func:`is_offline` flags."""
+    return Verdict(
+        "inconclusive",
+        reason="The vantage point was offline during this run (no control and no network "
+        "reachable), so nothing can be concluded",
+    )
+
+
 def analyze(
     obs: Observations, *, fingerprints: Fingerprints | None = None, offline: bool = False
 ) -> Verdict:
@@ -701,11 +710,7 @@ def analyze(
     Override: inconsistent DNS turns every outcome except accessible into blocked ``dns``.
     """
     if offline:
-        return Verdict(
-            "inconclusive",
-            reason="The vantage point was offline during this run (no control and no network "
-            "reachable), so nothing can be concluded",
-        )
+        return offline_verdict()
     fps = fingerprints if fingerprints is not None else default_fingerprints()
     dns = analyze_dns(obs, fps)
     blockpage, suppressed = _fingerprint_hops(obs, fps)
@@ -786,10 +791,24 @@ def _first_failure(obs: Observations) -> tuple[str, str] | None:
     return None
 
 
-def is_offline(observations: Sequence[Observations]) -> bool:
+OfflineSigns = tuple[bool, tuple[str, str] | None]
+
+
+def offline_signs(obs: Observations) -> OfflineSigns:
+    """What the offline guard needs of one target: whether any control answered (helper or
+    control resolver), and the first step that failed with its failure. Small enough to keep
+    for every target of a long run."""
+    answered = obs.control.response is not None
+    if not answered:
+        trusted, plain = _control_sources(obs, _norm_host(obs.domain))
+        answered = any(s.answered for s in trusted + plain)
+    return answered, _first_failure(obs)
+
+
+def is_offline(observations: Sequence[Observations | OfflineSigns]) -> bool:
     """True when a run's results say the vantage itself was offline (pure, run-level guard).
 
-    Two signs, either suffices:
+    Takes the run's observations, or their :func:`offline_signs`. Two signs, either suffices:
 
     * no control resolver and no test helper answered for *any* target (we could not reach
       the outside at all); or
@@ -803,22 +822,14 @@ def is_offline(observations: Sequence[Observations]) -> bool:
     """
     if not observations:
         return False
-    reachable = False
-    for obs in observations:
-        if obs.control.response is not None:
-            reachable = True
-            break
-        trusted, plain = _control_sources(obs, _norm_host(obs.domain))
-        if any(s.answered for s in trusted + plain):
-            reachable = True
-            break
-    if not reachable:
+    signs = [o if isinstance(o, tuple) else offline_signs(o) for o in observations]
+    if not any(answered for answered, _ in signs):
         return True
-    if len(observations) < 5:
+    if len(signs) < 5:
         return False
-    keys = Counter(_first_failure(o) for o in observations)
+    keys = Counter(first for _, first in signs)
     keys.pop(None, None)
     for (_, failure), count in keys.most_common():
-        if failure in OFFLINE_FAILURES and count >= 0.9 * len(observations):
+        if failure in OFFLINE_FAILURES and count >= 0.9 * len(signs):
             return True
     return False

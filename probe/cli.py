@@ -185,7 +185,7 @@ def check(
         _fail(str(exc))
     probe_asn = _asn(probe_asn)
     try:
-        summary, elapsed = asyncio.run(
+        summary, store, elapsed = asyncio.run(
             _check(
                 target_list,
                 config,
@@ -205,7 +205,7 @@ def check(
 
         traceback.print_exc()
         _fail(f"internal error: {type(exc).__name__}: {exc}", 1)
-    _report(summary, elapsed, db, as_json, {t.url: i for i, t in enumerate(target_list)})
+    _report(summary, store, elapsed, db, as_json)
     if summary.errors:
         _fail(f"{len(summary.errors)} targets hit an internal error (see above)", 1)
 
@@ -295,7 +295,7 @@ async def _check(
     probe_asn: str | None,
     probe_cc: str | None,
     as_json: bool,
-) -> tuple[Any, float]:
+) -> tuple[Any, Any, float]:
     import httpx
     from asyncio_throttle import Throttler
 
@@ -365,58 +365,51 @@ async def _check(
             counts=dict(summary.counts if summary else progress.counts),
             offline=bool(summary and summary.offline),
         )
-    return summary, time.monotonic() - started
+    return summary, store, time.monotonic() - started
 
 
-def _report(summary: Any, elapsed: float, db: Path, as_json: bool, order: dict[str, int]) -> None:
-    results = sorted(summary.results, key=lambda r: order.get(r.target.url, 0))
-    if as_json:
-        for r in results:
-            v = r.verdict
-            click.echo(
-                json.dumps(
-                    {
-                        "input": r.target.input,
-                        "url": r.target.url,
-                        "domain": r.target.domain,
-                        "category": r.target.category,
-                        "verdict": v.verdict,
-                        "blocking": v.blocking,
-                        "accessible": v.accessible,
-                        "dns_consistency": v.dns_consistency,
-                        "failure": v.failure,
-                        "blockpage": v.blockpage,
-                        "confirmed": v.confirmed,
-                        "reason": v.reason,
-                        "measurement_id": r.measurement_id,
-                        "run_id": summary.run_id,
-                        "offline": summary.offline,
-                    },
-                    ensure_ascii=False,
-                )
-            )
+def _report(summary: Any, store: Any, elapsed: float, db: Path, as_json: bool) -> None:
+    """JSON Lines on stdout (--json), or a table; then a summary line (stderr with --json)."""
+    width = 0
+    rows = store.run_measurements(summary.run_id)
     if not as_json:
-        width = max([len(r.target.input) for r in results] + [6])
-        click.echo(f"{'TARGET':<{width}}  {'VERDICT':<12}  {'BLOCKING':<12}  EVIDENCE", err=as_json)
-        for r in results:
-            v = r.verdict
-            evidence = v.blockpage or v.failure or ""
+        rows = list(rows)
+        width = max([len(row["input"]) for row in rows] + [6])
+        click.echo(f"{'TARGET':<{width}}  {'VERDICT':<12}  {'BLOCKING':<12}  EVIDENCE")
+    total = 0
+    for row in rows:
+        total += 1
+        if as_json:
+            record = {key: row[key] for key in JSON_KEYS}
+            for key in ("accessible", "confirmed"):
+                record[key] = None if row[key] is None else bool(row[key])
+            record.update(measurement_id=row["id"], run_id=summary.run_id)
+            record["offline"] = summary.offline
+            click.echo(json.dumps(record, ensure_ascii=False))
+        else:
+            evidence = row["blockpage"] or row["failure"] or ""
             click.echo(
-                f"{r.target.input:<{width}}  {v.verdict:<12}  {v.blocking or '-':<12}  {evidence}",
-                err=as_json,
+                f"{row['input']:<{width}}  {row['verdict']:<12}  {row['blocking'] or '-':<12}  "
+                f"{evidence}"
             )
-    counts = ", ".join(f"{summary.counts[k]} {k}" for k in sorted(summary.counts))
     if summary.offline:
         click.echo(
             "OFFLINE: no control resolver or test helper could be reached (or nearly every "
             "target failed the same way); every verdict is inconclusive.",
             err=as_json,
         )
+    counts = ", ".join(f"{summary.counts[k]} {k}" for k in sorted(summary.counts))
     click.echo(
-        f"{len(results)} targets in {elapsed:.1f} s: {counts or 'none'}. Stored in {db} "
+        f"{total} targets in {elapsed:.1f} s: {counts or 'none'}. Stored in {db} "
         f"(run {summary.run_id}).",
         err=as_json,
     )
+
+
+JSON_KEYS = (
+    "input", "url", "domain", "category", "verdict", "blocking", "accessible",
+    "dns_consistency", "failure", "blockpage", "confirmed", "reason",
+)  # fmt: skip
 
 
 @cli.group()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ def m001_initial(db: Database) -> None:
         {
             "id": str,
             "run_id": str,
+            "position": int,  # the target's place in the run's input order
             "input": str,
             "url": str,
             "domain": str,
@@ -227,6 +229,7 @@ class Store:
         *,
         probe_asn: str | None = None,
         probe_cc: str | None = None,
+        position: int | None = None,
     ) -> str:
         """Write one measurement and its observations in one transaction; its id."""
         measurement_id = str(uuid.uuid4())
@@ -236,6 +239,7 @@ class Store:
                 {
                     "id": measurement_id,
                     "run_id": run_id,
+                    "position": position,
                     "input": obs.input,
                     "url": obs.url,
                     "domain": obs.domain,
@@ -288,6 +292,10 @@ class Store:
 
     def update_verdict(self, measurement_id: str, verdict: Verdict) -> None:
         self.db["measurements"].update(measurement_id, _verdict_row(verdict))
+
+    def run_measurements(self, run_id: str) -> Iterator[dict[str, Any]]:
+        """One run's measurements (verdict fields), in input order."""
+        return self.db["measurements"].rows_where("run_id = ?", [run_id], order_by="position")
 
 
 def _row(record: Any) -> dict[str, Any]:

@@ -94,7 +94,8 @@ def censor(lab: Any) -> None:
     lab.site_down(lab.site("down.kg").ip)
 
 
-def start_helper(lab: Any) -> Any:
+def start_helper(lab: Any, **popen_kw: Any) -> Any:
+    """Start `probe helper serve` at the lab's helper address; wait until it accepts."""
     helper = lab.spawn(
         lab.net,
         [
@@ -104,6 +105,7 @@ def start_helper(lab: Any) -> Any:
             "--ca-file", lab.ca_file,
             "--asn-db", lab.asn_db,
         ],
+        **popen_kw,
     )  # fmt: skip
     probe_code = (
         f"import socket, sys\ns = socket.create_connection(('{lab.HELPER_IP}', 80), timeout=1)\n"

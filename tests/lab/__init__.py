@@ -556,6 +556,16 @@ class Lab:
             self._commit()
             return site
 
+    def add_sites(self, names: list[str], ips: list[str] | None = None) -> list[Site]:
+        """Add many plain sites at once (one state reload); ``ips`` are used round robin."""
+        with self._lock:
+            sites = [
+                self._add_site(name, ips[i % len(ips)] if ips else None, {})
+                for i, name in enumerate(names)
+            ]
+            self._commit()
+            return sites
+
     def remove_site(self, name: str) -> None:
         with self._lock:
             site = self.site(name)
