@@ -714,7 +714,7 @@ def analyze(
     fps = fingerprints if fingerprints is not None else default_fingerprints()
     dns = analyze_dns(obs, fps)
     blockpage, suppressed = _fingerprint_hops(obs, fps)
-    shown = blockpage or dns.fingerprint or suppressed
+    shown = blockpage or dns.fingerprint
     verdict = Verdict(
         "inconclusive",
         dns_consistency=dns.consistency,

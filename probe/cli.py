@@ -453,16 +453,21 @@ def serve(
         parsed = dns.parse_resolver(resolver) if resolver else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--resolver") from None
-    serve_helper(
-        HelperConfig(
-            host=host.strip("[]") or "0.0.0.0",
-            port=int(port),
-            resolver=parsed,
-            ca_file=ca_file,
-            asn_db=asn_db,
-            max_in_flight=max_in_flight,
+    try:
+        serve_helper(
+            HelperConfig(
+                host=host.strip("[]") or "0.0.0.0",
+                port=int(port),
+                resolver=parsed,
+                ca_file=ca_file,
+                asn_db=asn_db,
+                max_in_flight=max_in_flight,
+            )
         )
-    )
+    except ValueError as exc:  # a bad --asn-db line (FILE:LINE: ...), no system resolver
+        _fail(str(exc))
+    except OSError as exc:  # e.g. the address is in use
+        _fail(f"cannot serve on {listen}: {exc.strerror or exc}", 1)
 
 
 def main() -> None:
