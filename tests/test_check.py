@@ -69,13 +69,18 @@ SCENARIOS = [
     Scenario("more than 10 redirects", "https://example.org/redirect/12", "down", None),
     Scenario("page larger than the cap", "https://www.wikipedia.org/large", "accessible", None),
     Scenario("IDN domain", "http://яндекс.рф/", "accessible", None),
+    Scenario("ISP resolver silent for the name", "https://silent.kg/", "blocked", "dns",
+             "generic_timeout_error"),
+    Scenario("slow but working (300 ms RTT)", "https://slow.kg/", "accessible", None),
+    Scenario("SERVFAIL at the ISP resolver", "https://servfail.kg/", "blocked", "dns",
+             "dns_servfail_error"),
 ]  # fmt: skip
 
 
 def censor(lab: Any) -> None:
     """Set up the sites and the censorship every scenario in SCENARIOS needs."""
     for name in ("sni-reset.kg", "sni-fin.kg", "sni-drop.kg", "host-reset.kg", "blockpage.kg",
-                 "down.kg"):  # fmt: skip
+                 "down.kg", "silent.kg", "slow.kg", "servfail.kg"):  # fmt: skip
         lab.add_site(name)
     lab.add_site("to-https.kg", https_only_redirect=True)
     lab.add_site("badcert.kg", cert="wrong-name")
@@ -92,6 +97,9 @@ def censor(lab: Any) -> None:
     lab.dpi_reset("Host: host-reset.kg", port=80)
     lab.inject_blockpage(lab.site("blockpage.kg").ip)
     lab.site_down(lab.site("down.kg").ip)
+    lab.dns_drop("silent.kg")
+    lab.throttle(lab.site("slow.kg").ip, delay_ms=300)
+    lab.dns_servfail("servfail.kg")
 
 
 def start_helper(lab: Any, **popen_kw: Any) -> Any:
