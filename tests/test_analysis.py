@@ -166,7 +166,7 @@ def site(url=f"https://{DOMAIN}/", *, addrs=(IP,), http=None, control=None, doh=
     )
 
 
-def check(v, verdict, blocking=None):
+def assert_verdict(v, verdict, blocking=None):
     assert (v.verdict, v.blocking) == (verdict, blocking), v.reason
     assert v.accessible is {"accessible": True, "blocked": False, "down": False}.get(verdict)
     assert v.reason
@@ -178,14 +178,14 @@ def check(v, verdict, blocking=None):
 
 def test_https_success():
     v = analyze(site())
-    check(v, "accessible")
+    assert_verdict(v, "accessible")
     assert v.dns_consistency == "consistent"
     assert v.blockpage is None and not v.confirmed
 
 
 def test_http_success():
     v = analyze(site(f"http://{DOMAIN}/"))
-    check(v, "accessible")
+    assert_verdict(v, "accessible")
     assert v.status_code_match is True
     assert v.body_length_match is True and v.body_proportion == 1.0
     assert v.headers_match is True and v.title_match is True
@@ -196,7 +196,7 @@ def test_http_to_https_redirect_success():
     obs = site(url, http=[redirect(url, f"https://{DOMAIN}/"), page(f"https://{DOMAIN}/", depth=1)])
     obs.tcp.append(TCPConnect(IP, 443, depth=1))
     obs.tls.append(TLSHandshake(IP, 443, DOMAIN, depth=1))
-    check(analyze(obs), "accessible")
+    assert_verdict(analyze(obs), "accessible")
 
 
 def test_dns_lie_to_blockpage_ip_is_dns():
@@ -214,7 +214,7 @@ def test_dns_lie_to_blockpage_ip_is_dns():
         ),
     )
     v = analyze(obs)
-    check(v, "blocked", "dns")
+    assert_verdict(v, "blocked", "dns")
     assert v.dns_consistency == "inconsistent"
     assert LIE in v.reason
 
@@ -231,7 +231,7 @@ def test_nxdomain_at_system_resolver_is_dns():
         http=[no_connection(f"https://{DOMAIN}/", F.DNS_NXDOMAIN)],
     )
     v = analyze(obs)
-    check(v, "blocked", "dns")
+    assert_verdict(v, "blocked", "dns")
     assert v.failure == F.DNS_NXDOMAIN
     assert v.dns_consistency == "inconsistent"
 
@@ -247,7 +247,7 @@ def test_bogon_answer_is_dns():
         control=helper((IP,)),
     )
     v = analyze(obs)
-    check(v, "blocked", "dns")
+    assert_verdict(v, "blocked", "dns")
     assert "bogon" in v.reason
 
 
@@ -261,7 +261,7 @@ def test_loopback_answer_is_dns():
         control=helper((IP,)),
     )
     v = analyze(obs)
-    check(v, "blocked", "dns")
+    assert_verdict(v, "blocked", "dns")
     assert "loopback" in v.reason
 
 
@@ -277,7 +277,7 @@ def test_on_path_injection_forging_udp_control_is_dns():
         control=helper((IP,), ip_info={IP: {"asn": 15133, "flags": 10}, LIE: {"asn": 64501}}),
     )
     v = analyze(obs)
-    check(v, "blocked", "dns")
+    assert_verdict(v, "blocked", "dns")
     assert "inject" in v.reason
 
 
@@ -300,7 +300,7 @@ def test_tcp_blocking(failure):
         http=[no_connection(f"https://{DOMAIN}/", failure)],
     )
     v = analyze(obs)
-    check(v, "blocked", "tcp_ip")
+    assert_verdict(v, "blocked", "tcp_ip")
     assert v.failure == failure
     assert v.dns_consistency == "consistent"
 
@@ -312,7 +312,7 @@ def test_tls_sni_blocking(failure):
         http=[no_connection(f"https://{DOMAIN}/", failure)],
     )
     v = analyze(obs)
-    check(v, "blocked", "tls")
+    assert_verdict(v, "blocked", "tls")
     assert v.failure == failure
     assert f"SNI {DOMAIN}" in v.reason and failure in v.reason
 
@@ -323,14 +323,14 @@ def test_tls_blocking_on_redirect_hop_uses_helper_fetch():
     obs = site(url, http=[redirect(url, target), no_connection(target, F.CONNECTION_RESET, 1)])
     obs.tcp.append(TCPConnect(IP_B, 443, depth=1))
     obs.tls.append(TLSHandshake(IP_B, 443, DOMAIN, F.CONNECTION_RESET, depth=1))
-    check(analyze(obs), "blocked", "tls")
+    assert_verdict(analyze(obs), "blocked", "tls")
 
 
 def test_cleartext_host_header_reset_is_http_failure():
     url = f"http://{DOMAIN}/"
     hop = HTTPRequest(url=url, ip=IP, port=80, failure=F.CONNECTION_RESET)
     v = analyze(site(url, http=[hop]))
-    check(v, "blocked", "http-failure")
+    assert_verdict(v, "blocked", "http-failure")
     assert v.failure == F.CONNECTION_RESET
 
 
@@ -341,7 +341,7 @@ def test_injected_elcat_blockpage_is_confirmed_http_diff():
         b"requested website has been blocked by judicial decision!</p></body></html>"
     )
     v = analyze(site(url, http=[page(url, body=body, title="Blocked", headers=[])]))
-    check(v, "blocked", "http-diff")
+    assert_verdict(v, "blocked", "http-diff")
     assert v.confirmed is True
     assert v.blockpage == "probe.kg_elcat_judicial"
 
@@ -356,7 +356,7 @@ def test_homeline_redirect_is_confirmed_even_when_the_blockpage_is_unreachable()
     obs.dns.append(sys_dns(("192.88.99.20",), host="homeline.kg", depth=1))
     obs.tcp.append(TCPConnect("192.88.99.20", 80, F.GENERIC_TIMEOUT, depth=1))
     v = analyze(obs)
-    check(v, "blocked", "http-diff")
+    assert_verdict(v, "blocked", "http-diff")
     assert v.blockpage == "probe.kg_homeline_location" and v.confirmed
 
 
@@ -369,7 +369,7 @@ def test_different_page_without_fingerprint_is_unconfirmed_http_diff():
             http=[page(url, body=body, title="Something else entirely", headers=[["Server", "x"]])],
         )
     )
-    check(v, "blocked", "http-diff")
+    assert_verdict(v, "blocked", "http-diff")
     assert v.confirmed is False and v.blockpage is None
     assert v.body_length_match is False and v.title_match is False and v.headers_match is False
 
@@ -388,7 +388,7 @@ def test_site_down_everywhere():
         control=control,
     )
     v = analyze(obs)
-    check(v, "down")
+    assert_verdict(v, "down")
     assert v.failure == F.CONNECTION_REFUSED
 
 
@@ -406,7 +406,7 @@ def test_bad_certificate_at_the_site_itself_is_down():
         control=control,
     )
     v = analyze(obs)
-    check(v, "down")
+    assert_verdict(v, "down")
     assert v.failure == F.SSL_INVALID_HOSTNAME
 
 
@@ -416,7 +416,7 @@ def test_certificate_error_only_at_vantage_is_tls_interception():
         http=[no_connection(f"https://{DOMAIN}/", F.SSL_UNKNOWN_AUTHORITY)],
     )
     v = analyze(obs)
-    check(v, "blocked", "tls")
+    assert_verdict(v, "blocked", "tls")
     assert "interception" in v.reason
 
 
@@ -428,7 +428,7 @@ def test_helper_unreachable_http_url_is_inconclusive():
         control=NO_HELPER,
     )
     v = analyze(obs)
-    check(v, "inconclusive")
+    assert_verdict(v, "inconclusive")
     assert v.dns_consistency is None
 
 
@@ -437,19 +437,19 @@ def test_helper_unreachable_with_blockpage_stays_inconclusive():
     body = b"<p>Access to the requested website has been blocked by judicial decision!</p>"
     obs = site(url, dns=[sys_dns()], control=NO_HELPER, http=[page(url, body=body)])
     v = analyze(obs)
-    check(v, "inconclusive")
+    assert_verdict(v, "inconclusive")
     assert v.blockpage == "probe.kg_elcat_judicial" and v.confirmed
     assert "stays inconclusive" in v.reason
 
 
 def test_helper_unreachable_https_success_is_accessible():
     v = analyze(site(dns=[sys_dns()], control=NO_HELPER))
-    check(v, "accessible")
+    assert_verdict(v, "accessible")
 
 
 def test_offline_is_inconclusive():
     v = analyze(site(), offline=True)
-    check(v, "inconclusive")
+    assert_verdict(v, "inconclusive")
     assert "offline" in v.reason
 
 
@@ -459,7 +459,7 @@ def test_too_many_redirects_on_both_sides_is_down():
     hops[-1].failure = F.TOO_MANY_REDIRECTS
     obs = site(url, http=hops, control=helper(http=HELPER_HTTP_FAILED))
     v = analyze(obs)
-    check(v, "down")
+    assert_verdict(v, "down")
     assert v.failure == F.TOO_MANY_REDIRECTS
 
 
@@ -467,7 +467,7 @@ def test_too_many_redirects_only_at_vantage_is_http_failure():
     url = f"http://{DOMAIN}/"
     hops = [redirect(url, f"{url}?n={i + 1}", depth=i) for i in range(11)]
     hops[-1].failure = F.TOO_MANY_REDIRECTS
-    check(analyze(site(url, http=hops)), "blocked", "http-failure")
+    assert_verdict(analyze(site(url, http=hops)), "blocked", "http-failure")
 
 
 def test_truncated_large_body_is_accessible_without_proportion():
@@ -489,7 +489,7 @@ def test_truncated_large_body_is_accessible_without_proportion():
             ),
         )
     )
-    check(v, "accessible")
+    assert_verdict(v, "accessible")
     assert v.body_proportion is None and v.body_length_match is None
 
 
@@ -524,7 +524,7 @@ def test_idn_domain():
         control=helper(),
     )
     v = analyze(obs)
-    check(v, "accessible")
+    assert_verdict(v, "accessible")
     assert v.dns_consistency == "consistent"
 
 
@@ -539,7 +539,7 @@ def test_cdn_different_ips_same_asn_is_consistent():
         http=[page(f"https://{DOMAIN}/", ip=IP_B)],
     )
     v = analyze(obs)
-    check(v, "accessible")
+    assert_verdict(v, "accessible")
     assert v.dns_consistency == "consistent"
 
 
@@ -547,7 +547,7 @@ def test_aaaa_no_answer_is_ignored():
     obs = site()
     assert any(q.query_type == "AAAA" and q.failure == F.DNS_NO_ANSWER for q in obs.dns)
     assert dns_consistency(obs) == "consistent"
-    check(analyze(obs), "accessible")
+    assert_verdict(analyze(obs), "accessible")
 
 
 def test_ipv6_unreachable_is_not_tcp_blocking():
@@ -567,7 +567,7 @@ def test_ipv6_unreachable_is_not_tcp_blocking():
             http=HELPER_HTTP_FAILED,
         ),
     )
-    check(analyze(obs), "down")
+    assert_verdict(analyze(obs), "down")
 
 
 def test_accessible_outcome_is_not_overridden_by_inconsistent_dns():
@@ -581,7 +581,7 @@ def test_accessible_outcome_is_not_overridden_by_inconsistent_dns():
     )
     v = analyze(obs)
     assert v.dns_consistency == "inconsistent"
-    check(v, "accessible")
+    assert_verdict(v, "accessible")
 
 
 def test_redirect_hop_tcp_failure_is_http_failure():
@@ -590,7 +590,7 @@ def test_redirect_hop_tcp_failure_is_http_failure():
     obs = site(url, http=[redirect(url, target), no_connection(target, F.GENERIC_TIMEOUT, 1)])
     obs.dns.append(sys_dns((IP_B,), host="cdn.example.kg", depth=1))
     obs.tcp.append(TCPConnect(IP_B, 443, F.GENERIC_TIMEOUT, depth=1))
-    check(analyze(obs), "blocked", "http-failure")
+    assert_verdict(analyze(obs), "blocked", "http-failure")
 
 
 def test_nxdomain_everywhere_is_down():
@@ -610,7 +610,7 @@ def test_nxdomain_everywhere_is_down():
     )
     v = analyze(obs)
     assert v.dns_consistency == "consistent"
-    check(v, "down")
+    assert_verdict(v, "down")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -783,7 +783,7 @@ def test_dns_fingerprint_from_extra_file(tmp_path):
     assert dns_consistency(obs) == "consistent"
     assert dns_consistency(obs, fps) == "inconsistent"
     v = analyze(obs, fingerprints=fps)
-    check(v, "blocked", "dns")
+    assert_verdict(v, "blocked", "dns")
     assert v.blockpage == "lab.isp_blockpage_ip" and v.confirmed
 
 
