@@ -26,7 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.lab import OUTLET_FIRST, OUTLET_LAST, Lab  # noqa: E402
-from tests.test_check import start_helper  # noqa: E402
 
 
 def main() -> None:
@@ -53,7 +52,7 @@ def main() -> None:
                 lab.dns_lie(site.host, lab.BLOCKPAGE_IP)
             elif i % 30 == 20:
                 lab.dns_nxdomain(site.host)
-        start_helper(lab, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        lab.start_probe_helper(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print(f"# lab ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
         for size in args.targets:
             print(json.dumps(run(lab, names[:size], args)), flush=True)

@@ -12,7 +12,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,33 +101,6 @@ def censor(lab: Any) -> None:
     lab.dns_servfail("servfail.kg")
 
 
-def start_helper(lab: Any, **popen_kw: Any) -> Any:
-    """Start `probe helper serve` at the lab's helper address; wait until it accepts."""
-    helper = lab.spawn(
-        lab.net,
-        [
-            sys.executable, "-m", "probe.cli", "helper", "serve",
-            "--listen", f"{lab.HELPER_IP}:80",
-            "--resolver", f"udp://{lab.CONTROL_RESOLVER}:53",
-            "--ca-file", lab.ca_file,
-            "--asn-db", lab.asn_db,
-        ],
-        **popen_kw,
-    )  # fmt: skip
-    probe_code = (
-        f"import socket, sys\ns = socket.create_connection(('{lab.HELPER_IP}', 80), timeout=1)\n"
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            lab.python(lab.vantage, probe_code, timeout=5)
-            return helper
-        except RuntimeError:
-            if helper.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the test helper did not start") from None
-            time.sleep(0.2)
-
-
 def probe_check(lab: Any, db: Any, urls: list[str], *extra: str) -> list[dict[str, Any]]:
     """Run `probe check --json` in the vantage against the lab's control; the JSON lines."""
     argv = [sys.executable, "-m", "probe.cli", "check", "--json", "--db", str(db)]
@@ -151,7 +123,7 @@ def probe_check(lab: Any, db: Any, urls: list[str], *extra: str) -> list[dict[st
 
 @pytest.fixture(scope="module")
 def helper(lab):
-    process = start_helper(lab)
+    process = lab.start_probe_helper()
     yield process
     process.terminate()
 

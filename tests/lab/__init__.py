@@ -645,6 +645,35 @@ class Lab:
         self._procs.append(p)
         return p
 
+    @property
+    def helper_url(self) -> str:
+        return f"http://{self.HELPER_IP}/"
+
+    def start_probe_helper(self, **popen_kw) -> subprocess.Popen:
+        """Start probe's own test helper (`probe helper serve`) at HELPER_IP:80 in net, with the
+        honest resolver, the lab CA and ASN table; return once it accepts connections."""
+        helper = self.spawn(
+            self.net,
+            [
+                sys.executable, "-m", "probe.cli", "helper", "serve",
+                "--listen", f"{self.HELPER_IP}:80",
+                "--resolver", f"udp://{self.CONTROL_RESOLVER}:53",
+                "--ca-file", self.ca_file,
+                "--asn-db", self.asn_db,
+            ],
+            **popen_kw,
+        )  # fmt: skip
+        code = f"import socket; socket.create_connection(('{self.HELPER_IP}', 80), timeout=1)"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.python(self.vantage, code, timeout=5)
+                return helper
+            except RuntimeError:
+                if helper.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("probe's test helper did not start") from None
+                time.sleep(0.2)
+
     def python(self, ns: str, code: str, timeout: float = 60, env: dict | None = None) -> str:
         """Run a Python snippet in ns with this interpreter; return its stdout.
 

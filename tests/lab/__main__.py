@@ -4,7 +4,8 @@
 
 Brings the lab up, applies the censorship SPECs, opens a shell (or runs COMMAND) in the vantage
 namespace, and tears everything down when it exits. Inside, /etc/resolv.conf is the ISP
-resolver; $LAB_CA_FILE, $LAB_ASN_DB, $LAB_DOH_URL and $LAB_CONTROL_RESOLVER are set.
+resolver; $LAB_CA_FILE, $LAB_ASN_DB, $LAB_DOH_URL, $LAB_CONTROL_RESOLVER and $LAB_HELPER_URL
+are set, and probe's own test helper is running at $LAB_HELPER_URL (unless --no-helper).
 
 SPEC mini-syntax: ``primitive:arg:arg:key=value...``, the primitive being any censorship
 method of tests.lab.Lab; arguments that look like numbers become int/float; sites may be named
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     sh = sub.add_parser("shell", help="open a shell in the vantage namespace")
     sh.add_argument("--censor", action="append", default=[], metavar="SPEC")
     sh.add_argument("--sites", help="comma-separated extra sites to add")
+    sh.add_argument("--no-helper", action="store_true", help="don't start probe's test helper")
     sh.add_argument("command", nargs=argparse.REMAINDER)
     opts = ap.parse_args(argv)
     specs = [parse_spec(s) for s in opts.censor]
@@ -77,17 +79,27 @@ def main(argv: list[str] | None = None) -> int:
             lab.add_site(name)
         for name, args, kwargs in specs:
             getattr(lab, name)(*args, **kwargs)
+        if not opts.no_helper:
+            lab.start_probe_helper(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         env = {
             "LAB_CA_FILE": lab.ca_file,
             "LAB_ASN_DB": lab.asn_db,
             "LAB_DOH_URL": lab.DOH_URL,
             "LAB_CONTROL_RESOLVER": lab.CONTROL_RESOLVER,
+            "LAB_HELPER_URL": lab.helper_url,
             "PS1": "lab-vantage# ",
+            # The interpreter's bin folder first, so `probe` is the one under test.
+            "PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}",
         }
         command = [c for c in opts.command if c != "--"] or [os.environ.get("SHELL", "/bin/bash")]
         print(f"lab up: vantage={lab.vantage} isp={lab.isp} net={lab.net}", file=sys.stderr)
         for site in lab.sites.values():
             print(f"  {site.name:24} {' '.join(site.ips)}", file=sys.stderr)
+        print(
+            "try: probe check --input https://24.kg/ --control-resolver $LAB_DOH_URL "
+            "--helper $LAB_HELPER_URL --ca-file $LAB_CA_FILE --db /tmp/lab.db",
+            file=sys.stderr,
+        )
         r = subprocess.run(["ip", "netns", "exec", lab.vantage, *command],
                            env=dict(os.environ, **env))  # fmt: skip
         return r.returncode
