@@ -324,7 +324,10 @@ class Lab:
                                 f"net.ipv6.conf.{I_NIF}.disable_ipv6=1"])  # fmt: skip
         self._sysctl(self.net, [f"net.ipv6.conf.{N_IF}.disable_ipv6=1"])
         for ns in self.namespaces:
-            self._sysctl(ns, ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"])
+            # No ICMP rate limit: a censor's REJECTs and a cut uplink must answer every packet,
+            # or "unreachable at once" turns into timeouts after a few dozen rejections.
+            self._sysctl(ns, ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+                              "net.ipv4.icmp_ratelimit=0"])  # fmt: skip
         self._ip_batch(self.vantage, [
             "link set lo up", f"link set {V_IF} up",
             f"addr add {self.VANTAGE_IP}/29 dev {V_IF}",
