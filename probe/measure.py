@@ -31,11 +31,18 @@ import httpx
 
 from . import dns, failures, http
 from .control import HelperClient, endpoints_for, helper_request
-from .netio import Clock, Conn, tcp_connect, tls_handshake
-from .records import HTTPRequest, Observations, TCPConnect
+from .netio import Clock, Conn, presented_certificate, tcp_connect, tls_handshake
+from .records import HTTPRequest, Observations, TCPConnect, TLSHandshake
 from .targets import Target
 
 REFUSED_ADDRESS = failures.unknown("refused to connect to a bogon address")
+CERTIFICATE_FAILURES = frozenset(
+    {
+        failures.SSL_INVALID_HOSTNAME,
+        failures.SSL_UNKNOWN_AUTHORITY,
+        failures.SSL_INVALID_CERTIFICATE,
+    }
+)
 
 
 @dataclass
@@ -278,8 +285,8 @@ class Measurer:
 
     async def _tls(
         self, conn: Conn, host: str, ip: str, port: int, clock: Clock, depth: int, purpose: str
-    ) -> Any:
-        return await tls_handshake(
+    ) -> TLSHandshake:
+        record = await tls_handshake(
             conn,
             host,
             self.settings.ssl_context,
@@ -290,6 +297,12 @@ class Measurer:
             depth=depth,
             purpose=purpose,
         )
+        if record.failure in CERTIFICATE_FAILURES:
+            await self._throttled()
+            record.cert_sha256 = await presented_certificate(
+                ip, port, host, self.settings.timeouts.tls
+            )
+        return record
 
 
 def _first_failure(obs: Observations, depth: int, addresses: list[str]) -> str | None:

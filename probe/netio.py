@@ -169,6 +169,29 @@ async def tls_handshake(
     return record
 
 
+async def presented_certificate(ip: str, port: int, server_name: str, timeout: float) -> str | None:
+    """SHA-256 of the leaf certificate ip:port presents for ``server_name``, unverified.
+
+    Used after a certificate failure, so the record says *which* certificate was presented
+    (a censor's interception certificate, a block page's, a misconfigured site's). None when
+    no second handshake succeeds.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(timeout):
+            conn = await open_tcp(ip, port, timeout)
+            try:
+                await conn.start_tls(context, server_name)
+                der = conn.tls.getpeercert(binary_form=True) if conn.tls else None
+            finally:
+                conn.close()
+    except Exception:
+        return None
+    return hashlib.sha256(der).hexdigest() if der else None
+
+
 def describe_tls(record: TLSHandshake, tls: ssl.SSLObject | None) -> None:
     """Fill in version, cipher, ALPN and the leaf certificate's identity."""
     if tls is None:

@@ -69,7 +69,9 @@ class TLSHandshake:
     tls_version: str | None = None  # e.g. "TLSv1.3"
     cipher: str | None = None
     alpn: str | None = None
-    cert_sha256: str | None = None  # hex SHA-256 of the leaf certificate (DER), when one was seen
+    # Hex SHA-256 of the leaf certificate (DER); after a certificate failure, of the certificate
+    # presented (seen in a second, unverified handshake).
+    cert_sha256: str | None = None
     cert_subject: str | None = None
     cert_issuer: str | None = None
     purpose: str = "fetch"

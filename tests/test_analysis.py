@@ -237,7 +237,7 @@ def test_nxdomain_at_system_resolver_is_dns():
 
 
 def test_bogon_answer_is_dns():
-    bogon = "10.10.34.35"
+    bogon = "172.16.20.1"
     obs = site(
         addrs=(bogon,),
         dns=[sys_dns((bogon,)), ctl_dns("https")],
@@ -249,6 +249,22 @@ def test_bogon_answer_is_dns():
     v = analyze(obs)
     assert_verdict(v, "blocked", "dns")
     assert "bogon" in v.reason
+    assert v.blockpage is None and not v.confirmed
+
+
+def test_iran_dns_blockpage_address_is_confirmed():
+    answer = "10.10.34.36"
+    obs = site(
+        addrs=(answer,),
+        dns=[sys_dns((answer,)), ctl_dns("https")],
+        tcp=[TCPConnect(answer, 443, F.GENERIC_TIMEOUT)],
+        tls=[],
+        http=[no_connection(f"https://{DOMAIN}/", F.GENERIC_TIMEOUT)],
+        control=helper((IP,)),
+    )
+    v = analyze(obs)
+    assert_verdict(v, "blocked", "dns")
+    assert (v.blockpage, v.confirmed) == ("probe.ir_dns_36", True)
 
 
 def test_loopback_answer_is_dns():

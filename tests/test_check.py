@@ -85,7 +85,7 @@ def censor(lab: Any) -> None:
     lab.add_site("badcert.kg", cert="wrong-name")
     lab.dns_lie("24.kg", lab.BLOCKPAGE_IP)
     lab.dns_nxdomain("respublica.kg")
-    lab.dns_lie("kloop.kg", "10.10.34.35")
+    lab.dns_lie("kloop.kg", "172.16.20.1")
     lab.dns_lie("vesti.kg", "127.0.0.1")
     lab.dns_inject("akipress.org", lab.BLOCKPAGE_IP)
     lab.tcp_blackhole(lab.site("factcheck.kg").ip)
@@ -182,6 +182,12 @@ def test_evidence_is_stored(scenario_run, lab):
     mid = results["https://www.wikipedia.org/large"]["measurement_id"]
     assert rows(db, "select body_length, body_truncated from http_requests where "
                 "measurement_id = ?", mid) == [(512 * 1024, 1)]  # fmt: skip
+    # A certificate failure records which certificate was presented.
+    mid = results["https://badcert.kg/"]["measurement_id"]
+    assert rows(db, "select failure, cert_sha256 from tls_handshakes where measurement_id = ? "
+                "and purpose = 'fetch'", mid) == [
+        ("ssl_invalid_hostname", lab.certificate_sha256("badcert.kg"))
+    ]  # fmt: skip
     # The input is kept exactly as written, IDN included.
     assert results["http://яндекс.рф/"]["domain"] == "xn--d1acpjx3f.xn--p1ai"
     # One run, every measurement in it, none with the volunteer's address.

@@ -648,6 +648,15 @@ class Lab:
         self._procs.append(p)
         return p
 
+    def certificate_sha256(self, name: str) -> str:
+        """SHA-256 (hex, of the DER) of the leaf certificate the site serves."""
+        import hashlib
+        import ssl
+
+        pem = Path(self._certs[self.site(name).host][0]).read_text()
+        first = pem[: pem.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(first)).hexdigest()
+
     @property
     def helper_url(self) -> str:
         return f"http://{self.HELPER_IP}/"
