@@ -96,7 +96,7 @@ def _timeout_options(f: Any) -> Any:
     "--helper-concurrency",
     type=click.IntRange(min=1),
     default=None,
-    help="Requests in flight to the helpers [default: 4 for OONI's, 32 for your own].",
+    help="Requests in flight to the helpers [default: 4 for OONI's, 16 for your own].",
 )
 @click.option(
     "--ca-file",
@@ -241,7 +241,9 @@ def _check_config(
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"--helper {url!r}: must be an http:// or https:// URL")
     if helper_concurrency is None:
-        helper_concurrency = 32 if helpers else control.DEFAULT_HELPER_CONCURRENCY
+        helper_concurrency = (
+            control.OWN_HELPER_CONCURRENCY if helpers else control.DEFAULT_HELPER_CONCURRENCY
+        )
     settings = Settings(
         system_resolver=system,
         control_resolvers=controls,

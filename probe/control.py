@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from typing import Any
 
 import httpx
@@ -33,6 +34,10 @@ DEFAULT_CONTROL_RESOLVERS = (
 #: OONI's helpers shed load beyond 25 requests in flight; we stay well below.
 DEFAULT_HELPER_CONCURRENCY = 4
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+#: How often a busy helper (HTTP 503) is asked again, within the control timeout.
+BUSY_RETRIES = 5
+#: Requests in flight to helpers the volunteer names: below our helper's default load limit (25).
+OWN_HELPER_CONCURRENCY = 16
 
 
 def helper_request(url: str, endpoints: list[str], headers: dict[str, str]) -> dict[str, Any]:
@@ -93,17 +98,6 @@ class HelperClient:
         # Once a helper fails, later targets start with the next one.
         self._first = 0
 
-    async def hello(self) -> bool:
-        """Whether any helper answers its ``GET /`` greeting (a reachability check)."""
-        for helper in self.helpers:
-            try:
-                response = await self.client.get(helper, timeout=min(self.timeout, 5.0))
-                if response.status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                continue
-        return False
-
     async def control(self, request: dict[str, Any], clock: Clock) -> Control:
         """Ask the helpers; never raises."""
         record = Control(t0=clock())
@@ -115,7 +109,7 @@ class HelperClient:
                 record.helper = helper
                 try:
                     async with asyncio.timeout(self.timeout):
-                        response = await self.client.post(helper, content=body, headers=headers)
+                        response = await self._post(helper, body, headers)
                         if response.status_code != 200:
                             raise HelperError(f"helper answered HTTP {response.status_code}")
                         if len(response.content) > MAX_RESPONSE_BYTES:
@@ -128,6 +122,24 @@ class HelperClient:
                     self._first = (self.helpers.index(helper) + 1) % len(self.helpers)
         record.t = clock()
         return record
+
+    async def _post(self, helper: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST, waiting and retrying while the helper sheds load (503)."""
+        for attempt in range(BUSY_RETRIES + 1):
+            response = await self.client.post(helper, content=body, headers=headers)
+            if response.status_code != 503 or attempt == BUSY_RETRIES:
+                return response
+            await asyncio.sleep(_retry_after(response, attempt))
+        raise AssertionError("unreachable")
+
+
+def _retry_after(response: httpx.Response, attempt: int) -> float:
+    """Seconds to wait before asking a busy helper again: its Retry-After, else backoff."""
+    try:
+        wanted = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        wanted = 0.25 * 2**attempt
+    return min(max(wanted, 0.05), 5.0) * random.uniform(0.8, 1.2)
 
 
 class HelperError(Exception):

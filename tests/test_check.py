@@ -101,7 +101,9 @@ def censor(lab: Any) -> None:
     lab.dns_servfail("servfail.kg")
 
 
-def probe_check(lab: Any, db: Any, urls: list[str], *extra: str) -> list[dict[str, Any]]:
+def probe_check(
+    lab: Any, db: Any, urls: list[str], *extra: str, helper: str | None = None
+) -> list[dict[str, Any]]:
     """Run `probe check --json` in the vantage against the lab's control; the JSON lines."""
     argv = [sys.executable, "-m", "probe.cli", "check", "--json", "--db", str(db)]
     for url in urls:
@@ -109,7 +111,7 @@ def probe_check(lab: Any, db: Any, urls: list[str], *extra: str) -> list[dict[st
     argv += [
         "--control-resolver", lab.DOH_URL,
         "--control-resolver", f"udp://{lab.CONTROL_RESOLVER}:53",
-        "--helper", f"http://{lab.HELPER_IP}/",
+        "--helper", helper or lab.helper_url,
         "--ca-file", lab.ca_file,
         *TIMEOUTS,
         *extra,
@@ -206,6 +208,28 @@ def test_helper_unreachable_is_inconclusive_never_blocked(clean_lab, helper, tmp
         assert line["verdict"] == "inconclusive", line
         assert line["blocking"] is None
         assert line["offline"] is False
+
+
+def test_busy_helper_is_asked_again(clean_lab, tmp_path):
+    """A helper shedding load (503) is asked again after a pause, so no control is lost."""
+    lab = clean_lab
+    log = tmp_path / "helper.log"
+    with open(log, "w") as out:
+        busy = lab.start_probe_helper(
+            port=8081, args=("--max-in-flight", "1"), stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        names = ("kaktus.media", "example.org", "vesti.kg", "akipress.org", "factcheck.kg", "24.kg")
+        urls = [f"http://{name}/" for name in names]
+        lines = probe_check(
+            lab, tmp_path / "p.db", urls, "--helper-concurrency", "6",
+            helper=f"http://{lab.HELPER_IP}:8081/",
+        )  # fmt: skip
+    finally:
+        busy.terminate()
+        busy.wait(10)
+    assert " 503 " in log.read_text()  # the helper did shed load
+    assert {line["verdict"] for line in lines} == {"accessible"}
 
 
 def test_uplink_cut_is_offline_and_inconclusive(clean_lab, helper, tmp_path):

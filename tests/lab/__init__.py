@@ -661,21 +661,24 @@ class Lab:
     def helper_url(self) -> str:
         return f"http://{self.HELPER_IP}/"
 
-    def start_probe_helper(self, **popen_kw) -> subprocess.Popen:
-        """Start probe's own test helper (`probe helper serve`) at HELPER_IP:80 in net, with the
-        honest resolver, the lab CA and ASN table; return once it accepts connections."""
+    def start_probe_helper(
+        self, port: int = 80, args: tuple[str, ...] = (), **popen_kw
+    ) -> subprocess.Popen:
+        """Start probe's own test helper (`probe helper serve`) at HELPER_IP:port in net, with
+        the honest resolver, the lab CA and ASN table (and ``args``); return once it accepts."""
         helper = self.spawn(
             self.net,
             [
                 sys.executable, "-m", "probe.cli", "helper", "serve",
-                "--listen", f"{self.HELPER_IP}:80",
+                "--listen", f"{self.HELPER_IP}:{port}",
                 "--resolver", f"udp://{self.CONTROL_RESOLVER}:53",
                 "--ca-file", self.ca_file,
                 "--asn-db", self.asn_db,
+                *args,
             ],
             **popen_kw,
         )  # fmt: skip
-        code = f"import socket; socket.create_connection(('{self.HELPER_IP}', 80), timeout=1)"
+        code = f"import socket; socket.create_connection(('{self.HELPER_IP}', {port}), timeout=1)"
         deadline = time.monotonic() + 20
         while True:
             try:
