@@ -577,14 +577,14 @@ def _after_connection_failure(
         return _unknown("no connection was attempted and no rule explains why")
 
     # A redirect target whose name did not resolve.
-    addrs, fail, asked = _system_lookup(obs, depth, host)
-    if asked and not addrs:
-        ours = f"the system resolver failed ({fail}) for the redirect target {host}"
+    target_addrs, target_fail, asked = _system_lookup(obs, depth, host)
+    if asked and not target_addrs:
+        ours = f"the system resolver failed ({target_fail}) for the redirect target {host}"
         if chttp_ok is True:
-            return _blocked("dns", f"{ours} while {_control_http_words(chttp)}", fail)
+            return _blocked("dns", f"{ours} while {_control_http_words(chttp)}", target_fail)
         if chttp_ok is False:
-            return _down(f"{ours} and {_control_http_words(chttp)}", fail)
-        return _unknown(f"{ours} and there is no control to compare with", fail)
+            return _down(f"{ours} and {_control_http_words(chttp)}", target_fail)
+        return _unknown(f"{ours} and there is no control to compare with", target_fail)
     return _unknown(f"the redirect to {host} made no connection and no rule explains why")
 
 
@@ -827,8 +827,7 @@ def is_offline(observations: Sequence[Observations | OfflineSigns]) -> bool:
         return True
     if len(signs) < 5:
         return False
-    keys = Counter(first for _, first in signs)
-    keys.pop(None, None)
+    keys = Counter(first for _, first in signs if first is not None)
     for (_, failure), count in keys.most_common():
         if failure in OFFLINE_FAILURES and count >= 0.9 * len(signs):
             return True

@@ -299,7 +299,6 @@ async def _check(
     as_json: bool,
 ) -> tuple[Any, Any, float]:
     import httpx
-    from asyncio_throttle import Throttler
 
     from . import runner
     from .control import HelperClient
@@ -345,7 +344,7 @@ async def _check(
                 settings,
                 doh_client=doh,
                 helpers=helper_client,
-                throttle=Throttler(rate_limit=rate, period=1.0) if rate else None,
+                throttle=_throttler(rate) if rate else None,
             )
             summary = await runner.run(
                 target_list,
@@ -368,6 +367,14 @@ async def _check(
             offline=bool(summary and summary.offline),
         )
     return summary, store, time.monotonic() - started
+
+
+def _throttler(rate: float) -> Any:
+    """``rate`` requests per second as asyncio-throttle's (whole requests, period) pair."""
+    from asyncio_throttle import Throttler
+
+    rate_limit = max(1, int(rate))
+    return Throttler(rate_limit=rate_limit, period=rate_limit / rate)
 
 
 def _report(summary: Any, store: Any, elapsed: float, db: Path, as_json: bool) -> None:

@@ -131,7 +131,7 @@ def classify(exc: BaseException) -> str:
     if type(exc).__name__.endswith("Timeout") or type(exc).__name__ == "TimeoutException":
         return GENERIC_TIMEOUT
     if isinstance(exc, socket.gaierror):
-        return _GAI.get(exc.errno, DNS_MISBEHAVING)
+        return _GAI.get(exc.errno or 0, DNS_MISBEHAVING)
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return GENERIC_TIMEOUT
     if isinstance(exc, asyncio.CancelledError):

@@ -137,7 +137,7 @@ def _read_ours(text: str, origin: str) -> list[_Rule]:
 def _read_cp(text: str, false_positive: bool) -> list[_Rule]:
     """Censored Planet's JSON lines ``{"fingerprint", "pattern"}`` as rules."""
     rules = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for line in text.splitlines():
         if not line.strip():
             continue

@@ -32,7 +32,7 @@ import httpx
 from . import dns, failures, http
 from .control import HelperClient, endpoints_for, helper_request
 from .netio import Clock, Conn, presented_certificate, tcp_connect, tls_handshake
-from .records import HTTPRequest, Observations, TCPConnect, TLSHandshake
+from .records import Control, DNSQuery, HTTPRequest, Observations, TCPConnect, TLSHandshake
 from .targets import Target
 
 REFUSED_ADDRESS = failures.unknown("refused to connect to a bogon address")
@@ -111,7 +111,7 @@ class Measurer:
 
     async def _lookup(
         self, resolver: dns.Resolver, host: str, qtype: str, clock: Clock, depth: int
-    ) -> Any:
+    ) -> DNSQuery:
         await self._throttled()
         return await dns.lookup(
             resolver,
@@ -166,7 +166,7 @@ class Measurer:
         _sort(obs)
         return obs
 
-    async def _control(self, url: str, addresses: list[str], clock: Clock) -> Any:
+    async def _control(self, url: str, addresses: list[str], clock: Clock) -> Control:
         assert self.helpers is not None
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)

@@ -15,6 +15,7 @@ import ipaddress
 import socket
 import ssl
 import time
+from typing import Any
 
 from . import failures
 from .records import TCPConnect, TLSHandshake
@@ -209,7 +210,7 @@ def describe_tls(record: TLSHandshake, tls: ssl.SSLObject | None) -> None:
         record.cert_issuer = _name(info.get("issuer", ()))
 
 
-def _name(rdns: tuple) -> str:  # type: ignore[type-arg]
+def _name(rdns: Any) -> str:
     return ", ".join(f"{k}={v}" for rdn in rdns for k, v in rdn)
 
 

@@ -38,7 +38,7 @@ migrations = Migrations("probe")
 
 @migrations()
 def m001_initial(db: Database) -> None:
-    db["runs"].create(
+    db.table("runs").create(
         {
             "id": str,
             "started_at": str,  # UTC "YYYY-MM-DD HH:MM:SS"
@@ -55,7 +55,7 @@ def m001_initial(db: Database) -> None:
         },
         pk="id",
     )
-    db["measurements"].create(
+    db.table("measurements").create(
         {
             "id": str,
             "run_id": str,
@@ -86,11 +86,11 @@ def m001_initial(db: Database) -> None:
         pk="id",
         foreign_keys=[("run_id", "runs", "id")],
     )
-    db["measurements"].create_index(["domain", "start_time"])
-    db["measurements"].create_index(["probe_asn", "domain", "start_time"])
-    db["measurements"].create_index(["run_id"])
+    db.table("measurements").create_index(["domain", "start_time"])
+    db.table("measurements").create_index(["probe_asn", "domain", "start_time"])
+    db.table("measurements").create_index(["run_id"])
     step = {"measurement_id": str, "depth": int, "t0": float, "t": float}
-    db["dns_queries"].create(
+    db.table("dns_queries").create(
         {
             **step,
             "hostname": str,
@@ -105,11 +105,11 @@ def m001_initial(db: Database) -> None:
         },
         foreign_keys=[("measurement_id", "measurements", "id")],
     )
-    db["tcp_connects"].create(
+    db.table("tcp_connects").create(
         {**step, "ip": str, "port": int, "failure": str},
         foreign_keys=[("measurement_id", "measurements", "id")],
     )
-    db["tls_handshakes"].create(
+    db.table("tls_handshakes").create(
         {
             **step,
             "ip": str,
@@ -126,7 +126,7 @@ def m001_initial(db: Database) -> None:
         },
         foreign_keys=[("measurement_id", "measurements", "id")],
     )
-    db["http_requests"].create(
+    db.table("http_requests").create(
         {
             **step,
             "hop": int,
@@ -146,7 +146,7 @@ def m001_initial(db: Database) -> None:
         },
         foreign_keys=[("measurement_id", "measurements", "id")],
     )
-    db["controls"].create(
+    db.table("controls").create(
         {
             "measurement_id": str,
             "helper": str,
@@ -159,7 +159,7 @@ def m001_initial(db: Database) -> None:
         foreign_keys=[("measurement_id", "measurements", "id")],
     )
     for table in ("dns_queries", "tcp_connects", "tls_handshakes", "http_requests"):
-        db[table].create_index(["measurement_id"])
+        db.table(table).create_index(["measurement_id"])
 
 
 def utc_now() -> str:
@@ -192,7 +192,7 @@ class Store:
         probe_cc: str | None = None,
     ) -> str:
         run_id = str(uuid.uuid4())
-        self.db["runs"].insert(
+        self.db.table("runs").insert(
             {
                 "id": run_id,
                 "started_at": utc_now(),
@@ -211,7 +211,7 @@ class Store:
     def finish_run(
         self, run_id: str, *, status: str, counts: dict[str, int], offline: bool
     ) -> None:
-        self.db["runs"].update(
+        self.db.table("runs").update(
             run_id,
             {
                 "finished_at": utc_now(),
@@ -235,7 +235,7 @@ class Store:
         measurement_id = str(uuid.uuid4())
         keep_body = verdict.verdict != "accessible"
         with self.db.conn:
-            self.db["measurements"].insert(
+            self.db.table("measurements").insert(
                 {
                     "id": measurement_id,
                     "run_id": run_id,
@@ -253,7 +253,7 @@ class Store:
                 }
             )
             steps = {"measurement_id": measurement_id}
-            self.db["dns_queries"].insert_all(
+            self.db.table("dns_queries").insert_all(
                 (
                     {
                         **steps,
@@ -264,9 +264,9 @@ class Store:
                     for q in obs.dns
                 ),
             )
-            self.db["tcp_connects"].insert_all({**steps, **_row(c)} for c in obs.tcp)
-            self.db["tls_handshakes"].insert_all({**steps, **_row(h)} for h in obs.tls)
-            self.db["http_requests"].insert_all(
+            self.db.table("tcp_connects").insert_all({**steps, **_row(c)} for c in obs.tcp)
+            self.db.table("tls_handshakes").insert_all({**steps, **_row(h)} for h in obs.tls)
+            self.db.table("http_requests").insert_all(
                 {
                     **steps,
                     **_row(hop),
@@ -278,7 +278,7 @@ class Store:
                 for index, hop in enumerate(obs.http)
             )
             control = obs.control
-            self.db["controls"].insert(
+            self.db.table("controls").insert(
                 {
                     **steps,
                     "helper": control.helper,
@@ -291,11 +291,11 @@ class Store:
         return measurement_id
 
     def update_verdict(self, measurement_id: str, verdict: Verdict) -> None:
-        self.db["measurements"].update(measurement_id, _verdict_row(verdict))
+        self.db.table("measurements").update(measurement_id, _verdict_row(verdict))
 
     def run_measurements(self, run_id: str) -> Iterator[dict[str, Any]]:
         """One run's measurements (verdict fields), in input order."""
-        return self.db["measurements"].rows_where("run_id = ?", [run_id], order_by="position")
+        return self.db.table("measurements").rows_where("run_id = ?", [run_id], order_by="position")
 
 
 def _row(record: Any) -> dict[str, Any]:
@@ -323,31 +323,31 @@ def _fields(cls: type, row: dict[str, Any]) -> dict[str, Any]:
 
 def load_observations(db: Database, measurement_id: str) -> Observations:
     """Rebuild a stored measurement's observations (for re-analysis)."""
-    m = db["measurements"].get(measurement_id)
+    m = db.table("measurements").get(measurement_id)
     where = "measurement_id = ?"
     args = [measurement_id]
     dns = []
-    for row in db["dns_queries"].rows_where(where, args, order_by="rowid"):
+    for row in db.table("dns_queries").rows_where(where, args, order_by="rowid"):
         row = dict(row)
         row["addresses"] = json.loads(row["addresses"] or "[]")
         row["cnames"] = json.loads(row["cnames"] or "[]")
         dns.append(DNSQuery(**_fields(DNSQuery, row)))
     tcp = [
         TCPConnect(**_fields(TCPConnect, row))
-        for row in db["tcp_connects"].rows_where(where, args, order_by="rowid")
+        for row in db.table("tcp_connects").rows_where(where, args, order_by="rowid")
     ]
     tls = [
         TLSHandshake(**_fields(TLSHandshake, row))
-        for row in db["tls_handshakes"].rows_where(where, args, order_by="rowid")
+        for row in db.table("tls_handshakes").rows_where(where, args, order_by="rowid")
     ]
     http = []
-    for row in db["http_requests"].rows_where(where, args, order_by="hop"):
+    for row in db.table("http_requests").rows_where(where, args, order_by="hop"):
         row = dict(row)
         row["headers"] = json.loads(row["headers"] or "[]")
         row["body_truncated"] = bool(row["body_truncated"])
         http.append(HTTPRequest(**_fields(HTTPRequest, row)))
     control = Control()
-    for row in db["controls"].rows_where(where, args):
+    for row in db.table("controls").rows_where(where, args):
         control = Control(
             helper=row["helper"],
             failure=row["failure"],

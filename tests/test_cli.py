@@ -58,3 +58,11 @@ def test_helper_serve_bad_asn_db_names_file_and_line(tmp_path):
     )
     assert result.exit_code == 2
     assert f"{bad}:2:" in result.output
+
+
+@pytest.mark.parametrize("rate, pair", [(0.5, (1, 2.0)), (10, (10, 1.0)), (2.5, (2, 0.8))])
+def test_rate_becomes_whole_requests_per_period(rate, pair):
+    from probe.cli import _throttler
+
+    throttle = _throttler(rate)
+    assert (throttle.rate_limit, throttle.period) == pair
