@@ -37,6 +37,7 @@ class Scenario:
     blocking: str | None
     failure: str | None = None
     confirmed: bool = False
+    dns_consistency: str | None = None  # checked when set
 
 
 SCENARIOS = [
@@ -73,13 +74,19 @@ SCENARIOS = [
     Scenario("slow but working (300 ms RTT)", "https://slow.kg/", "accessible", None),
     Scenario("SERVFAIL at the ISP resolver", "https://servfail.kg/", "blocked", "dns",
              "dns_servfail_error"),
+    Scenario("CDN edge unknown to the control, in another AS, valid certificate",
+             "http://cdn.kg/", "accessible", None, dns_consistency="consistent"),
+    Scenario("blackhole after the Host header", "http://host-drop.kg/", "blocked",
+             "http-failure", "generic_timeout_error"),
+    Scenario("redirect to https, then RST after the SNI", "http://sni-redirect.kg/", "blocked",
+             "tls", "connection_reset"),
 ]  # fmt: skip
 
 
 def censor(lab: Any) -> None:
     """Set up the sites and the censorship every scenario in SCENARIOS needs."""
     for name in ("sni-reset.kg", "sni-fin.kg", "sni-drop.kg", "host-reset.kg", "blockpage.kg",
-                 "down.kg", "silent.kg", "slow.kg", "servfail.kg"):  # fmt: skip
+                 "down.kg", "silent.kg", "slow.kg", "servfail.kg", "host-drop.kg"):  # fmt: skip
         lab.add_site(name)
     lab.add_site("to-https.kg", https_only_redirect=True)
     lab.add_site("badcert.kg", cert="wrong-name")
@@ -99,6 +106,14 @@ def censor(lab: Any) -> None:
     lab.dns_drop("silent.kg")
     lab.throttle(lab.site("slow.kg").ip, delay_ms=300)
     lab.dns_servfail("servfail.kg")
+    # A CDN edge the control never sees: another address, in another AS, that serves cdn.kg
+    # with a valid certificate (the lab's servers answer every name on every address). Only
+    # the TLS validation of the ISP's answer can show it is consistent.
+    lab.add_site("cdn.kg")
+    lab.dns_lie("cdn.kg", lab.add_site("cdn-edge.kg").ip)
+    lab.dpi_drop("Host: host-drop.kg", port=80)
+    lab.add_site("sni-redirect.kg", https_only_redirect=True)
+    lab.dpi_reset("sni-redirect.kg", port=443)
 
 
 def probe_check(
@@ -149,6 +164,8 @@ def test_scenario(scenario_run, scenario):
     assert (got["verdict"], got["blocking"]) == (scenario.verdict, scenario.blocking), got
     if scenario.failure:
         assert got["failure"] == scenario.failure, got
+    if scenario.dns_consistency:
+        assert got["dns_consistency"] == scenario.dns_consistency, got
     assert got["confirmed"] is scenario.confirmed, got
     assert got["accessible"] is {"accessible": True, "inconclusive": None}.get(
         scenario.verdict, False
