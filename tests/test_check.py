@@ -237,7 +237,8 @@ def test_busy_helper_is_asked_again(clean_lab, tmp_path):
         )
     try:
         names = ("kaktus.media", "example.org", "vesti.kg", "akipress.org", "factcheck.kg", "24.kg")
-        urls = [f"http://{name}/" for name in names]
+        # Each page takes 300 ms, so the helper's one slot is surely taken when others ask.
+        urls = [f"http://{name}/delay/300" for name in names]
         lines = probe_check(
             lab, tmp_path / "p.db", urls, "--helper-concurrency", "6",
             helper=f"http://{lab.HELPER_IP}:8081/",
