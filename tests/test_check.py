@@ -12,6 +12,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,8 @@ def test_scenario(scenario_run, scenario):
 
 
 def rows(db: Any, sql: str, *args: Any) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
+    """Read the probe's database (read-only: never create it)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         return conn.execute(sql, args).fetchall()
 
 
@@ -283,3 +285,34 @@ def test_no_network_at_all_ends_quickly_offline(tmp_path):
     verdicts = rows(db, "select verdict, count(*) from measurements group by verdict")
     assert verdicts == [("inconclusive", len(targets.load([KG_LIST])))]
     assert rows(db, "select offline, status from runs") == [(1, "complete")]
+
+
+def test_a_killed_run_keeps_what_it_measured(clean_lab, helper, tmp_path):
+    """Each measurement is committed as its target finishes: SIGKILL loses only those in flight."""
+    lab = clean_lab
+    db = tmp_path / "p.db"
+    fast = ["https://www.azattyk.org/", "http://kaktus.media/", "https://24.kg/"]
+    slow = ["https://example.org/delay/20000"]
+    argv = [sys.executable, "-m", "probe.cli", "check", "--db", str(db),
+            "--control-resolver", lab.DOH_URL, "--helper", lab.helper_url,
+            "--ca-file", lab.ca_file, "--http-timeout", "30"]  # fmt: skip
+    for url in fast + slow:
+        argv += ["--input", url]
+    run = lab.spawn(lab.vantage, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if len(rows(db, "select id from measurements")) == len(fast):
+                    break
+            except sqlite3.OperationalError:  # not created yet, or no tables yet
+                pass
+            time.sleep(0.1)
+        run.kill()  # SIGKILL: no cleanup, no finally
+        run.wait(10)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    stored = rows(db, "select input, verdict from measurements order by input")
+    assert stored == sorted((url, "accessible") for url in fast)
+    assert rows(db, "select status from runs") == [("running",)]  # it never finished
