@@ -165,6 +165,11 @@ def check(
 
     if not files and not inputs:
         raise click.UsageError("give at least one target FILE or --input URL")
+    probe_asn = _asn(probe_asn)
+    if probe_cc is not None and not (len(probe_cc) == 2 and probe_cc.isalpha()):
+        raise click.BadParameter(
+            f"{probe_cc!r} is not a two-letter country code", param_hint="--probe-cc"
+        )
     try:
         target_list = targets_mod.load(files, inputs)
     except targets_mod.TargetError as exc:
@@ -183,7 +188,6 @@ def check(
         )
     except ValueError as exc:
         _fail(str(exc))
-    probe_asn = _asn(probe_asn)
     try:
         summary, store, elapsed = asyncio.run(
             _check(

@@ -44,10 +44,16 @@ def test_check_rejects_a_bad_resolver(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-def test_check_rejects_a_bad_asn(tmp_path):
-    result = CliRunner().invoke(cli, ["check", "--input", "24.kg", "--probe-asn", "ElCat"])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [("--probe-asn", "ElCat", "not an AS number"), ("--probe-cc", "KGZ", "two-letter")],
+)
+def test_check_rejects_a_bad_network_identity(tmp_path, option, value, message):
+    db = tmp_path / "d.db"
+    result = CliRunner().invoke(cli, ["check", "--input", "24.kg", option, value, "--db", str(db)])
     assert result.exit_code == 2
-    assert "not an AS number" in result.output
+    assert message in result.output
+    assert not db.exists()
 
 
 def test_helper_serve_bad_asn_db_names_file_and_line(tmp_path):
