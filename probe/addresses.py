@@ -64,6 +64,16 @@ def _parse(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def bracket(host: str) -> str:
+    """``host`` as written in a URL or ``host:port``: IPv6 addresses in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def endpoint(ip: str, port: int) -> str:
+    """``ip:port`` as the test-helper protocol spells endpoints."""
+    return f"{bracket(ip)}:{port}"
+
+
 def is_ip_literal(host: str) -> bool:
     """True when ``host`` is an IPv4 or IPv6 address (brackets allowed), not a name."""
     return _parse(host) is not None

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import failures as F
-from .addresses import is_bogon, is_ip_literal, is_loopback
+from .addresses import endpoint, is_bogon, is_ip_literal, is_loopback
 from .fingerprints import Fingerprints, Match
 from .fingerprints import default as default_fingerprints
 from .records import ENCRYPTED_ENGINES, HTTPRequest, Observations, Verdict
@@ -63,11 +63,6 @@ _TLS_INTERFERENCE = frozenset({F.CONNECTION_RESET, F.EOF_ERROR, F.GENERIC_TIMEOU
 
 def _norm_host(host: str) -> str:
     return host.strip().rstrip(".").lower()
-
-
-def _endpoint(ip: str, port: int) -> str:
-    """``ip:port`` as the test helper spells endpoints (IPv6 in brackets)."""
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def _url_port(url: str) -> int:
@@ -480,7 +475,7 @@ def _after_connection_failure(
             failure = _most_common(t.failure for t in failed)
             sni = failed[0].server_name
             control = [
-                _helper_ok((response.get("tls_handshake") or {}).get(_endpoint(t.ip, t.port)))
+                _helper_ok((response.get("tls_handshake") or {}).get(endpoint(t.ip, t.port)))
                 for t in failed
             ]
             what = (
@@ -534,8 +529,8 @@ def _after_connection_failure(
             # A vantage without IPv6 says network_unreachable on every v6 address: not a block.
             if ":" in t.ip and t.failure in F.UNREACHABLE:
                 continue
-            compared.append(_helper_ok(helper_tcp.get(_endpoint(t.ip, t.port))))
-        where = ", ".join(_endpoint(t.ip, t.port) for t in tcps[:3])
+            compared.append(_helper_ok(helper_tcp.get(endpoint(t.ip, t.port))))
+        where = ", ".join(endpoint(t.ip, t.port) for t in tcps[:3])
         ours = f"TCP connect to {where} failed ({failure})"
         if any(c is True for c in compared):
             return _blocked(

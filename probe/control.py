@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from . import __version__, failures
+from .addresses import endpoint
 from .netio import Clock
 from .records import Control
 
@@ -57,11 +58,9 @@ def endpoints_for(addresses: list[str], port: int, scheme: str, explicit_port: b
         ports.append(443)
     out = []
     for address in addresses:
-        host = f"[{address}]" if ":" in address else address
         for p in ports:
-            endpoint = f"{host}:{p}"
-            if endpoint not in out:
-                out.append(endpoint)
+            if endpoint(address, p) not in out:
+                out.append(endpoint(address, p))
     return out
 
 

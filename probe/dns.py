@@ -30,6 +30,7 @@ import dns.rdatatype
 import httpx
 
 from . import failures
+from .addresses import bracket
 from .netio import Clock, open_tcp
 from .records import DNSQuery
 
@@ -59,7 +60,7 @@ def parse_resolver(url: str, *, engine: str | None = None) -> Resolver:
     except ValueError as exc:
         raise ValueError(f"{url!r}: bad port") from exc
     host = parts.hostname
-    shown = f"[{host}]" if ":" in host else host
+    shown = bracket(host)
     if scheme == "https":
         canonical = f"https://{shown}{'' if port == 443 else f':{port}'}{parts.path or '/'}"
         if parts.query:
@@ -83,12 +84,8 @@ def system_resolver(resolv_conf: str | Path = "/etc/resolv.conf") -> Resolver:
         words = line.split()
         if len(words) >= 2 and words[0] == "nameserver":
             address = words[1].split("%")[0]
-            return parse_resolver(f"udp://{_bracket(address)}", engine="system")
+            return parse_resolver(f"udp://{bracket(address)}", engine="system")
     raise ValueError(f"{path}: no nameserver line")
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def _make_query(hostname: str, qtype: str) -> dns.message.Message:

@@ -54,7 +54,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from . import __version__, dns, failures, http
-from .addresses import is_bogon
+from .addresses import bracket, endpoint, is_bogon
 from .asn import AsnDB
 from .measure import REFUSED_ADDRESS, Measurer, Settings, Timeouts
 from .netio import Clock, client_context, tcp_connect, tls_handshake
@@ -197,10 +197,6 @@ def _canonical(ip: str) -> str | None:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return None
-
-
-def _bracket(ip: str) -> str:
-    return f"[{ip}]" if ":" in ip else ip
 
 
 @dataclass
@@ -354,7 +350,7 @@ def build_endpoints(
         for port in url_ports(req):
             if (ip, port) not in seen:
                 seen.add((ip, port))
-                out.append(Endpoint(f"{_bracket(ip)}:{port}", ip, port, wants_tls(req, port)))
+                out.append(Endpoint(endpoint(ip, port), ip, port, wants_tls(req, port)))
     return out
 
 
@@ -866,7 +862,7 @@ async def _serve(config: HelperConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         host, port = await server.start()
-        print(f"listening on {_bracket(host)}:{port}", file=sys.stderr, flush=True)
+        print(f"listening on {bracket(host)}:{port}", file=sys.stderr, flush=True)
         await stop.wait()
         log.info("stopping")
     finally:

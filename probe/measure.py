@@ -17,8 +17,6 @@ Nothing here decides anything: :mod:`probe.analysis` does, from the records.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,9 +28,18 @@ from urllib.parse import urlsplit
 import httpx
 
 from . import dns, failures, http
+from .addresses import is_ip_literal
 from .control import HelperClient, endpoints_for, helper_request
 from .netio import Clock, Conn, presented_certificate, tcp_connect, tls_handshake
-from .records import Control, DNSQuery, HTTPRequest, Observations, TCPConnect, TLSHandshake
+from .records import (
+    Control,
+    DNSQuery,
+    HTTPRequest,
+    Observations,
+    TCPConnect,
+    TLSHandshake,
+    utc_now,
+)
 from .targets import Target
 
 REFUSED_ADDRESS = failures.unknown("refused to connect to a bogon address")
@@ -149,7 +156,7 @@ class Measurer:
             asyncio.create_task(self._resolve(obs, resolver, host, clock, 0))
             for resolver in self.settings.control_resolvers
         ]
-        if _is_ip(host):
+        if is_ip_literal(host):
             system_addresses = [host]
         else:
             system_addresses = await self._resolve(
@@ -184,7 +191,7 @@ class Measurer:
             if host not in known:
                 known[host] = (
                     [host]
-                    if _is_ip(host)
+                    if is_ip_literal(host)
                     else await self._resolve(obs, self.settings.system_resolver, host, clock, depth)
                 )
             if not known[host]:
@@ -267,7 +274,7 @@ class Measurer:
                 conn.close()
 
         jobs = [endpoint(ip) for ip in addresses]
-        if not secure and parts.port is None and depth == 0 and not _is_ip(host):
+        if not secure and parts.port is None and depth == 0 and not is_ip_literal(host):
             jobs += [validate(ip) for ip in addresses]
         results = await asyncio.gather(*jobs)
         for result in results:
@@ -338,15 +345,3 @@ def _sort(obs: Observations) -> None:
 
 def _unique(items: Any) -> list[str]:
     return list(dict.fromkeys(items))
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")

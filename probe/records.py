@@ -13,6 +13,7 @@ No record ever holds the volunteer's own IP address.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,6 +198,11 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
+
+
+def utc_now() -> str:
+    """Now, in UTC, in the records' time format ``YYYY-MM-DD HH:MM:SS`` (OONI's)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _http_from_dict(data: dict[str, Any]) -> HTTPRequest:

@@ -12,7 +12,6 @@ network's AS number and country code only.
 
 from __future__ import annotations
 
-import datetime
 import json
 import uuid
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from .records import (
     TCPConnect,
     TLSHandshake,
     Verdict,
+    utc_now,
 )
 
 migrations = Migrations("probe")
@@ -160,10 +160,6 @@ def m001_initial(db: Database) -> None:
     )
     for table in ("dns_queries", "tcp_connects", "tls_handshakes", "http_requests"):
         db.table(table).create_index(["measurement_id"])
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def open_db(path: str | Path) -> Database:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from .addresses import bracket
+
 CSV_HEADER = ["url", "category_code"]
 
 
@@ -63,7 +65,7 @@ def normalise(text: str) -> tuple[str, str]:
     if parts.username or parts.password:
         raise ValueError(f"{text!r}: user names and passwords in URLs are not supported")
     domain = _ascii_host(host, text)
-    netloc = f"[{domain}]" if ":" in domain else domain
+    netloc = bracket(domain)
     if port is not None and port != {"http": 80, "https": 443}[scheme]:
         netloc += f":{port}"
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, "")), domain
