@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -13,14 +12,22 @@ from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, targets
+from .errors import InputError
 
 DEFAULT_DB = "results/probe.db"
 
 
-def _fail(message: str, status: int = 2) -> None:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(status)
+class BadInput(click.ClickException):
+    """Bad input from a file or an option: one line, exit status 2."""
+
+    exit_code = 2
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C: exit status 130, as a shell would report SIGINT."""
+
+    exit_code = 130
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -134,17 +141,7 @@ def check(
     inputs: tuple[str, ...],
     as_json: bool,
     db: Path,
-    resolver: str | None,
-    control_resolvers: tuple[str, ...],
-    helpers: tuple[str, ...],
-    helper_concurrency: int | None,
-    ca_file: str | None,
-    concurrency: int,
-    rate: float | None,
-    probe_asn: str | None,
-    probe_cc: str | None,
-    fingerprint_files: tuple[str, ...],
-    **timeouts: float,
+    **options: Any,
 ) -> None:
     """Measure the targets in FILES (and --input URLs) and store the verdicts.
 
@@ -161,106 +158,48 @@ def check(
 
         probe check targets/kg.txt --json > kg.jsonl
     """
-    from . import targets as targets_mod
+    from .config import check_config
+    from .measure import runner
+    from .measure.measurer import Timeouts
+    from .store import Store, open_db
 
     if not files and not inputs:
         raise click.UsageError("give at least one target FILE or --input URL")
-    probe_asn = _asn(probe_asn)
-    if probe_cc is not None and not (len(probe_cc) == 2 and probe_cc.isalpha()):
-        raise click.BadParameter(
-            f"{probe_cc!r} is not a two-letter country code", param_hint="--probe-cc"
-        )
+    timeouts = Timeouts(
+        **{
+            name: options.pop(f"{name}_timeout")
+            for name in ("dns", "tcp", "tls", "http", "control")
+        }
+    )
     try:
-        target_list = targets_mod.load(files, inputs)
-    except targets_mod.TargetError as exc:
-        _fail(str(exc))
+        config = check_config(timeouts=timeouts, **options)
+        target_list = targets.load(files, inputs)
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
     if not target_list:
-        _fail("no targets: the lists are empty")
+        raise BadInput("no targets: the lists are empty")
+    started = time.monotonic()
+    store = Store(open_db(db))
+    progress = _Progress(len(target_list))
     try:
-        config = _check_config(
-            resolver,
-            control_resolvers,
-            helpers,
-            helper_concurrency,
-            ca_file,
-            fingerprint_files,
-            timeouts,
-        )
-    except ValueError as exc:
-        _fail(str(exc))
-    try:
-        summary, store, elapsed = asyncio.run(
-            _check(
+        summary = asyncio.run(
+            runner.check(
                 target_list,
                 config,
-                db=db,
+                store,
                 inputs=[str(f) for f in files] + list(inputs),
-                concurrency=concurrency,
-                rate=rate,
-                probe_asn=probe_asn,
-                probe_cc=probe_cc.upper() if probe_cc else None,
-                as_json=as_json,
+                on_result=progress,
             )
         )
     except KeyboardInterrupt:
-        _fail("interrupted; measurements finished so far are stored", 130)
-    except Exception as exc:
-        import traceback
-
-        traceback.print_exc()
-        _fail(f"internal error: {type(exc).__name__}: {exc}", 1)
-    _report(summary, store, elapsed, db, as_json)
+        raise Interrupted("interrupted; measurements finished so far are stored") from None
+    finally:
+        progress.close()
+    _report(summary, store, time.monotonic() - started, db, as_json)
     if summary.errors:
-        _fail(f"{len(summary.errors)} targets hit an internal error (see above)", 1)
-
-
-def _asn(value: str | None) -> str | None:
-    if value is None:
-        return None
-    digits = value.upper().removeprefix("AS")
-    if not digits.isdigit():
-        raise click.BadParameter(f"{value!r} is not an AS number", param_hint="--probe-asn")
-    return f"AS{int(digits)}"
-
-
-def _check_config(
-    resolver: str | None,
-    control_resolvers: tuple[str, ...],
-    helpers: tuple[str, ...],
-    helper_concurrency: int | None,
-    ca_file: str | None,
-    fingerprint_files: tuple[str, ...],
-    timeouts: dict[str, float],
-) -> dict[str, Any]:
-    from . import control, dns, netio
-    from .fingerprints import Fingerprints
-    from .measure import Settings, Timeouts
-
-    system = dns.parse_resolver(resolver, engine="system") if resolver else dns.system_resolver()
-    controls = [
-        dns.parse_resolver(url) for url in (control_resolvers or control.DEFAULT_CONTROL_RESOLVERS)
-    ]
-    helper_urls = list(helpers or control.DEFAULT_HELPERS)
-    for url in helper_urls:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"--helper {url!r}: must be an http:// or https:// URL")
-    if helper_concurrency is None:
-        helper_concurrency = (
-            control.OWN_HELPER_CONCURRENCY if helpers else control.DEFAULT_HELPER_CONCURRENCY
+        raise click.ClickException(
+            f"{len(summary.errors)} targets hit an internal error (see above)"
         )
-    settings = Settings(
-        system_resolver=system,
-        control_resolvers=controls,
-        ssl_context=netio.client_context(ca_file),
-        timeouts=Timeouts(**{k.removesuffix("_timeout"): v for k, v in timeouts.items()}),
-    )
-    return {
-        "settings": settings,
-        "helpers": helper_urls,
-        "helper_concurrency": helper_concurrency,
-        "ca_file": ca_file,
-        "fingerprints": Fingerprints.load(extra_files=fingerprint_files),
-    }
 
 
 class _Progress:
@@ -288,97 +227,6 @@ class _Progress:
     def close(self) -> None:
         if self.enabled and self.done:
             click.echo("", err=True)
-
-
-async def _check(
-    target_list: list[Any],
-    config: dict[str, Any],
-    *,
-    db: Path,
-    inputs: list[str],
-    concurrency: int,
-    rate: float | None,
-    probe_asn: str | None,
-    probe_cc: str | None,
-    as_json: bool,
-) -> tuple[Any, Any, float]:
-    import httpx
-
-    from . import runner
-    from .control import HelperClient
-    from .measure import Measurer
-    from .store import Store, open_db
-
-    settings = config["settings"]
-    started = time.monotonic()
-    store = Store(open_db(db))
-    run_id = store.start_run(
-        inputs=inputs,
-        settings={
-            "resolver": settings.system_resolver.url,
-            "control_resolvers": [r.url for r in settings.control_resolvers],
-            "helpers": config["helpers"],
-            "timeouts": vars(settings.timeouts),
-            "concurrency": concurrency,
-            "rate": rate,
-        },
-        targets=len(target_list),
-        probe_asn=probe_asn,
-        probe_cc=probe_cc,
-    )
-    limits = httpx.Limits(max_connections=max(concurrency, 8), max_keepalive_connections=8)
-    verify = settings.ssl_context
-    progress = _Progress(len(target_list))
-    status = "interrupted"
-    summary = None
-    try:
-        async with (
-            httpx.AsyncClient(verify=verify, limits=limits, timeout=settings.timeouts.dns) as doh,
-            httpx.AsyncClient(
-                verify=verify, limits=limits, timeout=settings.timeouts.control
-            ) as helper_http,
-        ):
-            helper_client = HelperClient(
-                config["helpers"],
-                helper_http,
-                concurrency=config["helper_concurrency"],
-                timeout=settings.timeouts.control,
-            )
-            measurer = Measurer(
-                settings,
-                doh_client=doh,
-                helpers=helper_client,
-                throttle=_throttler(rate) if rate else None,
-            )
-            summary = await runner.run(
-                target_list,
-                measurer,
-                store,
-                run_id,
-                concurrency=concurrency,
-                fingerprints=config["fingerprints"],
-                probe_asn=probe_asn,
-                probe_cc=probe_cc,
-                on_result=progress,
-            )
-        status = "complete"
-    finally:
-        progress.close()
-        store.finish_run(
-            run_id,
-            status=status,
-            counts=dict(summary.counts if summary else progress.counts),
-            offline=bool(summary and summary.offline),
-        )
-    return summary, store, time.monotonic() - started
-
-
-def _throttler(rate: float) -> Any:
-    """``rate`` requests per second as asyncio-throttle's (whole requests, period) pair."""
-    from asyncio_throttle import Throttler
-
-    rate_limit = max(1, int(rate))
-    return Throttler(rate_limit=rate_limit, period=rate_limit / rate)
 
 
 def _report(summary: Any, store: Any, elapsed: float, db: Path, as_json: bool) -> None:
@@ -455,16 +303,16 @@ def serve(
 
         probe helper serve --listen 0.0.0.0:8080 --asn-db ip2asn-combined.tsv
     """
-    from . import dns
-    from .helper import HelperConfig
-    from .helper import serve as serve_helper
+    from .helper.server import HelperConfig
+    from .helper.server import serve as serve_helper
+    from .net.resolvers import parse_resolver
 
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
         raise click.BadParameter("expected HOST:PORT", param_hint="--listen")
     try:
-        parsed = dns.parse_resolver(resolver) if resolver else None
-    except ValueError as exc:
+        parsed = parse_resolver(resolver) if resolver else None
+    except InputError as exc:
         raise click.BadParameter(str(exc), param_hint="--resolver") from None
     try:
         serve_helper(
@@ -477,10 +325,10 @@ def serve(
                 max_in_flight=max_in_flight,
             )
         )
-    except ValueError as exc:  # a bad --asn-db line (FILE:LINE: ...), no system resolver
-        _fail(str(exc))
+    except InputError as exc:  # a bad --asn-db line (FILE:LINE: ...), no system resolver
+        raise BadInput(str(exc)) from None
     except OSError as exc:  # e.g. the address is in use
-        _fail(f"cannot serve on {listen}: {exc.strerror or exc}", 1)
+        raise click.ClickException(f"cannot serve on {listen}: {exc.strerror or exc}") from None
 
 
 def main() -> None:
@@ -488,5 +336,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .addresses import bracket
+from .errors import TargetError
+from .model.addresses import bracket
 
 CSV_HEADER = ["url", "category_code"]
 
@@ -29,15 +30,6 @@ class Target:
     domain: str  # the URL's host, punycode
     category: str | None = None
     source: str | None = None  # "FILE:LINE", or None for --input
-
-
-class TargetError(ValueError):
-    """A bad line in a target list; ``str()`` is ``FILE:LINE: reason``."""
-
-    def __init__(self, source: str, reason: str) -> None:
-        super().__init__(f"{source}: {reason}")
-        self.source = source
-        self.reason = reason
 
 
 def normalise(text: str) -> tuple[str, str]:

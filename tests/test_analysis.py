@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from probe import failures as F
-from probe.addresses import is_bogon, is_ip_literal, is_loopback
 from probe.analysis import analyze, dns_consistency, http_diff, is_offline
-from probe.fingerprints import Fingerprints
-from probe.records import (
+from probe.analysis.fingerprints import Fingerprints
+from probe.model import failures as F
+from probe.model.addresses import is_bogon, is_ip_literal, is_loopback
+from probe.model.records import (
     Control,
     DNSQuery,
     HTTPRequest,

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from probe.fingerprints import MATCH_BODY_BYTES, Fingerprints, default
-from probe.records import HTTPRequest
+from probe.analysis.fingerprints import MATCH_BODY_BYTES, Fingerprints, default
+from probe.model.records import HTTPRequest
 
 ELCAT = (
     b'<html><body><p class="error">Access to the requested website has been blocked by '

@@ -1,4 +1,4 @@
-"""The test helper server (probe/helper.py) and the ASN database (probe/asn.py).
+"""The test helper (probe/helper/) and the ASN database (probe/helper/asn.py).
 
 Pure parts first (request validation, endpoints, bogon decisions, failure names, ASN lookups,
 and a whole measurement that needs no network because every address in it is refused); then
@@ -18,39 +18,42 @@ import time
 
 import pytest
 
-from probe import failures, netio
-from probe.asn import AsnDB, AsnDBError
-from probe.control import check_response, endpoints_for, helper_request
-from probe.dns import parse_resolver
-from probe.helper import (
-    FLAG_BOGON,
-    FLAG_HELPER,
-    FLAG_PROBE,
-    FLAG_VALID_TLS,
+from probe.errors import AsnDBError, BadRequest
+from probe.helper.asn import AsnDB
+from probe.helper.measurement import HelperContext, handle_request, http_result
+from probe.helper.requests import (
     REFUSED_BOGON,
     REFUSED_PORT,
-    BadRequest,
-    HelperContext,
     address_allowed,
     build_endpoints,
-    dns_failure,
-    go_header_name,
-    handle_request,
-    http_failure,
-    http_result,
     parse_endpoint,
     parse_request,
     url_ports,
 )
-from probe.netio import client_context
-from probe.records import HTTPRequest
+from probe.model import failures
+from probe.model.records import HTTPRequest
+from probe.net import connections
+from probe.net.connections import client_context
+from probe.net.resolvers import parse_resolver
+from probe.ooni.helper_protocol import (
+    FLAG_BOGON,
+    FLAG_HELPER,
+    FLAG_PROBE,
+    FLAG_VALID_TLS,
+    check_response,
+    dns_failure,
+    endpoints_for,
+    go_header_name,
+    http_failure,
+)
+from probe.ooni.helper_protocol import control_request as helper_request
 from tests.lab import REPO_ROOT
 
 BOGONS = ["127.0.0.1", "10.0.0.1", "192.168.1.1", "169.254.169.254"]
 
 
 def request(url: str, endpoints: list[str] | None = None, **extra) -> dict:
-    """A control request exactly as our client (probe.control) builds it."""
+    """A control request exactly as our client (probe.measure.control) builds it."""
     body = helper_request(url, endpoints or [], {"User-Agent": "probe-test", "Accept": "*/*"})
     body.update(extra)
     return body
@@ -319,7 +322,7 @@ async def test_handle_request_refuses_everything_private_without_touching_the_ne
         attempts.append((ip, port))
         raise ConnectionRefusedError("the test forbids connecting")
 
-    monkeypatch.setattr(netio, "open_tcp", no_connect)
+    monkeypatch.setattr(connections, "open_tcp", no_connect)
     context = HelperContext(
         resolver=parse_resolver("udp://192.0.2.1:9"), ssl_context=client_context()
     )
@@ -435,7 +438,7 @@ class Helper:
             **config,
         )
         code = (
-            "from probe.dns import parse_resolver\n"
+            "from probe.net.resolvers import parse_resolver\n"
             "from probe.helper import HelperConfig, serve\n"
             f"serve(HelperConfig(resolver=parse_resolver({resolver!r}), **{options!r}))\n"
         )

@@ -4,8 +4,9 @@ import asyncio
 
 import pytest
 
-from probe import dns, netio
-from probe.measure import Measurer, Settings
+from probe.measure.measurer import Measurer, Settings
+from probe.net.connections import client_context
+from probe.net.resolvers import parse_resolver
 
 
 class CountingThrottle:
@@ -23,9 +24,9 @@ class CountingThrottle:
 
 def measurer(per_address: int = 2, throttle=None) -> Measurer:
     settings = Settings(
-        system_resolver=dns.parse_resolver("udp://192.88.99.10", engine="system"),
+        system_resolver=parse_resolver("udp://192.88.99.10", engine="system"),
         control_resolvers=[],
-        ssl_context=netio.client_context(),
+        ssl_context=client_context(),
         per_address=per_address,
     )
     return Measurer(settings, doh_client=None, helpers=None, throttle=throttle)  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """The SQLite store: schema, WAL mode, one transaction per measurement, lossless round trip."""
 
-from probe.records import (
+from probe.model.records import (
     Control,
     DNSQuery,
     HTTPRequest,

@@ -20,11 +20,9 @@ import ipaddress
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..errors import AsnDBError
+
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-
-
-class AsnDBError(ValueError):
-    """A malformed database; ``str()`` is ``FILE:LINE: reason``."""
 
 
 class _Table:

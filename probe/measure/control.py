@@ -1,8 +1,8 @@
-"""The control: what a test helper outside the censored network sees.
+"""The control: ask a test helper outside the censored network what it sees.
 
-The client speaks OONI's test-helper protocol (a JSON POST; see OONI's spec ts-017,
-"Example control request and response"), so it works with OONI's public helpers and with our
-own ``probe helper serve``. Helpers are tried in turn until one answers.
+The client speaks OONI's test-helper protocol (:mod:`probe.ooni.helper_protocol`), so it works
+with OONI's public helpers and with our own ``probe helper serve``. Helpers are tried in turn
+until one answers.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from typing import Any
 
 import httpx
 
-from . import __version__, failures
-from .addresses import endpoint
-from .netio import Clock
-from .records import Control
+from .. import __version__
+from ..errors import HelperAnswerError
+from ..model.records import Control
+from ..net.classify import classify
+from ..net.connections import Clock
+from ..ooni.helper_protocol import ControlRequest, check_response
 
 #: OONI's public test helpers, used when no ``--helper`` is given.
 DEFAULT_HELPERS = (
@@ -41,44 +43,6 @@ BUSY_RETRIES = 5
 OWN_HELPER_CONCURRENCY = 16
 
 
-def helper_request(url: str, endpoints: list[str], headers: dict[str, str]) -> dict[str, Any]:
-    """The JSON body of a control request."""
-    return {
-        "http_request": url,
-        "http_request_headers": {k: [v] for k, v in headers.items()},
-        "tcp_connect": endpoints,
-        "x_quic_enabled": False,
-    }
-
-
-def endpoints_for(addresses: list[str], port: int, scheme: str, explicit_port: bool) -> list[str]:
-    """``ip:port`` strings the helper should connect to, as OONI's probes send them."""
-    ports = [port]
-    if scheme == "http" and not explicit_port:
-        ports.append(443)
-    out = []
-    for address in addresses:
-        for p in ports:
-            if endpoint(address, p) not in out:
-                out.append(endpoint(address, p))
-    return out
-
-
-def check_response(data: Any) -> dict[str, Any]:
-    """Validate the shape of a helper's answer; raises ``ValueError``."""
-    if not isinstance(data, dict):
-        raise ValueError("helper answer is not a JSON object")
-    for key, kind in (("tcp_connect", dict), ("http_request", dict), ("dns", dict)):
-        if not isinstance(data.get(key), kind):
-            raise ValueError(f"helper answer lacks {key!r}")
-    for key in ("tls_handshake", "ip_info"):
-        if data.get(key) is None:
-            data[key] = {}
-        if not isinstance(data[key], dict):
-            raise ValueError(f"helper answer has a bad {key!r}")
-    return data
-
-
 class HelperClient:
     """Asks test helpers, in turn, with at most ``concurrency`` requests in flight."""
 
@@ -97,7 +61,7 @@ class HelperClient:
         # Once a helper fails, later targets start with the next one.
         self._first = 0
 
-    async def control(self, request: dict[str, Any], clock: Clock) -> Control:
+    async def control(self, request: ControlRequest, clock: Clock) -> Control:
         """Ask the helpers; never raises."""
         record = Control(t0=clock())
         body = json.dumps(request).encode()
@@ -110,14 +74,14 @@ class HelperClient:
                     async with asyncio.timeout(self.timeout):
                         response = await self._post(helper, body, headers)
                         if response.status_code != 200:
-                            raise HelperError(f"helper answered HTTP {response.status_code}")
+                            raise HelperAnswerError(f"helper answered HTTP {response.status_code}")
                         if len(response.content) > MAX_RESPONSE_BYTES:
-                            raise HelperError("helper answer too large")
-                        record.response = check_response(response.json())
+                            raise HelperAnswerError("helper answer too large")
+                        record.response = _answer(response)
                         record.failure = None
                         break
                 except Exception as exc:
-                    record.failure = _classify(exc)
+                    record.failure = classify(exc)
                     self._first = (self.helpers.index(helper) + 1) % len(self.helpers)
         record.t = clock()
         return record
@@ -141,11 +105,9 @@ def _retry_after(response: httpx.Response, attempt: int) -> float:
     return min(max(wanted, 0.05), 5.0) * random.uniform(0.8, 1.2)
 
 
-class HelperError(Exception):
-    """The helper answered, but not usefully."""
-
-
-def _classify(exc: BaseException) -> str:
-    if isinstance(exc, HelperError | ValueError):
-        return failures.unknown(str(exc))
-    return failures.classify(exc)
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    """The helper's JSON answer, checked; raises :class:`HelperAnswerError`."""
+    try:
+        return check_response(response.json())
+    except ValueError as exc:  # not JSON, or not the protocol's shape
+        raise HelperAnswerError(str(exc)) from None

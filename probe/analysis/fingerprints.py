@@ -2,13 +2,14 @@
 
 Three sources are loaded, in this order of precedence:
 
-1. ``probe/data/fingerprints.json``: our own small set (ids ``probe.*``), written by us. A JSON
-   list of objects ``{"id", "location", "type", "pattern", "scope", "countries", "source",
-   "notes"}`` where ``location`` is ``"body"``, ``"header.<lowercase-name>"`` or ``"dns"`` (the
-   answer IP), ``type`` is ``"full"`` (equality), ``"prefix"``, ``"contains"`` or ``"regexp"``
-   (Python regex, DOTALL) and ``scope`` one of ``isp nat prod inst vbw fp`` (Citizen Lab's
-   vocabulary; ``fp`` marks a known false positive). Extra files in the same format can be
-   added with :meth:`Fingerprints.load` (e.g. a lab's blockpage IP as a ``dns`` fingerprint).
+1. ``probe/data/fingerprints.json`` (the package's data folder): our own small set (ids
+   ``probe.*``), written by us. A JSON list of objects ``{"id", "location", "type", "pattern",
+   "scope", "countries", "source", "notes"}`` where ``location`` is ``"body"``,
+   ``"header.<lowercase-name>"`` or ``"dns"`` (the answer IP), ``type`` is ``"full"``
+   (equality), ``"prefix"``, ``"contains"`` or ``"regexp"`` (Python regex, DOTALL) and ``scope``
+   one of ``isp nat prod inst vbw fp`` (Citizen Lab's vocabulary; ``fp`` marks a known false
+   positive). Extra files in the same format can be added with :meth:`Fingerprints.load` (e.g. a
+   lab's blockpage IP as a ``dns`` fingerprint).
 2. Censored Planet's blockpage signatures (ids ``cp.<name>``, Apache-2.0, see NOTICE).
 3. Censored Planet's false-positive signatures (ids ``cp.<name>``, scope ``fp``).
 
@@ -43,7 +44,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .records import HTTPRequest
+from ..errors import FingerprintError
+from ..model.records import HTTPRequest
 
 #: Only this many leading bytes of a body are matched (block pages are a few KiB).
 MATCH_BODY_BYTES = 64 * 1024
@@ -110,27 +112,33 @@ def _rule_from_entry(entry: dict[str, Any], origin: str) -> _Rule:
     try:
         fid, location, kind, pattern = (entry[k] for k in ("id", "location", "type", "pattern"))
     except KeyError as exc:
-        raise ValueError(f"{origin}: fingerprint {entry!r} lacks {exc}") from None
+        raise FingerprintError(f"{origin}: fingerprint {entry!r} lacks {exc}") from None
     if not (location in ("body", "dns") or location.startswith("header.")):
-        raise ValueError(f"{origin}: fingerprint {fid}: bad location {location!r}")
+        raise FingerprintError(f"{origin}: fingerprint {fid}: bad location {location!r}")
     if kind not in TYPES:
-        raise ValueError(f"{origin}: fingerprint {fid}: bad type {kind!r}")
+        raise FingerprintError(f"{origin}: fingerprint {fid}: bad type {kind!r}")
     scope = entry.get("scope")
     if scope is not None and scope not in SCOPES:
-        raise ValueError(f"{origin}: fingerprint {fid}: bad scope {scope!r}")
+        raise FingerprintError(f"{origin}: fingerprint {fid}: bad scope {scope!r}")
     if location.startswith("header."):
         location = location.lower()
     if location == "dns" and kind == "full":
         pattern = _normalise_ip(pattern)
-    regex = re.compile(pattern, re.DOTALL) if kind == "regexp" else None
+    try:
+        regex = re.compile(pattern, re.DOTALL) if kind == "regexp" else None
+    except re.error as exc:
+        raise FingerprintError(f"{origin}: fingerprint {fid}: bad regexp: {exc}") from None
     countries = tuple(c.upper() for c in entry.get("countries") or ())
     return _Rule(fid, location, kind, pattern, regex, scope, countries)
 
 
 def _read_ours(text: str, origin: str) -> list[_Rule]:
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FingerprintError(f"{origin}:{exc.lineno}: not JSON: {exc.msg}") from None
     if not isinstance(data, list):
-        raise ValueError(f"{origin}: expected a JSON list of fingerprints")
+        raise FingerprintError(f"{origin}: expected a JSON list of fingerprints")
     return [_rule_from_entry(entry, origin) for entry in data]
 
 

@@ -27,11 +27,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from . import dns, failures, http
-from .addresses import is_ip_literal
-from .control import HelperClient, endpoints_for, helper_request
-from .netio import Clock, Conn, presented_certificate, tcp_connect, tls_handshake
-from .records import (
+from ..model import failures
+from ..model.addresses import is_ip_literal
+from ..model.records import (
     Control,
     DNSQuery,
     HTTPRequest,
@@ -40,9 +38,12 @@ from .records import (
     TLSHandshake,
     utc_now,
 )
-from .targets import Target
+from ..net import http11, resolvers
+from ..net.connections import Clock, Conn, presented_certificate, tcp_connect, tls_handshake
+from ..ooni.helper_protocol import control_request, endpoints_for
+from ..targets import Target
+from .control import HelperClient
 
-REFUSED_ADDRESS = failures.unknown("refused to connect to a bogon address")
 CERTIFICATE_FAILURES = frozenset(
     {
         failures.SSL_INVALID_HOSTNAME,
@@ -65,15 +66,15 @@ class Timeouts:
 
 @dataclass
 class Settings:
-    system_resolver: dns.Resolver
-    control_resolvers: list[dns.Resolver]
+    system_resolver: resolvers.Resolver
+    control_resolvers: list[resolvers.Resolver]
     ssl_context: ssl.SSLContext
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_redirects: int = 10
-    max_body: int = http.MAX_BODY
+    max_body: int = http11.MAX_BODY
     per_address: int = 2  # connections at once to one server address
-    headers: dict[str, str] = field(default_factory=lambda: dict(http.DEFAULT_HEADERS))
-    #: Addresses never to connect to (the test helper refuses bogons); None allows all.
+    headers: dict[str, str] = field(default_factory=lambda: dict(http11.DEFAULT_HEADERS))
+    #: Whether an address may be connected to (the test helper refuses bogons); None: all.
     address_allowed: Callable[[str], bool] | None = None
 
 
@@ -117,10 +118,10 @@ class Measurer:
                 pass
 
     async def _lookup(
-        self, resolver: dns.Resolver, host: str, qtype: str, clock: Clock, depth: int
+        self, resolver: resolvers.Resolver, host: str, qtype: str, clock: Clock, depth: int
     ) -> DNSQuery:
         await self._throttled()
-        return await dns.lookup(
+        return await resolvers.lookup(
             resolver,
             host,
             qtype,
@@ -132,7 +133,7 @@ class Measurer:
         )
 
     async def _resolve(
-        self, obs: Observations, resolver: dns.Resolver, host: str, clock: Clock, depth: int
+        self, obs: Observations, resolver: resolvers.Resolver, host: str, clock: Clock, depth: int
     ) -> list[str]:
         queries = await asyncio.gather(
             self._lookup(resolver, host, "A", clock, depth),
@@ -141,8 +142,14 @@ class Measurer:
         obs.dns.extend(queries)
         return _unique(a for q in queries for a in q.addresses)
 
-    async def measure(self, target: Target) -> Observations:
-        """Measure one target; never raises (failures are recorded)."""
+    async def measure(
+        self, target: Target, *, headers: dict[str, str] | None = None
+    ) -> Observations:
+        """Measure one target; never raises (failures are recorded).
+
+        ``headers`` replaces the settings' request headers for this target (the helper
+        forwards the probe's).
+        """
         clock = Clock()
         obs = Observations(
             input=target.input,
@@ -162,7 +169,9 @@ class Measurer:
             system_addresses = await self._resolve(
                 obs, self.settings.system_resolver, host, clock, 0
             )
-        fetch = asyncio.create_task(self._fetch(obs, target.url, system_addresses, clock))
+        fetch = asyncio.create_task(
+            self._fetch(obs, target.url, system_addresses, clock, headers or self.settings.headers)
+        )
         control_addresses = [a for task in await asyncio.gather(*controls) for a in task]
         if self.helpers is not None:
             obs.control = await self._control(
@@ -178,10 +187,17 @@ class Measurer:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         endpoints = endpoints_for(addresses, port, parts.scheme, parts.port is not None)
-        request = helper_request(url, endpoints, self.settings.headers)
+        request = control_request(url, endpoints, self.settings.headers)
         return await self.helpers.control(request, clock)
 
-    async def _fetch(self, obs: Observations, url: str, addresses: list[str], clock: Clock) -> None:
+    async def _fetch(
+        self,
+        obs: Observations,
+        url: str,
+        addresses: list[str],
+        clock: Clock,
+        headers: dict[str, str],
+    ) -> None:
         """The connectivity steps and the GET, hop after hop."""
         known = {urlsplit(url).hostname: addresses}
         cookies: dict[str, dict[str, str]] = {}
@@ -196,10 +212,10 @@ class Measurer:
                 )
             if not known[host]:
                 return  # the DNS records say why
-            hop = await self._hop(obs, url, known[host], clock, depth, cookies.get(host))
+            hop = await self._hop(obs, url, known[host], clock, depth, headers, cookies.get(host))
             obs.http.append(hop)
             _remember_cookies(cookies, host, hop)
-            if hop.failure or hop.status_code not in http.REDIRECT_CODES:
+            if hop.failure or hop.status_code not in http11.REDIRECT_CODES:
                 return
             if hop.location is None:
                 return
@@ -218,6 +234,7 @@ class Measurer:
         addresses: list[str],
         clock: Clock,
         depth: int,
+        headers: dict[str, str],
         cookie_jar: dict[str, str] | None,
     ) -> HTTPRequest:
         parts = urlsplit(url)
@@ -246,7 +263,7 @@ class Measurer:
                     conn.close()
                     return None
                 chosen.set_result(ip)
-                return await http.get(
+                return await http11.get(
                     conn,
                     url,
                     timeout=self.settings.timeouts.http,
@@ -254,7 +271,7 @@ class Measurer:
                     ip=ip,
                     port=port,
                     depth=depth,
-                    headers=self.settings.headers,
+                    headers=headers,
                     cookie=cookie,
                     max_body=self.settings.max_body,
                 )
@@ -287,7 +304,7 @@ class Measurer:
         if allowed is None or allowed(ip):
             return True
         now = clock()
-        obs.tcp.append(TCPConnect(ip, port, REFUSED_ADDRESS, depth, now, now))
+        obs.tcp.append(TCPConnect(ip, port, failures.REFUSED_BOGON, depth, now, now))
         return False
 
     async def _tls(

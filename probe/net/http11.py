@@ -15,9 +15,11 @@ import re
 import zlib
 from urllib.parse import urljoin, urlsplit
 
-from . import failures
-from .netio import Clock, Conn
-from .records import HTTPRequest
+from ..errors import HTTPProtocolError
+from ..model import failures
+from ..model.records import HTTPRequest
+from .classify import classify
+from .connections import Clock, Conn
 
 MAX_BODY = 1 << 19  # 512 KiB, OONI's cap
 MAX_HEADER_BYTES = 64 * 1024
@@ -35,10 +37,6 @@ DEFAULT_HEADERS = {
 }
 
 _TITLE = re.compile(rb"<title[^>]*>([^<]{1,512})</title>", re.IGNORECASE)
-
-
-class ProtocolError(Exception):
-    """The server's reply is not valid HTTP/1.1."""
 
 
 def title_of(body: bytes) -> str | None:
@@ -85,7 +83,7 @@ class _Reader:
                 data, self.buf = self.buf[:index], self.buf[index + len(sep) :]
                 return data
             if len(self.buf) > limit:
-                raise ProtocolError("header block too large")
+                raise HTTPProtocolError("header block too large")
             if not await self.fill():
                 raise EOFError("connection closed before the response was complete")
 
@@ -136,7 +134,7 @@ async def _read_body(reader: _Reader, headers: list[list[str]], body: _Body) -> 
             try:
                 size = int(size_line.split(b";")[0].strip(), 16)
             except ValueError as exc:
-                raise ProtocolError("bad chunk size") from exc
+                raise HTTPProtocolError("bad chunk size") from exc
             if size == 0:
                 return
             if not body.add(await reader.exactly(size)):
@@ -146,7 +144,7 @@ async def _read_body(reader: _Reader, headers: list[list[str]], body: _Body) -> 
         try:
             remaining = int(names["content-length"])
         except ValueError as exc:
-            raise ProtocolError("bad Content-Length") from exc
+            raise HTTPProtocolError("bad Content-Length") from exc
         while remaining > 0:
             if not reader.buf and not await reader.fill():
                 raise EOFError("connection closed before the body was complete")
@@ -188,14 +186,14 @@ async def get(
             status_line, *header_lines = head.decode("latin-1").split("\r\n")
             version, _, rest = status_line.partition(" ")
             if not version.startswith("HTTP/1."):
-                raise ProtocolError("not an HTTP/1.x response")
+                raise HTTPProtocolError("not an HTTP/1.x response")
             record.status_code = int(rest[:3])
             if len(header_lines) > MAX_HEADERS:
-                raise ProtocolError("too many headers")
+                raise HTTPProtocolError("too many headers")
             for line in header_lines:
                 name, sep, value = line.partition(":")
                 if not sep:
-                    raise ProtocolError("malformed header line")
+                    raise HTTPProtocolError("malformed header line")
                 record.headers.append([name.strip(), value.strip()])
             if record.status_code in REDIRECT_CODES and record.header("location") is not None:
                 record.location = urljoin(url, record.header("location"))
@@ -208,10 +206,10 @@ async def get(
             record.body_truncated = body.truncated
             record.body_sha256 = hashlib.sha256(data).hexdigest()
             record.title = title_of(data)
-    except (ProtocolError, ValueError, UnicodeError, zlib.error) as exc:
+    except (HTTPProtocolError, ValueError, UnicodeError, zlib.error) as exc:
         record.failure = failures.unknown(f"invalid HTTP response: {exc}")
     except Exception as exc:
-        record.failure = failures.classify(exc)
+        record.failure = classify(exc)
     finally:
         conn.close()
     record.t = clock()

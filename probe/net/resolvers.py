@@ -22,17 +22,18 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dns.asyncquery
-import dns.exception
 import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
 import httpx
 
-from . import failures
-from .addresses import bracket
-from .netio import Clock, open_tcp
-from .records import DNSQuery
+from ..errors import DNSWrongQueryID, DoHError, ResolverError
+from ..model import failures
+from ..model.addresses import bracket
+from ..model.records import DNSQuery
+from .classify import classify
+from .connections import Clock, open_tcp
 
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
 
@@ -48,17 +49,17 @@ class Resolver:
 
 
 def parse_resolver(url: str, *, engine: str | None = None) -> Resolver:
-    """Parse a resolver URL (see the module docstring); raises ``ValueError``."""
+    """Parse a resolver URL (see the module docstring); raises :class:`ResolverError`."""
     parts = urlsplit(url if "://" in url else f"udp://{url}")
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise ValueError(f"{url!r}: resolver must be udp://, tcp://, tls:// or https://")
+        raise ResolverError(f"{url!r}: resolver must be udp://, tcp://, tls:// or https://")
     if not parts.hostname:
-        raise ValueError(f"{url!r}: resolver URL has no host")
+        raise ResolverError(f"{url!r}: resolver URL has no host")
     try:
         port = parts.port or DEFAULT_PORTS[scheme]
     except ValueError as exc:
-        raise ValueError(f"{url!r}: bad port") from exc
+        raise ResolverError(f"{url!r}: bad port") from exc
     host = parts.hostname
     shown = bracket(host)
     if scheme == "https":
@@ -73,19 +74,19 @@ def parse_resolver(url: str, *, engine: str | None = None) -> Resolver:
 def system_resolver(resolv_conf: str | Path = "/etc/resolv.conf") -> Resolver:
     """The network's own resolver: the first ``nameserver`` in resolv.conf, asked over UDP.
 
-    Raises ``ValueError`` naming the file when it has no usable nameserver.
+    Raises :class:`ResolverError` naming the file when it has no usable nameserver.
     """
     path = Path(resolv_conf)
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read the system resolver: {exc.strerror}") from exc
+        raise ResolverError(f"{path}: cannot read the system resolver: {exc.strerror}") from exc
     for line in lines:
         words = line.split()
         if len(words) >= 2 and words[0] == "nameserver":
             address = words[1].split("%")[0]
             return parse_resolver(f"udp://{bracket(address)}", engine="system")
-    raise ValueError(f"{path}: no nameserver line")
+    raise ResolverError(f"{path}: no nameserver line")
 
 
 def _make_query(hostname: str, qtype: str) -> dns.message.Message:
@@ -121,12 +122,8 @@ async def _doh_exchange(resolver: Resolver, wire: bytes, client: httpx.AsyncClie
         headers={"content-type": "application/dns-message", "accept": "application/dns-message"},
     )
     if response.status_code != 200:
-        raise DNSHTTPError(f"DoH server answered HTTP {response.status_code}")
+        raise DoHError(f"DoH server answered HTTP {response.status_code}")
     return response.content
-
-
-class DNSHTTPError(Exception):
-    """A DoH server answered with an HTTP error."""
 
 
 async def exchange(
@@ -158,12 +155,8 @@ async def exchange(
             raw = await _doh_exchange(resolver, wire, doh_client)
     reply = dns.message.from_wire(raw)
     if reply.id != query.id:
-        raise WrongQueryID()
+        raise DNSWrongQueryID()
     return reply
-
-
-class WrongQueryID(Exception):
-    """The reply's ID does not match the query's."""
 
 
 _RCODE_FAILURES = {
@@ -171,16 +164,6 @@ _RCODE_FAILURES = {
     dns.rcode.SERVFAIL: failures.DNS_SERVFAIL,
     dns.rcode.REFUSED: failures.DNS_REFUSED,
 }
-
-
-def _classify(exc: BaseException) -> str:
-    if isinstance(exc, WrongQueryID):
-        return failures.DNS_WRONG_ID
-    if isinstance(exc, dns.exception.Timeout):
-        return failures.GENERIC_TIMEOUT
-    if isinstance(exc, (dns.exception.FormError, dns.exception.SyntaxError, DNSHTTPError)):
-        return failures.DNS_MISBEHAVING
-    return failures.classify(exc)
 
 
 async def lookup(
@@ -213,7 +196,7 @@ async def lookup(
             doh_client=doh_client,
         )
     except Exception as exc:
-        record.failure = _classify(exc)
+        record.failure = classify(exc)
         record.t = clock()
         return record
     record.t = clock()

@@ -2,8 +2,8 @@
 
 The schema is built by :data:`migrations` (sqlite-utils Migrations, one function per step)
 and the database runs in WAL mode so a report can read while a run writes. Each measurement
-is written in its own transaction as soon as its target finishes: a crash loses at most the
-targets in flight. Observations are stored in normal form (one row per DNS query, TCP connect,
+is written as soon as its target finishes (see :meth:`Store.save`), so a crash loses at most
+the targets in flight. Observations are stored in normal form (one row per DNS query, TCP connect,
 TLS handshake, HTTP hop) and :func:`load_observations` rebuilds them for re-analysis.
 
 Privacy: nothing here holds the volunteer's own IP address. Runs and measurements carry the
@@ -21,8 +21,8 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from . import __version__
-from .records import (
+from .. import __version__
+from ..model.records import (
     Control,
     DNSQuery,
     HTTPRequest,
@@ -230,7 +230,7 @@ class Store:
         """Write one measurement and its observations in one transaction; its id."""
         measurement_id = str(uuid.uuid4())
         keep_body = verdict.verdict != "accessible"
-        with self.db.conn:
+        with self.db.atomic():
             self.db.table("measurements").insert(
                 {
                     "id": measurement_id,

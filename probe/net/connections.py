@@ -17,8 +17,8 @@ import ssl
 import time
 from typing import Any
 
-from . import failures
-from .records import TCPConnect, TLSHandshake
+from ..model.records import TCPConnect, TLSHandshake
+from .classify import classify
 
 READ_SIZE = 65536
 
@@ -137,7 +137,7 @@ async def tcp_connect(
     try:
         conn = await open_tcp(ip, port, timeout)
     except Exception as exc:
-        record.failure = failures.classify(exc)
+        record.failure = classify(exc)
     record.t = clock()
     return record, conn
 
@@ -162,7 +162,7 @@ async def tls_handshake(
         async with asyncio.timeout(timeout):
             await conn.start_tls(context, server_name)
     except Exception as exc:
-        record.failure = failures.classify(exc)
+        record.failure = classify(exc)
         conn.close()
     else:
         describe_tls(record, conn.tls)

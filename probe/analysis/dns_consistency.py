@@ -1,0 +1,205 @@
+"""Is the network's DNS answer consistent with the control's? (pure)
+
+See :func:`analyze_dns`: the control is the helper's DNS and the encrypted control resolvers
+(plain ones only when nothing encrypted answered); addresses, AS numbers, validated TLS
+handshakes and ``dns`` fingerprints decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..model import failures as F
+from ..model.addresses import is_bogon, is_ip_literal, is_loopback
+from ..model.records import ENCRYPTED_ENGINES, Observations
+from ..ooni.helper_protocol import FLAG_VALID_TLS, ip_asn, ip_flags, our_failure
+from .fingerprints import Fingerprints, Match
+from .observed import norm_host, system_lookup
+
+#: DNS failures that are a resolver's real answer (it replied), as opposed to no reply.
+_DNS_ANSWERS = frozenset(
+    {F.DNS_NXDOMAIN, F.DNS_NO_ANSWER, F.DNS_SERVFAIL, F.DNS_REFUSED, F.DNS_MISBEHAVING}
+)
+
+
+@dataclass(slots=True)
+class _Source:
+    name: str
+    addrs: list[str]
+    failure: str | None
+    answered: bool  # the source replied (addresses or a definitive DNS answer)
+
+
+@dataclass(slots=True)
+class DNSAnalysis:
+    """The DNS step in detail; :func:`dns_consistency` returns only ``consistency``."""
+
+    consistency: str | None
+    reason: str = ""
+    system_addrs: list[str] = field(default_factory=list)
+    system_failure: str | None = None
+    system_queried: bool = False
+    control_addrs: set[str] = field(default_factory=set)
+    control_answered: bool = False
+    injection: bool = False
+    bogon_only: bool = False
+    loopback_only: bool = False
+    fingerprint: Match | None = None
+
+
+def control_sources(obs: Observations, host: str) -> tuple[list[_Source], list[_Source]]:
+    """(trusted, plain) control DNS sources for ``host`` at depth 0."""
+    trusted: list[_Source] = []
+    plain: list[_Source] = []
+    response = obs.control.response or {}
+    dns = response.get("dns")
+    if isinstance(dns, dict):
+        addrs = [str(a) for a in dns.get("addrs") or []]
+        # The helper answered, so its DNS result is a real observation whatever it says.
+        trusted.append(_Source("the test helper", addrs, our_failure(dns.get("failure")), True))
+    grouped: dict[tuple[str, str], _Source] = {}
+    for q in obs.dns:
+        if q.engine == "system" or q.depth != 0 or norm_host(q.hostname) != host:
+            continue
+        if q.query_type == "AAAA" and q.failure == F.DNS_NO_ANSWER:
+            continue
+        src = grouped.get((q.engine, q.resolver))
+        if src is None:
+            src = grouped[(q.engine, q.resolver)] = _Source(q.resolver, [], None, False)
+            (trusted if q.engine in ENCRYPTED_ENGINES else plain).append(src)
+        src.addrs += [a for a in q.addresses if a not in src.addrs]
+        src.answered |= bool(q.addresses) or q.rcode is not None or q.failure in _DNS_ANSWERS
+        if q.failure and src.failure is None:
+            src.failure = q.failure
+    return trusted, plain
+
+
+def _asns(obs: Observations, addrs: Iterable[str]) -> set[int]:
+    return {asn for a in addrs if (asn := ip_asn(obs.control.response, a))}
+
+
+def _tls_validated(obs: Observations, addrs: Iterable[str], host: str) -> list[str]:
+    """System addresses proven to serve ``host``: a validated handshake, ours or the helper's."""
+    addrs = set(addrs)
+    ok = {
+        t.ip
+        for t in obs.tls
+        if t.failure is None and t.ip in addrs and norm_host(t.server_name) == host
+    }
+    ok |= {a for a in addrs if ip_flags(obs.control.response, a) & FLAG_VALID_TLS}
+    return sorted(ok)
+
+
+def analyze_dns(obs: Observations, fingerprints: Fingerprints | None = None) -> DNSAnalysis:
+    """DNS consistency with the evidence behind it (see :func:`dns_consistency`)."""
+    host = norm_host(obs.domain)
+    addrs, fail, asked = system_lookup(obs, 0, host)
+    res = DNSAnalysis(None, system_addrs=addrs, system_failure=fail, system_queried=asked)
+    res.bogon_only = bool(addrs) and all(is_bogon(a) for a in addrs)
+    res.loopback_only = bool(addrs) and all(is_loopback(a) for a in addrs)
+    trusted, plain = control_sources(obs, host)
+    trusted_answered = any(s.answered for s in trusted)
+    control = trusted if trusted_answered else trusted + plain
+    res.control_answered = any(s.answered for s in control)
+    res.control_addrs = {a for s in control for a in s.addrs}
+    if is_ip_literal(host):
+        res.consistency = "consistent"
+        res.reason = f"the URL's host {obs.domain} is an IP address"
+        return res
+    ctl = res.control_addrs
+    names = ", ".join(s.name for s in control if s.addrs) or "the control"
+
+    if trusted_answered and addrs:
+        trusted_asns = _asns(obs, ctl)
+        for s in plain:
+            forged = (
+                s.addrs and not (set(s.addrs) & ctl) and not (_asns(obs, s.addrs) & trusted_asns)
+            )
+            if forged and set(s.addrs) & set(addrs):
+                res.injection = True
+    injection = (
+        "; the plain-DNS control resolver got the same answer while encrypted/helper resolution "
+        "disagrees, so the answer is injected on the path"
+        if res.injection
+        else ""
+    )
+
+    if fingerprints is not None and addrs:
+        match = fingerprints.match_dns(addrs)
+        if match is not None and not match.false_positive:
+            res.fingerprint = match
+            res.consistency = "inconsistent"
+            res.reason = (
+                f"the system resolver answered {', '.join(addrs)}, a known block-page address "
+                f"(fingerprint {match.id}){injection}"
+            )
+            return res
+
+    if not asked:
+        return res
+    if not res.control_answered:
+        res.reason = "no control resolver or test helper answered the DNS question"
+        return res
+    if not addrs:
+        if not ctl:
+            res.consistency = "consistent"
+            res.reason = (
+                f"the system resolver failed ({fail}) and the control resolved nothing either"
+            )
+        else:
+            res.consistency = "inconsistent"
+            res.reason = (
+                f"the system resolver failed ({fail}) while {names} resolved "
+                f"{obs.domain} to {', '.join(sorted(ctl)[:4])}"
+            )
+        return res
+    if set(addrs) & ctl:
+        res.consistency = "consistent"
+        res.reason = "the system resolver's answers overlap the control's"
+        return res
+    if _asns(obs, addrs) & _asns(obs, ctl):
+        res.consistency = "consistent"
+        res.reason = "the system resolver's answers are in the same AS as the control's"
+        return res
+    validated = _tls_validated(obs, addrs, host)
+    if validated:
+        res.consistency = "consistent"
+        res.reason = f"{validated[0]} completed a validated TLS handshake for {obs.domain}"
+        return res
+    res.consistency = "inconsistent"
+    shown = ", ".join(addrs[:4])
+    if not ctl:
+        res.reason = (
+            f"the system resolver answered {shown} while every control resolved nothing{injection}"
+        )
+    elif res.bogon_only:
+        kind = "loopback" if res.loopback_only else "bogon (private/reserved)"
+        res.reason = (
+            f"the system resolver answered only {kind} addresses ({shown}) while {names} "
+            f"returned public ones{injection}"
+        )
+    else:
+        res.reason = (
+            f"the system resolver answered {shown}, which shares no address or AS with "
+            f"{names} and has no validated TLS handshake for {obs.domain}{injection}"
+        )
+    return res
+
+
+def dns_consistency(obs: Observations, fingerprints: Fingerprints | None = None) -> str | None:
+    """``"consistent"``, ``"inconsistent"`` or None (no control) for the system resolver.
+
+    The system resolver's depth-0 answers (A and AAAA; ``dns_no_answer`` on AAAA ignored) are
+    compared with the control addresses: the helper's ``dns.addrs`` plus the encrypted
+    (DoT/DoH) control resolvers; plain UDP/TCP control resolvers count only when no trusted
+    source answered. Consistent: the host is an IP literal; or addresses intersect; or ASNs
+    intersect (helper ``ip_info``, ASN > 0); or a system address completed a validated TLS
+    handshake for the domain (ours, or the helper's ``ip_info`` flag 8); or the system
+    resolver failed and the control resolved nothing either (expected failure).
+    Inconsistent: a ``dns`` fingerprint matched (when ``fingerprints`` is given); the system
+    resolver failed while the control resolved; the answers fail every test above (including
+    bogon-only answers against public control ones, and answers for a name that every
+    control resolved to nothing). None when no control source answered.
+    """
+    return analyze_dns(obs, fingerprints).consistency

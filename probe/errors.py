@@ -1,0 +1,81 @@
+"""Every exception probe raises on purpose, in one tree.
+
+``ProbeError`` is the root. Its two branches say who is at fault and what happens next:
+
+* :class:`InputError`: bad input from a file, a user or a client (a target list, a resolver
+  URL, a fingerprint file, an ASN table, a control request). ``str()`` is one line meant for a
+  person (``FILE:LINE: reason`` where there is a file); the CLI shows it and exits 2, the helper
+  answers it with its HTTP ``status``. Subclasses of ``ValueError`` too, as parsing errors are.
+* :class:`NetworkError`: what a server or the path sent is not what the protocol allows (a
+  malformed HTTP response, a DNS reply with the wrong ID, a helper's unusable answer). Raised
+  inside the network primitives and turned into a failure string for that one step
+  (:mod:`probe.net.classify`); it never ends a run.
+
+Anything else is a bug: it is not caught where it happens, and the runner records an internal
+error for that one target.
+"""
+
+from __future__ import annotations
+
+
+class ProbeError(Exception):
+    """The root of probe's own exceptions."""
+
+
+# ------------------------------------------------------------------ bad input
+
+
+class InputError(ProbeError, ValueError):
+    """Bad input from a file, a user or a client; ``str()`` is the line to show."""
+
+
+class TargetError(InputError):
+    """A bad line in a target list; ``str()`` is ``FILE:LINE: reason``."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class ResolverError(InputError):
+    """A resolver URL that cannot be used, or a resolv.conf without a nameserver."""
+
+
+class FingerprintError(InputError):
+    """A fingerprint file that is not in probe's format."""
+
+
+class AsnDBError(InputError):
+    """A malformed IP-to-ASN table; ``str()`` is ``FILE:LINE: reason``."""
+
+
+class BadRequest(InputError):
+    """A client's request to a server of ours is malformed; ``status`` is the HTTP answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# ------------------------------------------------------------------ the network's fault
+
+
+class NetworkError(ProbeError):
+    """What the network sent breaks its protocol; becomes a failure string for that step."""
+
+
+class HTTPProtocolError(NetworkError):
+    """The server's reply is not valid HTTP/1.1."""
+
+
+class DNSWrongQueryID(NetworkError):
+    """A DNS reply whose ID does not match the query's."""
+
+
+class DoHError(NetworkError):
+    """A DNS-over-HTTPS server answered with an HTTP error."""
+
+
+class HelperAnswerError(NetworkError):
+    """A test helper answered, but not usefully (an HTTP error, too large, a bad shape)."""

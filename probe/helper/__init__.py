@@ -1,0 +1,22 @@
+"""The test helper: OONI's Web Connectivity control, served from outside the censored network.
+
+* :mod:`~probe.helper.requests`: validating a control request, choosing the endpoints;
+* :mod:`~probe.helper.measurement`: measuring it (:func:`handle_request`);
+* :mod:`~probe.helper.server`: the HTTP/1.1 server and ``probe helper serve``;
+* :mod:`~probe.helper.asn`: IP address to AS number, for ``ip_info``.
+
+The protocol's shapes and names are in :mod:`probe.ooni.helper_protocol`.
+"""
+
+from .measurement import HelperContext, HelperTimeouts, handle_request, http_result
+from .server import HelperConfig, HelperServer, serve
+
+__all__ = [
+    "HelperConfig",
+    "HelperContext",
+    "HelperServer",
+    "HelperTimeouts",
+    "handle_request",
+    "http_result",
+    "serve",
+]

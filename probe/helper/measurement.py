@@ -1,0 +1,267 @@
+"""The helper's measurement: what it sees of a URL from outside the censored network.
+
+:func:`handle_request` takes a decoded control request and answers OONI's protocol
+(:mod:`probe.ooni.helper_protocol`): DNS at the helper's resolver, a TCP connect (and TLS
+handshake where the URL uses TLS) to every endpoint, the fetch with redirects, and ``ip_info``.
+All requests share one :class:`HelperContext`, so limits (connections per address, endpoint
+checks at once) hold across requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..measure.measurer import Measurer, Settings, Timeouts
+from ..model import failures
+from ..model.addresses import is_bogon
+from ..model.records import HTTPRequest, Observations
+from ..net import resolvers
+from ..net.connections import Clock, tcp_connect, tls_handshake
+from ..ooni.helper_protocol import (
+    FLAG_BOGON,
+    FLAG_HELPER,
+    FLAG_PROBE,
+    FLAG_VALID_TLS,
+    dns_failure,
+    go_header_name,
+    http_failure,
+    legacy_failure,
+)
+from ..targets import Target
+from .asn import AsnDB
+from .requests import (
+    Endpoint,
+    HelperRequest,
+    address_allowed,
+    build_endpoints,
+    canonical,
+    parse_request,
+)
+
+#: Endpoint checks at once, over all requests (each holds a socket).
+MAX_CONNECTS = 512
+
+
+@dataclass
+class HelperTimeouts:
+    """Per-step timeouts, OONI's test helper's."""
+
+    dns: float = 4.0
+    connect: float = 15.0  # TCP connect + TLS handshake, per endpoint
+    http: float = 15.0  # the whole fetch, redirects included (after its DNS)
+
+
+# ---------------------------------------------------------------- the measurement
+
+
+class HelperContext:
+    """What every measurement shares: resolver, trust anchors, ASN data, DoH client, policy."""
+
+    def __init__(
+        self,
+        *,
+        resolver: resolvers.Resolver,
+        ssl_context: ssl.SSLContext,
+        asn: AsnDB | None = None,
+        timeouts: HelperTimeouts | None = None,
+        max_endpoints: int = 64,
+        forbidden: frozenset[str] = frozenset(),
+        doh_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.ssl_context = ssl_context
+        self.asn = asn
+        self.timeouts = timeouts or HelperTimeouts()
+        self.max_endpoints = max_endpoints
+        self.forbidden = forbidden
+        self.connect_slots = asyncio.Semaphore(MAX_CONNECTS)
+        self.doh_client = doh_client or httpx.AsyncClient(
+            verify=ssl_context, timeout=self.timeouts.dns, follow_redirects=False
+        )
+        # One measurer for every request, so its per-address limit holds across requests.
+        self.measurer = Measurer(
+            Settings(
+                system_resolver=resolver,
+                control_resolvers=[],
+                ssl_context=ssl_context,
+                timeouts=Timeouts(dns=self.timeouts.dns, http=self.timeouts.http),
+                address_allowed=self.allowed,
+            ),
+            doh_client=self.doh_client,
+            helpers=None,
+        )
+
+    def allowed(self, ip: str) -> bool:
+        """Whether the helper may connect to ``ip`` (never to a bogon, nor to itself)."""
+        return address_allowed(ip) and canonical(ip) not in self.forbidden
+
+    def asn_of(self, ip: str) -> int:
+        return self.asn.lookup(ip) if self.asn is not None else 0
+
+    async def aclose(self) -> None:
+        await self.doh_client.aclose()
+
+
+async def _resolve(req: HelperRequest, context: HelperContext, clock: Clock) -> dict[str, Any]:
+    if canonical(req.host) is not None:
+        return {"failure": None, "addrs": [req.host]}
+    queries = await asyncio.gather(
+        *(
+            resolvers.lookup(
+                context.resolver,
+                req.host,
+                qtype,
+                timeout=context.timeouts.dns,
+                clock=clock,
+                ssl_context=context.ssl_context,
+                doh_client=context.doh_client,
+            )
+            for qtype in ("A", "AAAA")
+        )
+    )
+    addrs = list(dict.fromkeys(a for q in queries for a in q.addresses))
+    if addrs:
+        return {"failure": None, "addrs": addrs}
+    found = [q.failure for q in queries if q.failure]
+    if failures.DNS_NXDOMAIN in found:
+        return {"failure": "dns_name_error", "addrs": []}
+    real = [f for f in found if f != failures.DNS_NO_ANSWER]
+    return {"failure": dns_failure(real[0]) if real else None, "addrs": []}
+
+
+async def _check(
+    ep: Endpoint, req: HelperRequest, context: HelperContext, clock: Clock
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One endpoint's ``tcp_connect`` entry and, when handshaken, its ``tls_handshake`` entry."""
+    if ep.refusal is not None:
+        return {"status": False, "failure": ep.refusal}, None
+    async with context.connect_slots:
+        return await _connect(ep, req, context, clock)
+
+
+async def _connect(
+    ep: Endpoint, req: HelperRequest, context: HelperContext, clock: Clock
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + context.timeouts.connect
+    tcp, conn = await tcp_connect(ep.ip, ep.port, timeout=context.timeouts.connect, clock=clock)
+    tcp_entry = {"status": tcp.failure is None, "failure": legacy_failure(tcp.failure)}
+    if conn is None:
+        return tcp_entry, None
+    if not ep.tls:
+        conn.close()
+        return tcp_entry, None
+    handshake = await tls_handshake(
+        conn,
+        req.host,
+        context.ssl_context,
+        timeout=max(deadline - loop.time(), 0.1),
+        clock=clock,
+        ip=ep.ip,
+        port=ep.port,
+        purpose="validate",
+    )
+    conn.close()
+    return tcp_entry, {
+        "server_name": req.host,
+        "status": handshake.failure is None,
+        "failure": handshake.failure,
+    }
+
+
+async def _fetch(req: HelperRequest, context: HelperContext) -> HTTPRequest | None:
+    """The GET, following redirects; the final hop, or None when DNS gave no address
+    (whatever the reason: OONI's helper reports any failure while resolving as a DNS one)."""
+    target = Target(input=req.url, url=req.url, domain=req.host)
+    try:
+        async with asyncio.timeout(context.timeouts.dns + context.timeouts.http):
+            obs: Observations = await context.measurer.measure(target, headers=req.headers)
+    except TimeoutError:
+        return HTTPRequest(url=req.url, failure=failures.GENERIC_TIMEOUT)
+    return obs.http[-1] if obs.http else None
+
+
+def http_result(hop: HTTPRequest | None) -> dict[str, Any]:
+    """The ``http_request`` part of the response from the fetch's final hop."""
+    failure = None if hop is None else hop.failure
+    if hop is None or failure is not None or hop.status_code is None:
+        return {
+            "body_length": -1,
+            "discovered_h3_endpoint": "",
+            "failure": http_failure(failure) or "dns_lookup_error",
+            "title": "",
+            "headers": {},
+            "status_code": -1,
+        }
+    headers: dict[str, str] = {}
+    for name, value in hop.headers:
+        headers.setdefault(go_header_name(name), value)
+    return {
+        "body_length": hop.body_length if hop.body_length is not None else -1,
+        "discovered_h3_endpoint": "",
+        "failure": None,
+        "title": hop.title or "",
+        "headers": headers,
+        "status_code": hop.status_code,
+    }
+
+
+async def handle_request(request: dict[str, Any], context: HelperContext) -> dict[str, Any]:
+    """Measure one control request (decoded JSON) and return the response object.
+
+    Raises :class:`BadRequest` for a malformed request; otherwise never raises (network
+    failures are reported in the answer).
+    """
+    req = parse_request(request, context.max_endpoints)
+    clock = Clock()
+    fetch = asyncio.create_task(_fetch(req, context))
+    try:
+        dns_result = await _resolve(req, context, clock)
+        endpoints = build_endpoints(req, dns_result["addrs"], context.allowed)
+        checks = await asyncio.gather(*(_check(ep, req, context, clock) for ep in endpoints))
+        hop = await fetch
+    finally:
+        if not fetch.done():
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await fetch
+
+    tcp_connect_out: dict[str, Any] = {}
+    tls_out: dict[str, Any] = {}
+    valid_tls: set[str] = set()
+    for ep, (tcp_entry, tls_entry) in zip(endpoints, checks, strict=True):
+        tcp_connect_out[ep.key] = tcp_entry
+        if tls_entry is not None:
+            tls_out[ep.key] = tls_entry
+            if tls_entry["status"]:
+                valid_tls.add(ep.ip)
+
+    flags: dict[str, int] = {}
+    for _key, ip, _port in req.endpoints:
+        flags[ip] = flags.get(ip, 0) | FLAG_PROBE
+    for ip in dns_result["addrs"]:
+        ip = canonical(ip) or ip
+        flags[ip] = flags.get(ip, 0) | FLAG_HELPER
+    ip_info = {}
+    for ip, flag in flags.items():
+        if is_bogon(ip):
+            flag |= FLAG_BOGON
+        if ip in valid_tls:
+            flag |= FLAG_VALID_TLS
+        ip_info[ip] = {"asn": context.asn_of(ip), "flags": flag}
+
+    return {
+        "tcp_connect": tcp_connect_out,
+        "tls_handshake": tls_out,
+        "quic_handshake": {},
+        "http_request": http_result(hop),
+        "http3_request": None,
+        "dns": dns_result,
+        "ip_info": ip_info,
+    }

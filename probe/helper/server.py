@@ -1,0 +1,419 @@
+"""The test helper: OONI's Web Connectivity control, served from outside the censored network.
+
+``probe helper serve`` answers the protocol :mod:`probe.measure.control` speaks (and OONI's probes
+speak): ``GET /`` greets, ``POST /`` takes ``{"http_request": URL, "http_request_headers": ...,
+"tcp_connect": ["ip:port", ...]}`` and answers what the helper itself saw for that URL:
+
+1. DNS: the URL's host, A and AAAA, at the helper's resolver (4 s); an IP-literal host is its
+   own answer. Failures use the protocol's legacy names (``dns_name_error``,
+   ``dns_server_failure``, ``unknown_error``; "no answer" is ``null`` with no addresses).
+2. Endpoints: the probe's ``tcp_connect`` list plus the helper's own addresses on the URL's port
+   (an http URL without an explicit port also gets 443). Each gets a TCP connect and, on 443 (or
+   the explicit port of an https URL), a TLS handshake with SNI = host and the certificate
+   verified; 15 s per endpoint.
+3. In parallel, a GET of the URL following redirects (:class:`~probe.measure.measurer.Measurer`,
+   4 s DNS + 15 s), reported as the final hop's status, headers (first value per name), title
+   and body length; ``-1`` for both numbers when the fetch failed.
+4. ``ip_info``: every address seen, with its AS number (``--asn-db``) and flags
+   (1 from the probe, 2 from the helper's DNS, 4 bogon, 8 TLS valid for the host).
+
+Hardening: the helper runs on someone's server, so it must never become a way into that server's
+own network. It refuses to connect to bogons (private, loopback, link-local, CGNAT, ...:
+:func:`~probe.model.addresses.is_bogon`) whatever their origin: the probe's ``tcp_connect`` list
+(answered ``status: false`` with :data:`~probe.helper.requests.REFUSED_BOGON`), its own DNS
+answers, IP-literal URLs and redirects (the Measurer's ``address_allowed``). It connects to the
+probe's endpoints only on the ports the URL uses (the URL's port and 443; others get
+:data:`~probe.helper.requests.REFUSED_PORT`). Requests are bounded: body size (413), JSON shape
+(400), at most ``max_endpoints`` entries in ``tcp_connect`` (more is refused with 400, so a
+probe learns its request was not measured instead of getting a silently partial answer),
+requests in flight (503), and time (504). It logs one line per request and never the client's
+address.
+
+Differences from OONI's oohelperd, on purpose: bogons the probe lists are answered (refused)
+rather than silently left out; TCP and HTTP failures keep our more precise strings where the
+protocol has no legacy name (``host_unreachable`` rather than ``connect_error``); OONI probes
+only compare those on failed-versus-succeeded. QUIC is not measured (``quic_handshake: {}``,
+``http3_request: null``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import ssl
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .. import __version__
+from ..errors import BadRequest
+from ..model.addresses import bracket
+from ..net import resolvers
+from ..net.connections import client_context
+from ..ooni.helper_protocol import HELLO
+from .asn import AsnDB
+from .measurement import HelperContext, handle_request
+from .requests import canonical
+
+log = logging.getLogger("probe.helper")
+
+SERVER_NAME = f"probe-helper/{__version__}"
+
+# The HTTP server's own limits.
+MAX_REQUEST_LINE = 8192
+MAX_HEAD_BYTES = 32 * 1024
+MAX_REQUEST_HEADERS = 100
+WRITE_TIMEOUT = 10.0
+SHUTDOWN_GRACE = 5.0
+
+
+@dataclass
+class HelperConfig:
+    """How to run the helper; see :func:`serve`."""
+
+    host: str
+    port: int
+    resolver: resolvers.Resolver | None = None  # None: the system resolver (/etc/resolv.conf)
+    ca_file: str | None = None  # trust anchors for TLS checks (else SSL_CERT_FILE, else certifi)
+    asn_db: str | None = None  # iptoasn.com TSV (plain or gzip)
+    max_in_flight: int = 25  # measurements at once; beyond: 503 (OONI sheds load at 25)
+    max_request_bytes: int = 64 * 1024  # larger bodies: 413
+    max_endpoints: int = 64  # longer tcp_connect lists: 400
+    timeout: float = 30.0  # one whole measurement; beyond: 504
+    max_connections: int = 1024  # open client connections; beyond: 503 and close
+    certfile: str | None = None  # serve HTTPS with this certificate chain (PEM) ...
+    keyfile: str | None = None  # ... and key; None: plain HTTP (e.g. behind a TLS proxy)
+    idle_timeout: float = 15.0  # waiting for a (next) request on an open connection
+    read_timeout: float = 10.0  # receiving one request's head and body
+
+
+# ---------------------------------------------------------------- the HTTP server
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    version: str
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    body: bytes = b""
+    keep_alive: bool = True
+
+
+@dataclass
+class _Stats:
+    in_flight: int = 0
+    connections: int = 0
+    served: int = 0
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+class HelperServer:
+    """A small HTTP/1.1 server (asyncio streams) in front of :func:`handle_request`."""
+
+    def __init__(self, config: HelperConfig, context: HelperContext) -> None:
+        self.config = config
+        self.context = context
+        self.stats = _Stats()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> tuple[str, int]:
+        """Bind and listen; returns the bound (host, port)."""
+        ssl_ctx = None
+        if self.config.certfile:
+            ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ssl_ctx.load_cert_chain(self.config.certfile, self.config.keyfile)
+            ssl_ctx.set_alpn_protocols(["http/1.1"])
+        self.server = await asyncio.start_server(
+            self._connection,
+            self.config.host,
+            self.config.port,
+            backlog=4096,
+            reuse_address=True,
+            limit=MAX_REQUEST_LINE,
+            ssl=ssl_ctx,
+            ssl_handshake_timeout=self.config.read_timeout if ssl_ctx else None,
+        )
+        sockname = self.server.sockets[0].getsockname()
+        return self.config.host, sockname[1]
+
+    async def close(self) -> None:
+        """Stop accepting, let measurements finish (a few seconds), then drop connections."""
+        if self.server is not None:
+            self.server.close()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while self.stats.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        tasks = list(self.stats.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.stats.tasks.add(task)
+        self.stats.connections += 1
+        try:
+            if self.stats.connections > self.config.max_connections:
+                await self._send(writer, 503, {"error": "too many connections"}, close=True)
+                await _linger(reader, writer)
+                return
+            while True:
+                keep = await self._one_request(reader, writer)
+                if not keep:
+                    return
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("internal error on a connection")
+        finally:
+            self.stats.connections -= 1
+            self.stats.tasks.discard(task)
+            writer.close()
+
+    async def _one_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Serve one request; whether to keep the connection open."""
+        try:
+            async with asyncio.timeout(self.config.idle_timeout):
+                line = await reader.readuntil(b"\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial.strip():
+                await self._send(writer, 400, {"error": "incomplete request"}, close=True)
+            return False
+        except TimeoutError:
+            return False  # idle: close quietly
+        except asyncio.LimitOverrunError:
+            await self._send(writer, 400, {"error": "request line too long"}, close=True)
+            return False
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.config.read_timeout):
+                request = await self._read_request(line, reader, writer)
+        except BadRequest as exc:
+            await self._send(writer, exc.status, {"error": str(exc)}, close=True)
+            _log(None, exc.status, started, f"refused: {exc}")
+            await _linger(reader, writer)
+            return False
+        except TimeoutError:
+            await self._send(writer, 408, {"error": "request not received in time"}, close=True)
+            return False
+        status, payload, note = await self._route(request)
+        keep = request.keep_alive and status not in (500, 504)
+        size = await self._send(writer, status, payload, close=not keep)
+        _log(request, status, started, note, size)
+        return keep
+
+    async def _read_request(
+        self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> _Request:
+        try:
+            method, path, version = line.decode("ascii").rstrip("\r\n").split(" ")
+        except (UnicodeDecodeError, ValueError):
+            raise BadRequest("malformed request line", 400) from None
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            raise BadRequest("only HTTP/1.0 and HTTP/1.1 are spoken here", 400)
+        headers: dict[str, str] = {}
+        head_bytes = len(line)
+        for _ in range(MAX_REQUEST_HEADERS + 1):
+            try:
+                raw = await reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError:
+                raise BadRequest("header line too long", 431) from None
+            head_bytes += len(raw)
+            if head_bytes > MAX_HEAD_BYTES:
+                raise BadRequest("request head too large", 431)
+            if raw == b"\r\n":
+                break
+            name, sep, value = raw.decode("latin-1").partition(":")
+            if not sep or not name or name != name.strip():
+                raise BadRequest("malformed header line", 400)
+            key = name.lower()
+            value = value.strip()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        else:
+            raise BadRequest("too many header lines", 431)
+        connection = headers.get("connection", "").lower()
+        keep_alive = (
+            "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+        )
+        request = _Request(method, path, version, headers, keep_alive=keep_alive)
+        if "transfer-encoding" in headers:
+            raise BadRequest("send the body with a Content-Length", 411)
+        length_text = headers.get("content-length", "0")
+        if not length_text.isascii() or not length_text.isdigit() or len(length_text) > 12:
+            raise BadRequest("bad Content-Length", 400)
+        length = int(length_text)
+        if length > self.config.max_request_bytes:
+            raise BadRequest(f"request body larger than {self.config.max_request_bytes}", 413)
+        if length:
+            if headers.get("expect", "").lower() == "100-continue":
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.body = await reader.readexactly(length)
+        return request
+
+    async def _route(self, request: _Request) -> tuple[int, Any, str]:
+        path = request.path.split("?", 1)[0]
+        if path not in ("/", ""):
+            return 404, {"error": "not found"}, ""
+        if request.method == "GET":
+            return 200, HELLO, ""
+        if request.method != "POST":
+            return 405, {"error": "use GET or POST"}, ""
+        try:
+            data = json.loads(request.body)
+        except (ValueError, RecursionError):
+            return 400, {"error": "the body is not JSON"}, "bad JSON"
+        if self.stats.in_flight >= self.config.max_in_flight:
+            return 503, {"error": "too many requests in flight, retry later"}, "busy"
+        self.stats.in_flight += 1
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                answer = await handle_request(data, self.context)
+        except BadRequest as exc:
+            return 400, {"error": str(exc)}, f"bad request: {exc}"
+        except TimeoutError:
+            return 504, {"error": "measurement took too long"}, "timeout"
+        except Exception:
+            log.exception("internal error while measuring")
+            return 500, {"error": "internal error"}, "internal error"
+        finally:
+            self.stats.in_flight -= 1
+            self.stats.served += 1
+        return 200, answer, _describe(data, answer)
+
+    async def _send(
+        self, writer: asyncio.StreamWriter, status: int, payload: Any, *, close: bool
+    ) -> int:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        head = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            f"Server: {SERVER_NAME}",
+            "Cache-Control: no-store",
+            f"Connection: {'close' if close else 'keep-alive'}",
+        ]
+        if status == 503:
+            head.append("Retry-After: 1")
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await writer.drain()
+        return len(body)
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close, then read and drop what the client still sends (briefly, boundedly).
+
+    Closing a socket with unread data makes the kernel send a RST, which can destroy our
+    answer (a 413, say) before the client has read it.
+    """
+    with contextlib.suppress(Exception):
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(1.0):
+            for _ in range(64):
+                if not await reader.read(65536):
+                    break
+
+
+def _describe(data: dict[str, Any], answer: dict[str, Any]) -> str:
+    """What a log line says about a measurement: the URL's scheme and host, and outcomes."""
+    parts = urlsplit(str(data.get("http_request", "")))
+    http_part = answer["http_request"]
+    ok = sum(1 for entry in answer["tcp_connect"].values() if entry["status"])
+    outcome = http_part["failure"] or http_part["status_code"]
+    return (
+        f"{parts.scheme}://{parts.hostname} dns={answer['dns']['failure'] or 'ok'} "
+        f"tcp={ok}/{len(answer['tcp_connect'])} http={outcome}"
+    )
+
+
+def _log(request: _Request | None, status: int, started: float, note: str, size: int = 0) -> None:
+    # Never the client's address: volunteers' privacy.
+    what = f"{request.method} {request.path[:64]}" if request else "-"
+    log.info("%s %d %.3fs %dB %s", what, status, time.monotonic() - started, size, note)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def serve(config: HelperConfig) -> None:
+    """Run the helper until SIGINT or SIGTERM; prints ``listening on HOST:PORT`` to stderr."""
+    if not logging.getLogger().handlers and not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    asyncio.run(_serve(config))
+
+
+def _raise_fd_limit() -> None:
+    """Many sockets at once (25 requests x dozens of endpoints): lift the soft fd limit."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def context_for(config: HelperConfig) -> HelperContext:
+    """Load everything the config names; raises :class:`~probe.errors.InputError` or
+    ``OSError`` naming the file."""
+    own = canonical(config.host)
+    return HelperContext(
+        resolver=config.resolver or resolvers.system_resolver(),
+        ssl_context=client_context(config.ca_file),
+        asn=AsnDB.load(config.asn_db) if config.asn_db else None,
+        max_endpoints=config.max_endpoints,
+        forbidden=frozenset({own} if own and own not in ("0.0.0.0", "::") else ()),
+    )
+
+
+async def _serve(config: HelperConfig) -> None:
+    _raise_fd_limit()
+    context = context_for(config)
+    server = HelperServer(config, context)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        host, port = await server.start()
+        print(f"listening on {bracket(host)}:{port}", file=sys.stderr, flush=True)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await server.close()
+        await context.aclose()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,182 @@
+"""Run many targets concurrently, analyse and store each as soon as it finishes.
+
+A fixed pool of ``concurrency`` workers pulls targets from the list, so memory stays flat in
+the number of targets: only the targets in flight are held, plus a small summary per target
+for the run-level offline guard; results are read back from the store. A per-address limit
+(in :class:`~probe.measure.measurer.Measurer`) keeps us from hammering one server, and an
+optional rate limit caps new network requests per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import httpx
+from asyncio_throttle import Throttler
+
+from .. import analysis
+from ..analysis.fingerprints import Fingerprints
+from ..model.records import Verdict
+from ..store import Store
+from ..targets import Target
+from .control import HelperClient
+from .measurer import Measurer
+
+if TYPE_CHECKING:
+    from ..config import CheckConfig
+
+VERDICTS = ("accessible", "blocked", "down", "inconclusive")
+
+
+@dataclass
+class Result:
+    """One finished target, as reported to the caller."""
+
+    target: Target
+    measurement_id: str
+    verdict: Verdict
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    counts: Counter[str] = field(default_factory=Counter)
+    offline: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+async def run(
+    targets: Iterable[Target],
+    measurer: Measurer,
+    store: Store,
+    run_id: str,
+    *,
+    concurrency: int = 32,
+    fingerprints: Fingerprints | None = None,
+    probe_asn: str | None = None,
+    probe_cc: str | None = None,
+    on_result: Callable[[Result], None] | None = None,
+) -> RunSummary:
+    """Measure every target; returns counts, the offline flag and any internal errors."""
+    summary = RunSummary(run_id)
+    pending = enumerate(targets)
+    # Per target only what the offline guard needs, so memory stays flat.
+    seen: list[tuple[str, analysis.OfflineSigns]] = []
+
+    async def worker() -> None:
+        for position, target in pending:
+            try:
+                obs = await measurer.measure(target)
+                verdict = analysis.analyze(obs, fingerprints=fingerprints)
+                measurement_id = store.save(
+                    run_id,
+                    obs,
+                    verdict,
+                    probe_asn=probe_asn,
+                    probe_cc=probe_cc,
+                    position=position,
+                )
+            except Exception as exc:  # a bug must not lose the other targets
+                detail = "".join(traceback.format_exception_only(exc)).strip()
+                summary.errors.append(f"{target.url}: internal error: {detail}")
+                print(traceback.format_exc(), file=sys.stderr)
+                continue
+            seen.append((measurement_id, analysis.offline_signs(obs)))
+            summary.counts[verdict.verdict] += 1
+            if on_result is not None:
+                on_result(Result(target, measurement_id, verdict))
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+
+    if seen and analysis.is_offline([signs for _, signs in seen]):
+        summary.offline = True
+        verdict = analysis.offline_verdict()
+        for measurement_id, _ in seen:
+            store.update_verdict(measurement_id, verdict)
+        summary.counts = Counter({verdict.verdict: len(seen)})
+    return summary
+
+
+async def check(
+    targets: Sequence[Target],
+    config: CheckConfig,
+    store: Store,
+    *,
+    inputs: list[str],
+    on_result: Callable[[Result], None] | None = None,
+) -> RunSummary:
+    """A whole ``probe check`` run: record it, measure every target, mark it finished.
+
+    The run is marked "complete" only when every target was measured; an interruption
+    (Ctrl-C) marks it "interrupted" and keeps what was stored.
+    """
+    settings = config.settings
+    run_id = store.start_run(
+        inputs=inputs,
+        settings=config.describe(),
+        targets=len(targets),
+        probe_asn=config.probe_asn,
+        probe_cc=config.probe_cc,
+    )
+    limits = httpx.Limits(max_connections=max(config.concurrency, 8), max_keepalive_connections=8)
+    verify = settings.ssl_context
+    counts: Counter[str] = Counter()
+
+    def counted(result: Result) -> None:
+        counts[result.verdict.verdict] += 1
+        if on_result is not None:
+            on_result(result)
+
+    status = "interrupted"
+    summary = None
+    try:
+        async with (
+            httpx.AsyncClient(verify=verify, limits=limits, timeout=settings.timeouts.dns) as doh,
+            httpx.AsyncClient(
+                verify=verify, limits=limits, timeout=settings.timeouts.control
+            ) as helper_http,
+        ):
+            helper_client = HelperClient(
+                config.helpers,
+                helper_http,
+                concurrency=config.helper_concurrency,
+                timeout=settings.timeouts.control,
+            )
+            measurer = Measurer(
+                settings,
+                doh_client=doh,
+                helpers=helper_client,
+                throttle=throttler(config.rate) if config.rate else None,
+            )
+            summary = await run(
+                targets,
+                measurer,
+                store,
+                run_id,
+                concurrency=config.concurrency,
+                fingerprints=config.fingerprints,
+                probe_asn=config.probe_asn,
+                probe_cc=config.probe_cc,
+                on_result=counted,
+            )
+        status = "complete"
+    finally:
+        store.finish_run(
+            run_id,
+            status=status,
+            counts=dict(summary.counts if summary else counts),
+            offline=bool(summary and summary.offline),
+        )
+    return summary
+
+
+def throttler(rate: float) -> Throttler:
+    """``rate`` requests per second as asyncio-throttle's (whole requests, period) pair."""
+    rate_limit = max(1, int(rate))
+    return Throttler(rate_limit=rate_limit, period=rate_limit / rate)
