@@ -214,7 +214,7 @@ class Fingerprints:
         return sum(map(len, (self._dns, self._dns_fp, self._blockpages, self._false_positives)))
 
     def _first(
-        self, rules: Iterable[_Rule], hop: HTTPRequest, body: str, whole: list
+        self, rules: Iterable[_Rule], hop: HTTPRequest, body: str, whole: list[str]
     ) -> _Rule | None:
         for rule in rules:
             if rule.location == "body":

@@ -68,10 +68,13 @@ class AsnDB:
         path = Path(path)
         with open(path, "rb") as f:
             magic = f.read(2)
-        opener = gzip.open if magic == b"\x1f\x8b" else open
+        gzipped = magic == b"\x1f\x8b"
         try:
-            with opener(path, "rt", encoding="utf-8", errors="replace") as f:  # type: ignore[operator]
-                return cls.from_lines(f, str(path))
+            if gzipped:
+                with gzip.open(path, "rt", encoding="utf-8", errors="replace") as text:
+                    return cls.from_lines(text, str(path))
+            with open(path, encoding="utf-8", errors="replace") as text:
+                return cls.from_lines(text, str(path))
         except (EOFError, gzip.BadGzipFile) as exc:
             raise AsnDBError(f"{path}: corrupt gzip file: {exc}") from exc
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
-from asyncio_throttle import Throttler
+from asyncio_throttle.throttler import Throttler
 
 from .. import analysis
 from ..analysis.fingerprints import Fingerprints
