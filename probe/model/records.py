@@ -37,6 +37,10 @@ class DNSQuery:
     addresses: list[str] = field(default_factory=list)  # A/AAAA answers, in order
     cnames: list[str] = field(default_factory=list)
     ttl: int | None = None
+    # Replies beyond the one recorded above, in arrival order (an injector racing the real
+    # resolver answers twice: OONI's x_dns_duplicate_responses). Each: {"rcode", "addresses",
+    # "wrong_id": bool, "t"}.
+    duplicate_replies: list[dict[str, Any]] = field(default_factory=list)
     depth: int = 0
     t0: float = 0.0
     t: float = 0.0
@@ -88,6 +92,9 @@ class HTTPRequest:
     ``headers`` keeps every response header as ``[name, value]`` pairs, in order.
     ``body`` holds at most the cap (512 KiB); ``body_truncated`` says when more was sent.
     ``body_length`` is the length of what was read (decoded), ``body_sha256`` its hash.
+    ``informational`` lists the 1xx status codes received before the response.
+    ``raw`` keeps the first bytes received (at most 4 KiB) when the response could not be
+    parsed as HTTP: the evidence of what answered.
     """
 
     url: str
@@ -103,6 +110,8 @@ class HTTPRequest:
     body_sha256: str | None = None
     body_truncated: bool = False
     location: str | None = None  # the redirect target, resolved against url
+    informational: list[int] = field(default_factory=list)
+    raw: bytes | None = None
     depth: int = 0
     t0: float = 0.0
     t: float = 0.0
@@ -207,9 +216,9 @@ def utc_now() -> str:
 
 def _http_from_dict(data: dict[str, Any]) -> HTTPRequest:
     data = dict(data)
-    body = data.get("body")
-    if isinstance(body, str):
-        data["body"] = body.encode("latin-1")
+    for key in ("body", "raw"):
+        if isinstance(data.get(key), str):
+            data[key] = data[key].encode("latin-1")
     return HTTPRequest(**data)
 
 
@@ -217,6 +226,7 @@ def to_dict(record: Any) -> dict[str, Any]:
     """A record as plain JSON-able data (bytes become latin-1 text, losslessly)."""
     out = dataclasses.asdict(record)
     for hop in out.get("http", []):
-        if isinstance(hop.get("body"), bytes):
-            hop["body"] = hop["body"].decode("latin-1")
+        for key in ("body", "raw"):
+            if isinstance(hop.get(key), bytes):
+                hop[key] = hop[key].decode("latin-1")
     return out

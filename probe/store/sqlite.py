@@ -162,6 +162,13 @@ def m001_initial(db: Database) -> None:
         db.table(table).create_index(["measurement_id"])
 
 
+@migrations()
+def m002_duplicate_replies_informational_raw(db: Database) -> None:
+    db.table("dns_queries").add_column("duplicate_replies", str)  # JSON list
+    db.table("http_requests").add_column("informational", str)  # JSON list of 1xx codes
+    db.table("http_requests").add_column("raw", bytes)  # first bytes of an unparsable reply
+
+
 def open_db(path: str | Path) -> Database:
     """Open (creating folders and schema as needed) the database at ``path``, in WAL mode."""
     path = Path(path)
@@ -256,6 +263,7 @@ class Store:
                         **_row(q),
                         "addresses": json.dumps(q.addresses),
                         "cnames": json.dumps(q.cnames),
+                        "duplicate_replies": json.dumps(q.duplicate_replies),
                     }
                     for q in obs.dns
                 ),
@@ -268,6 +276,7 @@ class Store:
                     **_row(hop),
                     "hop": index,
                     "headers": json.dumps(hop.headers),
+                    "informational": json.dumps(hop.informational),
                     "body_truncated": int(hop.body_truncated),
                     "body": hop.body if keep_body else None,
                 }
@@ -327,6 +336,7 @@ def load_observations(db: Database, measurement_id: str) -> Observations:
         row = dict(row)
         row["addresses"] = json.loads(row["addresses"] or "[]")
         row["cnames"] = json.loads(row["cnames"] or "[]")
+        row["duplicate_replies"] = json.loads(row["duplicate_replies"] or "[]")
         dns.append(DNSQuery(**_fields(DNSQuery, row)))
     tcp = [
         TCPConnect(**_fields(TCPConnect, row))
@@ -340,6 +350,7 @@ def load_observations(db: Database, measurement_id: str) -> Observations:
     for row in db.table("http_requests").rows_where(where, args, order_by="hop"):
         row = dict(row)
         row["headers"] = json.loads(row["headers"] or "[]")
+        row["informational"] = json.loads(row["informational"] or "[]")
         row["body_truncated"] = bool(row["body_truncated"])
         http.append(HTTPRequest(**_fields(HTTPRequest, row)))
     control = Control()
