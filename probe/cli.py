@@ -255,8 +255,8 @@ def _report(summary: Any, store: Any, elapsed: float, db: Path, as_json: bool) -
             )
     if summary.offline:
         click.echo(
-            "OFFLINE: no control resolver or test helper could be reached (or nearly every "
-            "target failed the same way); every verdict is inconclusive.",
+            "OFFLINE: no control resolver or test helper could be reached and no connection "
+            "succeeded; every verdict is inconclusive.",
             err=as_json,
         )
     counts = ", ".join(f"{summary.counts[k]} {k}" for k in sorted(summary.counts))

@@ -8,6 +8,7 @@ import pytest
 
 from probe.analysis import analyze, dns_consistency, http_diff, is_offline
 from probe.analysis.fingerprints import Fingerprints
+from probe.analysis.fingerprints import default as default_fingerprints
 from probe.model import failures as F
 from probe.model.addresses import is_bogon, is_ip_literal, is_loopback
 from probe.model.records import (
@@ -463,10 +464,11 @@ def test_helper_unreachable_https_success_is_accessible():
     assert_verdict(v, "accessible")
 
 
-def test_offline_is_inconclusive():
-    v = analyze(site(), offline=True)
+def test_dead_network_is_inconclusive():
+    # Nothing answered: no helper, no control resolver, no connection (an offline vantage).
+    v = analyze(_dead())
     assert_verdict(v, "inconclusive")
-    assert "offline" in v.reason
+    assert "no test helper or control resolver answered" in v.reason.lower()
 
 
 def test_too_many_redirects_on_both_sides_is_down():
@@ -827,20 +829,32 @@ def test_is_offline_empty_and_healthy():
     assert is_offline([site() for _ in range(10)]) is False
 
 
-def test_is_offline_when_no_control_answered():
-    dead = site(
+def _dead():
+    return site(
         dns=[sys_dns((), F.NETWORK_UNREACHABLE), ctl_dns("udp", (), F.NETWORK_UNREACHABLE)],
+        tcp=[],
+        tls=[],
+        http=[no_connection(f"https://{DOMAIN}/", F.NETWORK_UNREACHABLE)],
         control=Control(None, F.NETWORK_UNREACHABLE, None),
     )
-    assert is_offline([dead, dead]) is True
-    assert is_offline([dead, site()]) is False
 
 
-def test_is_offline_when_nearly_every_target_fails_the_same_way():
+def test_is_offline_when_no_control_answered_and_nothing_connected():
+    assert is_offline([_dead(), _dead()]) is True
+    assert is_offline([_dead(), site()]) is False
+    # The helper is unreachable, but a site was fetched: the vantage is online.
+    no_helper = site(control=Control(None, F.GENERIC_TIMEOUT, None), doh=False)
+    assert is_offline([_dead(), no_helper]) is False
+
+
+def test_is_not_offline_when_the_control_answered():
+    # Issue 7 #2: a volunteer checking a list of blackholed outlets is online (the helper
+    # answered for every one of them), and the verdicts must say blocked.
+    timeouts = [_failing(F.GENERIC_TIMEOUT) for _ in range(9)]
+    assert is_offline(timeouts) is False
+    assert all(analyze(obs).blocking == "tcp_ip" for obs in timeouts)
     runs = [_failing(F.NETWORK_UNREACHABLE, "dns") for _ in range(9)] + [site()]
-    assert is_offline(runs) is True
-    timeouts = [_failing(F.GENERIC_TIMEOUT) for _ in range(9)] + [site()]
-    assert is_offline(timeouts) is True
+    assert is_offline(runs) is False
 
 
 def test_is_offline_not_for_partial_or_small_or_block_like_failures():
@@ -898,3 +912,221 @@ def test_loopback_and_literals():
     assert not is_loopback("10.0.0.1") and not is_loopback("example.kg")
     assert is_ip_literal("1.2.3.4") and is_ip_literal("[2001:db8::1]") and is_ip_literal("::1")
     assert not is_ip_literal("example.kg") and not is_ip_literal("1.2.3")
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 7: verdicts a researcher can publish (each failed before the fix)
+
+NGINX = [
+    ["Server", "nginx"],
+    ["Date", "Sun, 29 Nov 2026 18:00:00 GMT"],
+    ["Content-Type", "text/html; charset=utf-8"],
+    ["Content-Length", "690"],
+    ["Connection", "keep-alive"],
+]
+NOTICE_TITLE = "Бул ресурска кирүү чектелген"  # Kyrgyz; in no public fingerprint list
+NOTICE = f"<html><head><title>{NOTICE_TITLE}</title></head><body>{'Чектелген. ' * 40}</body>"
+NOTICE_BODY = NOTICE.encode()
+
+
+def _cleartext_control(length=None, title=TITLE, status=200, headers=None):
+    length = len(BODY) if length is None else length
+    return {
+        "body_length": length,
+        "failure": None,
+        "title": title,
+        "headers": headers or {"Content-Length": str(length), "Connection": "keep-alive"},
+        "status_code": status,
+    }
+
+
+def test_unfingerprinted_block_page_sharing_framing_headers_is_http_diff():
+    # OONI's rule: same status + any shared header name outside its list (Content-Length,
+    # Connection) = same page. The notice's title differs and its body is a sixth of the site's.
+    url = f"http://{DOMAIN}/"
+    notice = page(url, body=NOTICE_BODY, title=NOTICE_TITLE, headers=NGINX)
+    control = helper(http=_cleartext_control(len(NOTICE_BODY) * 6))
+    assert default_fingerprints().match_http(notice) is None
+    v = analyze(site(url, http=[notice], control=control))
+    assert_verdict(v, "blocked", "http-diff")
+    assert v.confirmed is False and v.blockpage is None
+    assert v.headers_match is False  # framing headers no longer count
+    assert v.evidence[0].finding == "page_differs"
+    assert v.evidence[0].control["title"] == TITLE
+
+
+def test_dns_elsewhere_and_a_different_page_is_dns():
+    url = f"http://{DOMAIN}/"
+    obs = site(
+        url,
+        addrs=(LIE,),
+        dns=[sys_dns((LIE,)), ctl_dns("https", (IP,))],
+        tls=[TLSHandshake(LIE, 443, DOMAIN, F.SSL_INVALID_HOSTNAME, purpose="validate")],
+        http=[page(url, ip=LIE, body=NOTICE_BODY, title=NOTICE_TITLE, headers=NGINX)],
+        control=helper((IP,), http=_cleartext_control(len(NOTICE_BODY) * 6)),
+    )
+    v = analyze(obs)
+    assert_verdict(v, "blocked", "dns")
+    assert [e.finding for e in v.evidence] == ["dns_answer_differs", "page_differs"]
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        # A dynamic page: same title, body 15 % shorter, different ad-hoc headers.
+        (dict(title=TITLE, length=3400, headers=[["X-Request-Id", "a1"]]), dict(title=TITLE)),
+        # No title on either side, bodies 10 % apart.
+        (dict(title=None, length=3600, headers=[]), dict(title="")),
+        # The headline in the title changes, most words stay, body similar.
+        (
+            dict(title="Example news portal: elections today", length=3900, headers=[]),
+            dict(title="Example news portal: weather tomorrow"),
+        ),
+    ],
+)
+def test_same_site_page_that_varies_is_accessible(ours, theirs):
+    url = f"http://{DOMAIN}/"
+    body = b"z" * ours["length"]
+    hop = page(url, body=body, title=ours["title"], headers=ours["headers"])
+    control = helper(http=_cleartext_control(len(BODY), title=theirs["title"]))
+    assert_verdict(analyze(site(url, http=[hop], control=control)), "accessible")
+
+
+def test_block_page_without_title_is_http_diff_even_at_similar_size():
+    url = f"http://{DOMAIN}/"
+    hop = page(url, body=b"q" * len(BODY), title=None, headers=NGINX)
+    v = analyze(site(url, http=[hop], control=helper(http=_cleartext_control())))
+    assert_verdict(v, "blocked", "http-diff")
+
+
+def test_redirect_target_nxdomain_is_dns_not_the_redirect():
+    # https://site/ → 308 → https://www.other.kg/, whose name the ISP's resolver NXDOMAINs.
+    url, target = f"https://{DOMAIN}/", "https://www.other.kg/"
+    obs = site(
+        url,
+        http=[redirect(url, target, status=308)],
+        dns=[
+            sys_dns((IP,)),
+            ctl_dns("https", (IP,)),
+            sys_dns((), F.DNS_NXDOMAIN, host="www.other.kg", depth=1),
+        ],
+    )
+    v = analyze(obs)
+    assert_verdict(v, "blocked", "dns")
+    assert v.failure == F.DNS_NXDOMAIN
+    assert v.evidence[0].finding == "redirect_dns_failed"
+
+
+def test_redirect_not_followed_for_another_reason_is_inconclusive():
+    url = f"https://{DOMAIN}/"
+    v = analyze(site(url, http=[redirect(url, "https://www.other.kg/", status=308)]))
+    assert_verdict(v, "inconclusive")
+
+
+def test_injected_redirect_to_an_https_notice_on_another_host_is_http_diff():
+    # http://site/ answered by an injector with a 302 to a valid-HTTPS notice elsewhere.
+    url, notice_url = f"http://{DOMAIN}/", "https://notice.isp.kg/"
+    obs = site(
+        url,
+        http=[
+            redirect(url, notice_url, status=302),
+            page(notice_url, ip=LIE, body=NOTICE_BODY, title=NOTICE_TITLE, depth=1),
+        ],
+        control=helper(http=_cleartext_control()),
+    )
+    v = analyze(obs)
+    assert_verdict(v, "blocked", "http-diff")
+
+
+def test_cleartext_redirect_to_https_on_the_same_site_is_accessible_without_helper_fetch():
+    url, final = f"http://{DOMAIN}/", f"https://www.{DOMAIN}/"
+    obs = site(
+        url,
+        http=[redirect(url, final), page(final, depth=1)],
+        control=helper(http=HELPER_HTTP_FAILED),
+    )
+    assert_verdict(analyze(obs), "accessible")
+
+
+def test_cross_domain_redirect_chain_with_the_same_final_page_is_accessible():
+    url = "http://a.example.kg/"
+    obs = site(
+        url,
+        http=[
+            redirect(url, "https://b.example.org/x"),
+            redirect("https://b.example.org/x", "https://c.example.net/y", depth=1),
+            page("https://c.example.net/y", depth=2),
+        ],
+    )
+    assert_verdict(analyze(obs), "accessible")
+
+
+def test_sni_proxy_passing_tls_through_keeps_the_dns_tampering():
+    # ISP resolver and the forged plain-DNS control answer LIE (a proxy that splices TLS to the
+    # real site): the page is real, but the DNS answer was injected.
+    obs = site(
+        addrs=(LIE,),
+        dns=[sys_dns((LIE,)), ctl_dns("udp", (LIE,)), ctl_dns("https", (IP,))],
+        tls=[TLSHandshake(LIE, 443, DOMAIN)],
+        http=[page(f"https://{DOMAIN}/", ip=LIE)],
+        control=helper((IP,), ip_info={IP: {"asn": 15133, "flags": 2}, LIE: {"asn": 64501}}),
+    )
+    v = analyze(obs)
+    assert_verdict(v, "accessible")
+    assert v.dns_consistency == "inconsistent"
+    assert "inject" in v.reason and "tampered" in v.reason
+
+
+def test_sni_proxy_that_resets_is_dns():
+    obs = site(
+        addrs=(LIE,),
+        dns=[sys_dns((LIE,)), ctl_dns("udp", (LIE,)), ctl_dns("https", (IP,))],
+        tls=[TLSHandshake(LIE, 443, DOMAIN, F.CONNECTION_RESET)],
+        http=[no_connection(f"https://{DOMAIN}/", F.CONNECTION_RESET)],
+        control=helper((IP,), ip_info={IP: {"asn": 15133, "flags": 2}, LIE: {"asn": 64501}}),
+    )
+    v = analyze(obs)
+    assert_verdict(v, "blocked", "dns")
+    assert v.failure == F.CONNECTION_RESET
+
+
+@pytest.mark.parametrize("scheme, verdict", [("http", "inconclusive"), ("https", "accessible")])
+def test_cdn_challenge_to_the_helper_is_not_blocking(scheme, verdict):
+    url = f"{scheme}://{DOMAIN}/"
+    challenge = _cleartext_control(5000, title="Just a moment...", status=403)
+    v = analyze(site(url, control=helper(http=challenge)))
+    assert_verdict(v, verdict)
+
+
+def test_our_error_status_against_the_control_page_is_http_diff():
+    url = f"http://{DOMAIN}/"
+    hop = page(url, status=451, body=b"Unavailable For Legal Reasons", title=None)
+    v = analyze(site(url, http=[hop], control=helper(http=_cleartext_control())))
+    assert_verdict(v, "blocked", "http-diff")
+
+
+def test_unreachable_system_resolver_is_inconclusive_not_dns():
+    obs = site(
+        dns=[sys_dns((), F.NETWORK_UNREACHABLE), ctl_dns("https")],
+        tcp=[],
+        tls=[],
+        http=[],
+    )
+    v = analyze(obs)
+    assert_verdict(v, "inconclusive")
+    assert v.dns_consistency is None
+
+
+def test_evidence_is_structured_and_explains_the_reason():
+    obs = site(
+        tcp=[TCPConnect(IP, 443)],
+        tls=[TLSHandshake(IP, 443, DOMAIN, F.CONNECTION_RESET)],
+        http=[no_connection(f"https://{DOMAIN}/", F.CONNECTION_RESET)],
+    )
+    v = analyze(obs)
+    assert_verdict(v, "blocked", "tls")
+    (evidence,) = v.evidence
+    assert (evidence.finding, evidence.step) == ("tls_failed", "tls")
+    assert evidence.ours["sni"] == DOMAIN and evidence.ours["failure"] == F.CONNECTION_RESET
+    assert evidence.control == {"tls": "ok", "points_to": "sni_filtering"}
+    assert json.loads(json.dumps(v.to_dict()))["evidence"][0]["finding"] == "tls_failed"

@@ -8,11 +8,13 @@ stored or imported observations and a collector can use it without the network s
 * :mod:`~probe.analysis.dns_consistency`: the network's DNS against the control's;
 * :mod:`~probe.analysis.http_comparison`: a cleartext page against the control's;
 * :mod:`~probe.analysis.fingerprints`: known block pages and censors' DNS answers;
-* :mod:`~probe.analysis.offline`: the run-level guard (was the vantage offline?).
+* :mod:`~probe.analysis.explain`: the verdict's evidence in sentences;
+* :mod:`~probe.analysis.offline`: the run-level flag (was the vantage cut off?).
 """
 
-from .decision import analyze, offline_verdict
+from .decision import analyze
 from .dns_consistency import DNSAnalysis, analyze_dns, dns_consistency
+from .explain import explain
 from .fingerprints import Fingerprints, Match
 from .http_comparison import http_diff
 from .offline import OfflineSigns, is_offline, offline_signs
@@ -24,9 +26,9 @@ __all__ = [
     "OfflineSigns",
     "analyze",
     "analyze_dns",
+    "explain",
     "dns_consistency",
     "http_diff",
     "is_offline",
     "offline_signs",
-    "offline_verdict",
 ]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..model import failures as F
 from ..model.addresses import is_bogon, is_ip_literal, is_loopback
-from ..model.records import ENCRYPTED_ENGINES, Observations
+from ..model.records import ENCRYPTED_ENGINES, Evidence, Observations
 from ..ooni.helper_protocol import FLAG_VALID_TLS, ip_asn, ip_flags, our_failure
 from .fingerprints import Fingerprints, Match
 from .observed import norm_host, system_lookup
@@ -36,7 +37,7 @@ class DNSAnalysis:
     """The DNS step in detail; :func:`dns_consistency` returns only ``consistency``."""
 
     consistency: str | None
-    reason: str = ""
+    evidence: Evidence | None = None  # why it is inconsistent
     system_addrs: list[str] = field(default_factory=list)
     system_failure: str | None = None
     system_queried: bool = False
@@ -103,12 +104,10 @@ def analyze_dns(obs: Observations, fingerprints: Fingerprints | None = None) -> 
     control = trusted if trusted_answered else trusted + plain
     res.control_answered = any(s.answered for s in control)
     res.control_addrs = {a for s in control for a in s.addrs}
+    ctl = res.control_addrs
     if is_ip_literal(host):
         res.consistency = "consistent"
-        res.reason = f"the URL's host {obs.domain} is an IP address"
         return res
-    ctl = res.control_addrs
-    names = ", ".join(s.name for s in control if s.addrs) or "the control"
 
     if trusted_answered and addrs:
         trusted_asns = _asns(obs, ctl)
@@ -118,73 +117,54 @@ def analyze_dns(obs: Observations, fingerprints: Fingerprints | None = None) -> 
             )
             if forged and set(s.addrs) & set(addrs):
                 res.injection = True
-    injection = (
-        "; the plain-DNS control resolver got the same answer while encrypted/helper resolution "
-        "disagrees, so the answer is injected on the path"
-        if res.injection
-        else ""
-    )
+
+    ours: dict[str, Any] = {"addresses": addrs[:8]} if addrs else {"failure": fail}
+    theirs: dict[str, Any] = {
+        "addresses": sorted(ctl)[:8],
+        "sources": [s.name for s in control if s.answered],
+    }
+    if res.injection:
+        theirs["forged_plain_dns"] = [s.name for s in plain if set(s.addrs) & set(addrs)]
+
+    def inconsistent(finding: str, **extra: Any) -> DNSAnalysis:
+        res.consistency = "inconsistent"
+        res.evidence = Evidence(finding, "dns", {**ours, **extra}, theirs)
+        return res
 
     if fingerprints is not None and addrs:
         match = fingerprints.match_dns(addrs)
         if match is not None and not match.false_positive:
             res.fingerprint = match
-            res.consistency = "inconsistent"
-            res.reason = (
-                f"the system resolver answered {', '.join(addrs)}, a known block-page address "
-                f"(fingerprint {match.id}){injection}"
-            )
-            return res
+            return inconsistent("dns_blockpage_address", fingerprint=match.id)
 
-    if not asked:
-        return res
-    if not res.control_answered:
-        res.reason = "no control resolver or test helper answered the DNS question"
+    if not asked or not res.control_answered:
         return res
     if not addrs:
+        if fail in F.UNREACHABLE:
+            return res  # the resolver could not be reached at all: no answer to judge
         if not ctl:
             res.consistency = "consistent"
-            res.reason = (
-                f"the system resolver failed ({fail}) and the control resolved nothing either"
-            )
-        else:
-            res.consistency = "inconsistent"
-            res.reason = (
-                f"the system resolver failed ({fail}) while {names} resolved "
-                f"{obs.domain} to {', '.join(sorted(ctl)[:4])}"
-            )
-        return res
+            return res
+        return inconsistent("dns_failed_control_resolved")
     if set(addrs) & ctl:
         res.consistency = "consistent"
-        res.reason = "the system resolver's answers overlap the control's"
         return res
     if _asns(obs, addrs) & _asns(obs, ctl):
         res.consistency = "consistent"
-        res.reason = "the system resolver's answers are in the same AS as the control's"
         return res
     validated = _tls_validated(obs, addrs, host)
+    if res.injection:
+        # A forged answer stays forged even when the address it points to passes TLS through
+        # to the real site (an SNI-routing proxy): the tampering is the evidence.
+        return inconsistent("dns_injected", tls_validated=validated)
     if validated:
         res.consistency = "consistent"
-        res.reason = f"{validated[0]} completed a validated TLS handshake for {obs.domain}"
         return res
-    res.consistency = "inconsistent"
-    shown = ", ".join(addrs[:4])
     if not ctl:
-        res.reason = (
-            f"the system resolver answered {shown} while every control resolved nothing{injection}"
-        )
-    elif res.bogon_only:
-        kind = "loopback" if res.loopback_only else "bogon (private/reserved)"
-        res.reason = (
-            f"the system resolver answered only {kind} addresses ({shown}) while {names} "
-            f"returned public ones{injection}"
-        )
-    else:
-        res.reason = (
-            f"the system resolver answered {shown}, which shares no address or AS with "
-            f"{names} and has no validated TLS handshake for {obs.domain}{injection}"
-        )
-    return res
+        return inconsistent("dns_ghost_answer")
+    if res.bogon_only:
+        return inconsistent("dns_bogon_answer", loopback=res.loopback_only)
+    return inconsistent("dns_answer_differs")
 
 
 def dns_consistency(obs: Observations, fingerprints: Fingerprints | None = None) -> str | None:
@@ -195,10 +175,13 @@ def dns_consistency(obs: Observations, fingerprints: Fingerprints | None = None)
     (DoT/DoH) control resolvers; plain UDP/TCP control resolvers count only when no trusted
     source answered. Consistent: the host is an IP literal; or addresses intersect; or ASNs
     intersect (helper ``ip_info``, ASN > 0); or a system address completed a validated TLS
-    handshake for the domain (ours, or the helper's ``ip_info`` flag 8); or the system
-    resolver failed and the control resolved nothing either (expected failure).
+    handshake for the domain (ours, or the helper's ``ip_info`` flag 8) and no plain-DNS
+    control was forged with the same answer; or the system resolver failed and the control
+    resolved nothing either (expected failure).
     Inconsistent: a ``dns`` fingerprint matched (when ``fingerprints`` is given); the system
-    resolver failed while the control resolved; the answers fail every test above (including
+    resolver failed while the control resolved; a plain-DNS control resolver got the system's
+    answer while the trusted sources disagree (injection on the path, even if the address
+    passes TLS through to the real site); the answers fail every test above (including
     bogon-only answers against public control ones, and answers for a name that every
     control resolved to nothing). None when no control source answered.
     """

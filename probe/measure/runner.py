@@ -2,7 +2,7 @@
 
 A fixed pool of ``concurrency`` workers pulls targets from the list, so memory stays flat in
 the number of targets: only the targets in flight are held, plus a small summary per target
-for the run-level offline guard; results are read back from the store. A per-address limit
+for the run-level offline flag; results are read back from the store. A per-address limit
 (in :class:`~probe.measure.measurer.Measurer`) keeps us from hammering one server, and an
 optional rate limit caps new network requests per second.
 """
@@ -66,8 +66,8 @@ async def run(
     """Measure every target; returns counts, the offline flag and any internal errors."""
     summary = RunSummary(run_id)
     pending = enumerate(targets)
-    # Per target only what the offline guard needs, so memory stays flat.
-    seen: list[tuple[str, analysis.OfflineSigns]] = []
+    # Per target only what the offline flag needs, so memory stays flat.
+    seen: list[analysis.OfflineSigns] = []
 
     async def worker() -> None:
         for position, target in pending:
@@ -87,19 +87,14 @@ async def run(
                 summary.errors.append(f"{target.url}: internal error: {detail}")
                 print(traceback.format_exc(), file=sys.stderr)
                 continue
-            seen.append((measurement_id, analysis.offline_signs(obs)))
+            seen.append(analysis.offline_signs(obs))
             summary.counts[verdict.verdict] += 1
             if on_result is not None:
                 on_result(Result(target, measurement_id, verdict))
 
     await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
 
-    if seen and analysis.is_offline([signs for _, signs in seen]):
-        summary.offline = True
-        verdict = analysis.offline_verdict()
-        for measurement_id, _ in seen:
-            store.update_verdict(measurement_id, verdict)
-        summary.counts = Counter({verdict.verdict: len(seen)})
+    summary.offline = analysis.is_offline(seen)
     return summary
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 #: DNS engines. ``system`` is the network's own resolver (from /etc/resolv.conf or
 #: ``--resolver``); the others are control resolvers, by transport.
@@ -177,22 +177,53 @@ class Observations:
         )
 
 
+#: What the analysis can say of a target.
+VerdictName = Literal["accessible", "blocked", "down", "inconclusive"]
+VERDICTS: tuple[VerdictName, ...] = ("accessible", "blocked", "down", "inconclusive")
+#: How a blocked target was blocked (OONI's names, plus "tls").
+Blocking = Literal["dns", "tcp_ip", "tls", "http-failure", "http-diff"]
+BLOCKINGS: tuple[Blocking, ...] = ("dns", "tcp_ip", "tls", "http-failure", "http-diff")
+#: The measurement step a piece of evidence is about.
+Step = Literal["dns", "tcp", "tls", "http", "control"]
+
+
+@dataclass(slots=True)
+class Evidence:
+    """One comparison behind a verdict: what the vantage saw at a step, and what the control saw.
+
+    ``finding`` names what the analysis found (the list, and the sentence each makes, is in
+    :mod:`probe.analysis.explain`); ``ours`` and ``control`` hold the values compared (failure
+    strings, addresses, endpoints, the SNI, status codes, titles, a fingerprint id), JSON-able,
+    so a report can lay them out and a re-analysis can compare them.
+    """
+
+    finding: str
+    step: Step
+    ours: dict[str, Any] = field(default_factory=dict)
+    control: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evidence:
+        return cls(data["finding"], data["step"], data.get("ours", {}), data.get("control", {}))
+
+
 @dataclass(slots=True)
 class Verdict:
     """The analysis' answer for one target.
 
-    ``verdict``: "accessible" | "blocked" | "down" | "inconclusive".
-    ``blocking``: None | "dns" | "tcp_ip" | "tls" | "http-failure" | "http-diff".
+    ``verdict`` and ``blocking`` (None unless blocked) use the vocabularies above.
     ``accessible``: OONI's meaning (True, False, or None when undecided).
-    ``dns_consistency``: "consistent" | "inconsistent" | None.
+    ``dns_consistency``: "consistent" | "inconsistent" | None (no DNS control).
     ``failure``: the failure string of the step that decided, if any.
     ``blockpage``: id of the matched blockpage fingerprint, or None; ``confirmed`` is True
     when a blockpage fingerprint matched.
-    ``reason``: one sentence a researcher can read.
+    ``evidence``: what was compared, the deciding comparison first.
+    ``reason``: the evidence as sentences a researcher can read.
+    The ``body_*``, ``*_match`` fields are OONI's HTTP comparison of the final page.
     """
 
-    verdict: str
-    blocking: str | None = None
+    verdict: VerdictName
+    blocking: Blocking | None = None
     accessible: bool | None = None
     dns_consistency: str | None = None
     failure: str | None = None
@@ -204,6 +235,7 @@ class Verdict:
     status_code_match: bool | None = None
     headers_match: bool | None = None
     title_match: bool | None = None
+    evidence: list[Evidence] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -12,6 +12,7 @@ network's AS number and country code only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -169,6 +170,11 @@ def m002_duplicate_replies_informational_raw(db: Database) -> None:
     db.table("http_requests").add_column("raw", bytes)  # first bytes of an unparsable reply
 
 
+@migrations()
+def m003_evidence(db: Database) -> None:
+    db.table("measurements").add_column("evidence", str)  # JSON list of Evidence
+
+
 def open_db(path: str | Path) -> Database:
     """Open (creating folders and schema as needed) the database at ``path``, in WAL mode."""
     path = Path(path)
@@ -309,6 +315,7 @@ def _row(record: Any) -> dict[str, Any]:
 
 def _verdict_row(verdict: Verdict) -> dict[str, Any]:
     row = _row(verdict)
+    row["evidence"] = json.dumps([dataclasses.asdict(e) for e in verdict.evidence])
     for key in (
         "accessible",
         "confirmed",

@@ -1,0 +1,313 @@
+"""Sentences from evidence: what a researcher reads in a verdict's ``reason``.
+
+The decision (:mod:`probe.analysis.decision`) records *what* it compared as
+:class:`~probe.model.records.Evidence`; this module only words it, so reports can lay the same
+evidence out as tables and the wording can change without touching a rule. Each ``finding``
+has one sentence builder in :data:`SENTENCES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..model.records import Evidence, Verdict
+
+
+def _list(values: Any, limit: int = 4) -> str:
+    if not values:
+        return "nothing"
+    items = [str(v) for v in values]
+    return ", ".join(items[:limit]) + (
+        f" and {len(items) - limit} more" if len(items) > limit else ""
+    )
+
+
+def _http_control(control: dict[str, Any], joiner: str = "while") -> str:
+    """The helper's fetch, as a clause: ``while the test helper fetched the URL ...``."""
+    state = control.get("http")
+    if state == "ok":
+        return f"{joiner} the test helper fetched the URL (status {control.get('status')})"
+    if state == "failed":
+        return f"and the test helper's fetch failed too ({control.get('failure')})"
+    return "and the test helper gave no HTTP result"
+
+
+def _title(value: Any) -> str:
+    return repr(value) if value else "none"
+
+
+def _https_ok(e: Evidence) -> str:
+    return f"the page was fetched over validated HTTPS (status {e.ours.get('status')})"
+
+
+def _no_control(e: Evidence) -> str:
+    why = f" ({e.control['failure']})" if e.control.get("failure") else ""
+    return f"no test helper or control resolver answered{why}"
+
+
+def _blockpage_without_control(e: Evidence) -> str:
+    why = f" ({e.control['failure']})" if e.control.get("failure") else ""
+    return (
+        f"the response matches the block page fingerprint {e.ours.get('fingerprint')}, but no "
+        f"control was available{why}, so the result stays inconclusive"
+    )
+
+
+def _blockpage(e: Evidence) -> str:
+    return (
+        f"the response to {e.ours.get('url')} matches the known block page fingerprint "
+        f"{e.ours.get('fingerprint')}"
+    )
+
+
+def _page_without_control(e: Evidence) -> str:
+    state = e.control.get("http")
+    helper = (
+        f"the test helper's fetch failed ({e.control.get('failure')})"
+        if state == "failed"
+        else "the test helper gave no HTTP result"
+    )
+    return (
+        f"a page that TLS does not vouch for (status {e.ours.get('status')}) was received but "
+        f"{helper}, so there is nothing to compare it with"
+    )
+
+
+def _page_same(e: Evidence) -> str:
+    return (
+        f"the page (status {e.ours.get('status')}, title {_title(e.ours.get('title'))}) matches "
+        f"the control's by its {e.ours.get('by')}"
+    )
+
+
+def _page_differs(e: Evidence) -> str:
+    text = (
+        f"the page (status {e.ours.get('status')}, title {_title(e.ours.get('title'))}, "
+        f"{e.ours.get('body_length')} bytes) differs from the control's (status "
+        f"{e.control.get('status')}, title {_title(e.control.get('title'))}, "
+        f"{e.control.get('body_length')} bytes) in its {e.ours.get('by')}, and matches no "
+        "known block page"
+    )
+    if e.ours.get("false_positive"):
+        text += (
+            " (it matched a block page pattern, but also the known false positive "
+            f"{e.ours['false_positive']})"
+        )
+    return text
+
+
+def _page_not_comparable(e: Evidence) -> str:
+    return (
+        f"the page (status {e.ours.get('status')}) cannot be compared with the control's: the "
+        f"test helper got status {e.control.get('status')}, not the page"
+    )
+
+
+def _interrupted(e: Evidence) -> str:
+    return "the measurement was interrupted"
+
+
+def _too_many_redirects(e: Evidence) -> str:
+    return f"the fetch stopped after too many redirects {_http_control(e.control)}"
+
+
+def _http_failed(e: Evidence) -> str:
+    return (
+        f"the HTTP request to {e.ours.get('url')} via {e.ours.get('ip')} failed after "
+        f"connecting ({e.ours.get('failure')}) {_http_control(e.control)}"
+    )
+
+
+_TLS_WHAT = {
+    "connection_reset": "was reset",
+    "eof_error": "was closed mid-handshake",
+    "generic_timeout_error": "timed out",
+}
+_POINTS_TO = {
+    "sni_filtering": "which points to SNI filtering",
+    "interception": "which points to TLS interception",
+    "interference": "which points to TLS interference",
+}
+
+
+def _tls_failed(e: Evidence) -> str:
+    failure = e.ours.get("failure") or ""
+    sni = e.ours.get("sni")
+    if failure.startswith("ssl_"):
+        ours = f"the TLS certificate for SNI {sni} did not validate ({failure})"
+    else:
+        ours = f"the TLS handshake with SNI {sni} {_TLS_WHAT.get(failure, 'failed')} ({failure})"
+    tls = e.control.get("tls")
+    if tls == "ok":
+        points = _POINTS_TO.get(e.control.get("points_to", ""), "")
+        return f"{ours} while the control's handshake to the same address succeeded, {points}"
+    if tls == "failed":
+        return f"{ours} and the control's handshake failed too"
+    return f"{ours} {_http_control(e.control)}"
+
+
+def _tcp_failed(e: Evidence) -> str:
+    ours = f"TCP connect to {_list(e.ours.get('endpoints'), 3)} failed ({e.ours.get('failure')})"
+    tcp = e.control.get("tcp")
+    if tcp == "ok":
+        return f"{ours} while the test helper connected to the same address"
+    if tcp == "failed":
+        return f"{ours} and the test helper could not connect either"
+    return f"{ours} and there is no TCP control for these addresses"
+
+
+def _redirect_tcp_failed(e: Evidence) -> str:
+    return (
+        f"connecting to the redirect target {e.ours.get('host')} failed "
+        f"({e.ours.get('failure')}) {_http_control(e.control)}"
+    )
+
+
+def _system_resolver_failed(e: Evidence) -> str:
+    ours = f"the system resolver failed ({e.ours.get('failure')}) for {e.ours.get('host')}"
+    addresses = e.control.get("addresses")
+    if addresses:
+        return f"{ours} while the control resolved it to {_list(addresses)}"
+    if addresses is None:
+        return f"{ours} with no DNS control"
+    return f"{ours} and the control resolved nothing either"
+
+
+def _resolver_unreachable(e: Evidence) -> str:
+    return f"the network's resolver could not be reached ({e.ours.get('failure')})"
+
+
+def _bogon_answer(e: Evidence) -> str:
+    kind = "loopback" if e.ours.get("loopback") else "bogon (private/reserved)"
+    ours = f"the system resolver answered only {kind} addresses ({_list(e.ours.get('addresses'))})"
+    if e.control.get("addresses"):
+        return f"{ours} while the control has public ones ({_list(e.control['addresses'])})"
+    return f"{ours} and so did the control"
+
+
+def _redirect_dns_failed(e: Evidence) -> str:
+    return (
+        f"the system resolver failed ({e.ours.get('failure')}) for the redirect target "
+        f"{e.ours.get('host')} {_http_control(e.control)}"
+    )
+
+
+def _redirect_not_followed(e: Evidence) -> str:
+    return f"the fetch stopped before the redirect to {e.ours.get('url')} was followed"
+
+
+def _refused_private_address(e: Evidence) -> str:
+    return (
+        f"the probe did not connect to {_list(e.ours.get('endpoints'), 3)}: private and "
+        "reserved addresses are only measured when the target itself is one"
+    )
+
+
+def _no_rule(e: Evidence) -> str:
+    return "no connection was attempted and no rule explains why"
+
+
+def _sources(e: Evidence) -> str:
+    return _list(e.control.get("sources"), 3) if e.control.get("sources") else "the control"
+
+
+def _dns_blockpage_address(e: Evidence) -> str:
+    return (
+        f"the system resolver answered {_list(e.ours.get('addresses'))}, a known block-page "
+        f"address (fingerprint {e.ours.get('fingerprint')})"
+    )
+
+
+def _dns_failed_control_resolved(e: Evidence) -> str:
+    return (
+        f"the system resolver failed ({e.ours.get('failure')}) while {_sources(e)} resolved "
+        f"the name to {_list(e.control.get('addresses'))}"
+    )
+
+
+def _dns_injected(e: Evidence) -> str:
+    text = (
+        f"the system resolver answered {_list(e.ours.get('addresses'))}, and the plain-DNS "
+        f"control {_list(e.control.get('forged_plain_dns'), 2)} got the same answer while "
+        f"{_sources(e)} resolved {_list(e.control.get('addresses'))}, so the answer is "
+        "injected on the path"
+    )
+    if e.ours.get("tls_validated"):
+        text += " (the address it points to passes TLS through to the real site)"
+    return text
+
+
+def _dns_ghost_answer(e: Evidence) -> str:
+    return (
+        f"the system resolver answered {_list(e.ours.get('addresses'))} while every control "
+        "resolved nothing"
+    )
+
+
+def _dns_bogon_answer(e: Evidence) -> str:
+    kind = "loopback" if e.ours.get("loopback") else "bogon (private/reserved)"
+    return (
+        f"the system resolver answered only {kind} addresses ({_list(e.ours.get('addresses'))})"
+        f" while {_sources(e)} returned public ones"
+    )
+
+
+def _dns_answer_differs(e: Evidence) -> str:
+    return (
+        f"the system resolver answered {_list(e.ours.get('addresses'))}, which shares no "
+        f"address or AS with {_sources(e)} ({_list(e.control.get('addresses'))}) and has no "
+        "validated TLS handshake"
+    )
+
+
+#: finding -> sentence. The ``dns_*`` findings are DNS consistency's.
+SENTENCES: dict[str, Callable[[Evidence], str]] = {
+    "https_ok": _https_ok,
+    "no_control": _no_control,
+    "blockpage_without_control": _blockpage_without_control,
+    "blockpage_fingerprint": _blockpage,
+    "page_without_control": _page_without_control,
+    "page_same": _page_same,
+    "page_differs": _page_differs,
+    "page_not_comparable": _page_not_comparable,
+    "interrupted": _interrupted,
+    "too_many_redirects": _too_many_redirects,
+    "http_failed": _http_failed,
+    "tls_failed": _tls_failed,
+    "tcp_failed": _tcp_failed,
+    "redirect_tcp_failed": _redirect_tcp_failed,
+    "system_resolver_failed": _system_resolver_failed,
+    "resolver_unreachable": _resolver_unreachable,
+    "bogon_answer": _bogon_answer,
+    "redirect_dns_failed": _redirect_dns_failed,
+    "redirect_not_followed": _redirect_not_followed,
+    "refused_private_address": _refused_private_address,
+    "no_rule": _no_rule,
+    "dns_blockpage_address": _dns_blockpage_address,
+    "dns_failed_control_resolved": _dns_failed_control_resolved,
+    "dns_injected": _dns_injected,
+    "dns_ghost_answer": _dns_ghost_answer,
+    "dns_bogon_answer": _dns_bogon_answer,
+    "dns_answer_differs": _dns_answer_differs,
+}
+
+
+def sentence(evidence: Evidence) -> str:
+    """One piece of evidence in words."""
+    return SENTENCES[evidence.finding](evidence)
+
+
+def explain(verdict: Verdict) -> str:
+    """The verdict's evidence as the sentence stored in ``reason``."""
+    parts = [sentence(e) for e in verdict.evidence]
+    if not parts:
+        return ""
+    is_dns = [e.finding.startswith("dns_") for e in verdict.evidence]
+    if verdict.verdict == "accessible" and is_dns[-1] and len(parts) > 1:
+        text = f"{'; '.join(parts[:-1])}; but DNS was tampered with: {parts[-1]}"
+    elif is_dns[0] and len(parts) > 1:
+        text = f"DNS is inconsistent: {parts[0]}; then {'; '.join(parts[1:])}"
+    else:
+        text = "; ".join(parts)
+    return text[:1].upper() + text[1:]
