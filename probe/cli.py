@@ -273,6 +273,57 @@ JSON_KEYS = (
 )  # fmt: skip
 
 
+@cli.command()
+@click.option(
+    "--db",
+    envvar="PROBE_DB",
+    default=DEFAULT_DB,
+    show_default=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="SQLite database to re-analyse (also $PROBE_DB).",
+)
+@click.option("--since", metavar="TIME", help="Only measurements from TIME (UTC, YYYY-MM-DD).")
+@click.option("--run", "run_id", metavar="ID", help="Only the measurements of this run.")
+@click.option(
+    "--fingerprints",
+    "fingerprint_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Extra blockpage fingerprints (JSON, probe's format), repeatable.",
+)
+def reanalyze(
+    db: Path, since: str | None, run_id: str | None, fingerprint_files: tuple[str, ...]
+) -> None:
+    """Re-run the current analysis and fingerprints over stored measurements.
+
+    Nothing is measured again: the stored observations (DNS answers, connections, handshakes,
+    pages) are analysed anew, and every verdict that changed is rewritten, with the old and
+    new values kept in the reanalyses table. Prints one line per change.
+
+    Example:
+
+        probe reanalyze --since 2026-11-01 --fingerprints new-isp-notice.json
+    """
+    from .analysis.fingerprints import Fingerprints
+    from .reanalyze import Change
+    from .reanalyze import reanalyze as run_reanalysis
+    from .store import open_db
+
+    def show(change: Change) -> None:
+        before = ", ".join(f"{k}={v}" for k, v in change.before.items())
+        after = ", ".join(f"{k}={v}" for k, v in change.after.items())
+        click.echo(f"{change.start_time}  {change.input}: {before} -> {after}")
+
+    try:
+        fingerprints = Fingerprints.load(extra_files=fingerprint_files)
+        examined, changed = run_reanalysis(
+            open_db(db), since=since, run_id=run_id, fingerprints=fingerprints, on_change=show
+        )
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
+    click.echo(f"{examined} measurements re-analysed, {changed} changed.", err=True)
+
+
 @cli.group()
 def helper() -> None:
     """The test helper: the control seen from outside the censored network."""

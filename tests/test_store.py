@@ -107,11 +107,27 @@ def test_round_trip_and_evidence_body_kept_for_anomalies(tmp_path):
     assert load_observations(db, mid) == obs
 
 
-def test_body_dropped_when_accessible(tmp_path):
+def test_cleartext_body_kept_compressed_even_when_accessible(tmp_path):
+    # Issue 7: a cleartext page is evidence whatever today's verdict, so that a later
+    # fingerprint or analysis can run over it; it is stored compressed.
     db = open_db(tmp_path / "probe.db")
     store = Store(db)
     run_id = store.start_run(inputs=[], settings={}, targets=1)
-    mid = store.save(run_id, sample(), Verdict("accessible", None, True))
-    assert load_observations(db, mid).http[0].body is None
+    obs = sample()
+    obs.http[0].body = b"<html>" + b"notice " * 20000  # larger than the stored prefix
+    mid = store.save(run_id, obs, Verdict("accessible", None, True))
+    stored = db.execute("select body, body_encoding from http_requests").fetchone()
+    assert stored[1] == "zlib" and len(stored[0]) < 10_000
+    assert load_observations(db, mid).http[0].body == obs.http[0].body[: 64 * 1024]
     store.finish_run(run_id, status="complete", counts={"accessible": 1}, offline=False)
     assert db["runs"].get(run_id)["status"] == "complete"
+
+
+def test_https_body_dropped_when_accessible(tmp_path):
+    db = open_db(tmp_path / "probe.db")
+    store = Store(db)
+    run_id = store.start_run(inputs=[], settings={}, targets=1)
+    obs = sample()
+    obs.http[0].url = "https://24.kg/"
+    mid = store.save(run_id, obs, Verdict("accessible", None, True))
+    assert load_observations(db, mid).http[0].body is None

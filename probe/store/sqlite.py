@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,7 @@ def m001_initial(db: Database) -> None:
             "body_sha256": str,
             "body_truncated": int,
             "location": str,
-            "body": bytes,  # kept when the verdict is not "accessible": it is the evidence
+            "body": bytes,  # the evidence; see _stored_body and body_encoding (m004)
         },
         foreign_keys=[("measurement_id", "measurements", "id")],
     )
@@ -173,6 +174,24 @@ def m002_duplicate_replies_informational_raw(db: Database) -> None:
 @migrations()
 def m003_evidence(db: Database) -> None:
     db.table("measurements").add_column("evidence", str)  # JSON list of Evidence
+
+
+@migrations()
+def m004_compressed_bodies_and_reanalyses(db: Database) -> None:
+    # "zlib": ``body`` holds the first STORED_BODY_BYTES of the body, zlib-compressed;
+    # NULL: ``body`` is raw (rows written before this migration) or absent.
+    db.table("http_requests").add_column("body_encoding", str)
+    db.table("reanalyses").create(
+        {
+            "measurement_id": str,
+            "at": str,  # UTC "YYYY-MM-DD HH:MM:SS"
+            "software_version": str,
+            "before": str,  # JSON: the verdict fields replaced
+            "after": str,  # JSON: the verdict fields written
+        },
+        foreign_keys=[("measurement_id", "measurements", "id")],
+    )
+    db.table("reanalyses").create_index(["measurement_id"])
 
 
 def open_db(path: str | Path) -> Database:
@@ -242,7 +261,6 @@ class Store:
     ) -> str:
         """Write one measurement and its observations in one transaction; its id."""
         measurement_id = str(uuid.uuid4())
-        keep_body = verdict.verdict != "accessible"
         with self.db.atomic():
             self.db.table("measurements").insert(
                 {
@@ -284,7 +302,7 @@ class Store:
                     "headers": json.dumps(hop.headers),
                     "informational": json.dumps(hop.informational),
                     "body_truncated": int(hop.body_truncated),
-                    "body": hop.body if keep_body else None,
+                    **_stored_body(hop, verdict),
                 }
                 for index, hop in enumerate(obs.http)
             )
@@ -301,12 +319,42 @@ class Store:
             )
         return measurement_id
 
-    def update_verdict(self, measurement_id: str, verdict: Verdict) -> None:
-        self.db.table("measurements").update(measurement_id, _verdict_row(verdict))
+    def replace_verdict(
+        self, measurement_id: str, verdict: Verdict, *, before: dict[str, Any] | None = None
+    ) -> None:
+        """Write a new verdict for a stored measurement; ``before`` (the fields that changed, as
+        they were) is recorded in ``reanalyses`` with the new values, in the same transaction."""
+        row = _verdict_row(verdict)
+        with self.db.atomic():
+            self.db.table("measurements").update(measurement_id, row)
+            if before:
+                self.db.table("reanalyses").insert(
+                    {
+                        "measurement_id": measurement_id,
+                        "at": utc_now(),
+                        "software_version": __version__,
+                        "before": json.dumps(before),
+                        "after": json.dumps({key: row[key] for key in before}),
+                    }
+                )
 
     def run_measurements(self, run_id: str) -> Iterator[dict[str, Any]]:
         """One run's measurements (verdict fields), in input order."""
         return self.db.table("measurements").rows_where("run_id = ?", [run_id], order_by="position")
+
+
+#: Bytes of a body kept for re-analysis: as much as fingerprints match (block pages are small).
+STORED_BODY_BYTES = 64 * 1024
+
+
+def _stored_body(hop: HTTPRequest, verdict: Verdict) -> dict[str, Any]:
+    """The evidence kept of a body: every cleartext page, and every page of a target not
+    found accessible (its first :data:`STORED_BODY_BYTES`, compressed), so later
+    fingerprints and analyses can run over it."""
+    keep = not hop.url.lower().startswith("https://") or verdict.verdict != "accessible"
+    if not keep or hop.body is None:
+        return {"body": None, "body_encoding": None}
+    return {"body": zlib.compress(hop.body[:STORED_BODY_BYTES]), "body_encoding": "zlib"}
 
 
 def _row(record: Any) -> dict[str, Any]:
@@ -358,6 +406,8 @@ def load_observations(db: Database, measurement_id: str) -> Observations:
         row = dict(row)
         row["headers"] = json.loads(row["headers"] or "[]")
         row["informational"] = json.loads(row["informational"] or "[]")
+        if row.get("body_encoding") == "zlib" and row["body"] is not None:
+            row["body"] = zlib.decompress(row["body"])
         row["body_truncated"] = bool(row["body_truncated"])
         http.append(HTTPRequest(**_fields(HTTPRequest, row)))
     control = Control()
