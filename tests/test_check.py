@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,8 +199,10 @@ def test_evidence_is_stored(scenario_run, lab):
     assert "inject" in results["https://akipress.org/"]["reason"].lower()
     # The block page's body is kept as evidence; the truncated large page is recorded as such.
     mid = results["http://blockpage.kg/"]["measurement_id"]
-    (body,) = rows(db, "select body from http_requests where measurement_id = ?", mid)[0]
-    assert lab.BLOCKPAGE_SENTENCE.encode() in body
+    ((body, encoding),) = rows(
+        db, "select body, body_encoding from http_requests where measurement_id = ?", mid
+    )
+    assert encoding == "zlib" and lab.BLOCKPAGE_SENTENCE.encode() in zlib.decompress(body)
     mid = results["https://www.wikipedia.org/large"]["measurement_id"]
     assert rows(db, "select body_length, body_truncated from http_requests where "
                 "measurement_id = ?", mid) == [(512 * 1024, 1)]  # fmt: skip
