@@ -15,8 +15,6 @@ import click
 from . import __version__, targets
 from .errors import InputError
 
-DEFAULT_DB = "results/probe.db"
-
 
 class BadInput(click.ClickException):
     """Bad input from a file or an option: one line, exit status 2."""
@@ -32,11 +30,27 @@ class Interrupted(click.ClickException):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="probe")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Measure website blocking: DNS, TCP/IP, TLS/SNI and HTTP, against a control.
 
     Run by volunteers inside a censored network; results go to SQLite for researchers.
+    Settings come from flags, then the configuration file written by `probe init`
+    ($PROBE_CONFIG, or ~/.config/probe/config.toml), then built-in defaults.
     """
+    from .config import click_defaults, load_config
+
+    try:
+        ctx.obj = load_config()
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
+    ctx.default_map = click_defaults(ctx.obj)
+
+
+def _db_path(db: Path | None) -> Path:
+    from .config import default_db
+
+    return db if db is not None else default_db()
 
 
 def _timeout_options(f: Any) -> Any:
@@ -59,6 +73,97 @@ def _timeout_options(f: Any) -> Any:
     return f
 
 
+def _existing_db(db: Path | None) -> Path:
+    path = _db_path(db)
+    if not path.is_file():
+        raise BadInput(f"{path}: no such database (run `probe check` first, or give --db)")
+    return path
+
+
+def _require_consent(settings: dict[str, Any], db: Path) -> None:
+    """No measurement without recorded consent: ask once on a terminal, else say how."""
+    from .config import config_path, consent_text, record_consent
+
+    if settings.get("consent"):
+        return
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise BadInput(
+            f"no consent recorded in {config_path()}: run `probe init` once (or "
+            "`probe init --yes` in scripts and containers)"
+        )
+    click.echo(consent_text(db))
+    if not click.confirm("Do you understand this and want to measure?", default=False):
+        raise BadInput("nothing measured: consent was not given")
+    click.echo(f"Consent recorded in {record_consent(db)}.")
+
+
+@cli.command()
+@click.option("--yes", is_flag=True, help="Record consent without asking (scripts, Docker, CI).")
+@click.option("--vantage", metavar="NAME", help="A name for this vantage point (not an address).")
+@click.option(
+    "--targets",
+    "target_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Target lists to measure when `probe check` is given none (repeatable).",
+)
+@click.option(
+    "--db",
+    envvar="PROBE_DB",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where results go [default: ~/.local/share/probe/probe.db].",
+)
+@click.option("--probe-asn", metavar="ASN", help="The network's AS number, if you know it.")
+@click.option("--probe-cc", metavar="CC", help="The network's country code, e.g. KG.")
+@click.pass_context
+def init(
+    ctx: click.Context,
+    yes: bool,
+    vantage: str | None,
+    target_files: tuple[Path, ...],
+    db: Path | None,
+    probe_asn: str | None,
+    probe_cc: str | None,
+) -> None:
+    """Say what measuring exposes you to, ask consent, write the configuration.
+
+    Writes $PROBE_CONFIG (default ~/.config/probe/config.toml) with your consent, a vantage
+    name, target lists, an absolute database path, and what you give here; edit it later, or
+    run init again (what you do not give again is kept). With --yes nothing is asked.
+
+    Example:
+
+        probe init --yes --vantage bishkek-1 --targets targets/kg.txt --probe-cc KG
+    """
+    from .config import config_path, consent_text, parse_asn, parse_cc, write_config
+    from .model.records import utc_now
+
+    values = dict(ctx.obj or {})
+    path = _db_path(db or (Path(values["db"]) if values.get("db") else None)).resolve()
+    try:
+        if probe_asn is not None:
+            values["probe_asn"] = parse_asn(probe_asn)
+        if probe_cc is not None:
+            values["probe_cc"] = parse_cc(probe_cc)
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
+    if not yes:
+        click.echo(consent_text(path))
+        if not click.confirm("Do you understand this and want to measure?", default=False):
+            raise BadInput("nothing written: consent was not given")
+        vantage = vantage or click.prompt(
+            "A name for this vantage point (not your address)",
+            default=values.get("vantage") or "my-probe",
+        )
+    values["consent"] = utc_now()
+    values["vantage"] = vantage or values.get("vantage") or "my-probe"
+    values["db"] = str(path)
+    if target_files:
+        values["targets"] = [str(p.resolve()) for p in target_files]
+    written = write_config(values, config_path())
+    click.echo(f"Configuration written to {written}; results will go to {path}.")
+
+
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -70,10 +175,8 @@ def _timeout_options(f: Any) -> Any:
 @click.option(
     "--db",
     envvar="PROBE_DB",
-    default=DEFAULT_DB,
-    show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite database to write (also $PROBE_DB).",
+    help="SQLite database to write (also $PROBE_DB) [default: ~/.local/share/probe/probe.db].",
 )
 @click.option(
     "--resolver",
@@ -140,7 +243,7 @@ def check(
     files: tuple[Path, ...],
     inputs: tuple[str, ...],
     as_json: bool,
-    db: Path,
+    db: Path | None,
     **options: Any,
 ) -> None:
     """Measure the targets in FILES (and --input URLs) and store the verdicts.
@@ -163,8 +266,13 @@ def check(
     from .measure.measurer import Timeouts
     from .store import Store, open_db
 
+    settings = click.get_current_context().obj or {}
+    if not files and not inputs:
+        files = tuple(Path(p) for p in settings.get("targets") or ())
     if not files and not inputs:
         raise click.UsageError("give at least one target FILE or --input URL")
+    db = _db_path(db)
+    _require_consent(settings, db)
     timeouts = Timeouts(
         **{
             name: options.pop(f"{name}_timeout")
@@ -277,9 +385,7 @@ JSON_KEYS = (
 @click.option(
     "--db",
     envvar="PROBE_DB",
-    default=DEFAULT_DB,
-    show_default=True,
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="SQLite database to re-analyse (also $PROBE_DB).",
 )
 @click.option("--since", metavar="TIME", help="Only measurements from TIME (UTC, YYYY-MM-DD).")
@@ -292,7 +398,7 @@ JSON_KEYS = (
     help="Extra blockpage fingerprints (JSON, probe's format), repeatable.",
 )
 def reanalyze(
-    db: Path, since: str | None, run_id: str | None, fingerprint_files: tuple[str, ...]
+    db: Path | None, since: str | None, run_id: str | None, fingerprint_files: tuple[str, ...]
 ) -> None:
     """Re-run the current analysis and fingerprints over stored measurements.
 
@@ -314,6 +420,7 @@ def reanalyze(
         after = ", ".join(f"{k}={v}" for k, v in change.after.items())
         click.echo(f"{change.start_time}  {change.input}: {before} -> {after}")
 
+    db = _existing_db(db)
     try:
         fingerprints = Fingerprints.load(extra_files=fingerprint_files)
         examined, changed = run_reanalysis(

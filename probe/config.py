@@ -1,17 +1,25 @@
-"""What a ``probe check`` run is told: options checked and turned into typed settings.
+"""What a ``probe check`` run is told: the configuration file, and options checked and typed.
 
-The CLI passes its options here; :func:`check_config` validates every one and raises
+``config.toml`` (:func:`config_path`; written by ``probe init``) holds the volunteer's consent
+and their defaults; the CLI gives it to click as defaults, so flags win over the file and the
+file over built-in defaults. :func:`check_config` validates every option and raises
 :class:`~probe.errors.InputError` with a line for the user before anything is measured or
 written.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from .analysis.fingerprints import Fingerprints
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .measure.control import (
     DEFAULT_CONTROL_RESOLVERS,
     DEFAULT_HELPER_CONCURRENCY,
@@ -109,3 +117,163 @@ def check_config(
         probe_asn=asn,
         probe_cc=cc,
     )
+
+
+# ------------------------------------------------------------------ the configuration file
+
+#: Keys of config.toml and their types; ``timeouts`` is a table of step -> seconds.
+CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
+    "consent": str,  # when the volunteer agreed (UTC); no measurement without it
+    "vantage": str,  # a name for this vantage point, never an address
+    "targets": list,  # target lists measured when `probe check` is given none
+    "db": str,
+    "resolver": str,
+    "control_resolvers": list,
+    "helpers": list,
+    "helper_concurrency": int,
+    "ca_file": str,
+    "probe_asn": str,
+    "probe_cc": str,
+    "concurrency": int,
+    "rate": (int, float),
+    "fingerprints": list,
+    "timeouts": dict,
+}
+TIMEOUT_STEPS = ("dns", "tcp", "tls", "http", "control")
+
+
+def config_path() -> Path:
+    """``$PROBE_CONFIG``, else ``$XDG_CONFIG_HOME/probe/config.toml`` (``~/.config``)."""
+    if os.environ.get("PROBE_CONFIG"):
+        return Path(os.environ["PROBE_CONFIG"]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "probe" / "config.toml"
+
+
+def data_dir() -> Path:
+    """Where results live by default: ``$XDG_DATA_HOME/probe`` (``~/.local/share/probe``)."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "probe"
+
+
+def default_db() -> Path:
+    """The database used when neither ``--db``, ``$PROBE_DB`` nor the config names one."""
+    return data_dir() / "probe.db"
+
+
+def consent_text(db: Path) -> str:
+    """What running a probe may expose the volunteer to, in plain words."""
+    return f"""\
+Before you measure, please read this.
+
+* Your network operator, and anyone who watches your connection, can see that this computer
+  connects to every site on your list, including sites that are blocked. In some countries
+  visiting or testing blocked sites is against the law or draws attention: you know your
+  situation best.
+* For every site, probe asks a test helper outside your network (OONI's public helpers unless
+  you name your own) to fetch the same site, and public DNS resolvers (Cloudflare, Google) for
+  its address. They see your IP address, as any web server does.
+* Results stay on this computer, in {db}: the sites, what your network and the control
+  answered, and your network's AS number and country. probe never stores your IP address.
+  Nothing is sent anywhere else unless you turn uploading on.
+"""
+
+
+def record_consent(db: Path, path: Path | None = None) -> Path:
+    """Record consent now (keeping the rest of the file; the db path made absolute)."""
+    from .model.records import utc_now
+
+    values = load_config(path)
+    values["consent"] = utc_now()
+    values.setdefault("db", str(db.resolve()))
+    return write_config(values, path)
+
+
+def _line_of(text: str, key: str, table: str | None = None) -> int:
+    """The line where ``key`` is set (in ``[table]``), for error messages; 0 when not found."""
+    current = None
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = stripped.strip("[] ")
+        elif current == table and re.match(rf"{re.escape(key)}\s*=", stripped):
+            return number
+    return 0
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """The configuration at ``path`` (default :func:`config_path`); {} when there is none.
+
+    Raises :class:`ConfigError` naming the file, the line and the key for malformed TOML,
+    unknown keys and values of the wrong type.
+    """
+    path = path or config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    for key, value in data.items():
+        where = f"{path}:{_line_of(text, key) or _line_of(text, key, key)}"
+        if key not in CONFIG_KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r}")
+        expected = CONFIG_KEYS[key]
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ConfigError(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: {key!r} must be a list of strings")
+    for step, seconds in (data.get("timeouts") or {}).items():
+        where = f"{path}:{_line_of(text, step, 'timeouts')}"
+        if step not in TIMEOUT_STEPS:
+            raise ConfigError(f"{where}: unknown key 'timeouts.{step}'")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+            raise ConfigError(f"{where}: 'timeouts.{step}' must be a positive number of seconds")
+    return data
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a TOML basic string is JSON's
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def write_config(values: dict[str, Any], path: Path | None = None) -> Path:
+    """Write ``values`` as TOML (atomically, readable by the user only); returns the path."""
+    path = path or config_path()
+    lines = ["# probe's configuration (probe init). Flags given to probe win over this file."]
+    tables = {k: v for k, v in values.items() if isinstance(v, dict)}
+    for key, value in values.items():
+        if key not in tables and value is not None:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for table, entries in tables.items():
+        lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in entries.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path
+
+
+def click_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration as click's ``default_map`` for ``probe check`` (flags still win)."""
+    names = {"fingerprints": "fingerprint_files"}
+    check: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in ("consent", "vantage", "targets", "timeouts"):
+            continue
+        check[names.get(key, key)] = value
+    for step, seconds in (config.get("timeouts") or {}).items():
+        check[f"{step}_timeout"] = float(seconds)
+    return {"check": check}

@@ -50,6 +50,10 @@ class AsnDBError(InputError):
     """A malformed IP-to-ASN table; ``str()`` is ``FILE:LINE: reason``."""
 
 
+class ConfigError(InputError):
+    """A configuration file that cannot be used; ``str()`` names the file, line and key."""
+
+
 class BadRequest(InputError):
     """A client's request to a server of ours is malformed; ``status`` is the HTTP answer."""
 

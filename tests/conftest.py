@@ -30,3 +30,28 @@ def clean_lab(lab):
         yield lab
     finally:
         lab.reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def volunteer_home(tmp_path_factory):
+    """A volunteer who gave consent, with config and data in a temporary home.
+
+    Every `probe` the tests start (in-process or in the lab) finds this configuration through
+    $PROBE_CONFIG; tests of the configuration itself point it elsewhere.
+    """
+    home = tmp_path_factory.mktemp("home")
+    config = home / "config" / "probe" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('consent = "2026-11-29 00:00:00"\nvantage = "test"\n')
+    saved = {k: os.environ.get(k) for k in ("PROBE_CONFIG", "XDG_DATA_HOME", "XDG_CONFIG_HOME")}
+    os.environ.update(
+        PROBE_CONFIG=str(config),
+        XDG_DATA_HOME=str(home / "data"),
+        XDG_CONFIG_HOME=str(home / "config"),
+    )
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
