@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import csv
 import io
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .errors import TargetError
-from .model.addresses import bracket
+from .model import urls
+from .model.addresses import is_ip_literal
 
 CSV_HEADER = ["url", "category_code"]
 
@@ -33,7 +33,11 @@ class Target:
 
 
 def normalise(text: str) -> tuple[str, str]:
-    """``(url, domain)`` for a URL or bare domain; raises ``ValueError`` with the reason."""
+    """``(url, domain)`` for a URL or bare domain; raises ``ValueError`` with the reason.
+
+    The URL is canonical (:func:`probe.model.urls.canonical`): IDNA 2008 host, default port
+    dropped, path and query percent-encoded as UTF-8, no fragment.
+    """
     text = text.strip()
     if not text:
         raise ValueError("empty target")
@@ -43,42 +47,39 @@ def normalise(text: str) -> tuple[str, str]:
         if "/" in text:
             raise ValueError(f"{text!r} has a path but no scheme (write https://...)")
         text = f"https://{text}/"
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # an unbalanced IPv6 bracket
+        raise ValueError(f"{text!r}: {exc}") from None
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
+    if scheme not in urls.DEFAULT_PORTS:
         raise ValueError(f"{text!r}: only http:// and https:// URLs can be measured")
     host = parts.hostname
     if not host:
         raise ValueError(f"{text!r} has no host")
     try:
         port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{text!r} has a bad port") from exc
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{text!r} has a bad port")
     if parts.username or parts.password:
         raise ValueError(f"{text!r}: user names and passwords in URLs are not supported")
     domain = _ascii_host(host, text)
-    netloc = bracket(domain)
-    if port is not None and port != {"http": 80, "https": 443}[scheme]:
-        netloc += f":{port}"
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, "")), domain
+    try:
+        url = urls.canonical(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    return url, domain
 
 
 def _ascii_host(host: str, text: str) -> str:
-    host = host.rstrip(".").lower()
+    """The host as measured (IDNA 2008, or an IP address); a name needs at least two labels."""
     try:
-        ipaddress.ip_address(host)
-        return host
+        domain = urls.ascii_host(host)
     except ValueError:
-        pass
-    try:
-        domain = host.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise ValueError(f"{text!r}: {host!r} is not a valid domain name") from exc
-    labels = domain.split(".")
-    if len(labels) < 2 or not all(labels) or any(len(label) > 63 for label in labels):
-        raise ValueError(f"{text!r}: {host!r} is not a valid domain name")
-    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
-    if not all(set(label) <= allowed for label in labels):
+        raise ValueError(f"{text!r}: {host!r} is not a valid domain name") from None
+    if not is_ip_literal(domain) and "." not in domain:
         raise ValueError(f"{text!r}: {host!r} is not a valid domain name")
     return domain
 

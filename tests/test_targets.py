@@ -5,6 +5,7 @@ from click.testing import CliRunner
 
 from probe import targets
 from probe.cli import cli
+from probe.model import urls
 
 
 def write(tmp_path, name, text):
@@ -98,3 +99,86 @@ def test_cli_missing_file_exits_2(tmp_path):
     result = CliRunner().invoke(cli, ["check", str(tmp_path / "nope.txt")])
     assert result.exit_code == 2
     assert "nope.txt" in result.output
+
+
+# ------------------------------------------------------------------ canonical URLs
+
+
+def test_idna_2008_not_2003():
+    (target,) = targets.load(inputs=["faß.de"])
+    assert target.domain == "xn--fa-hia.de"  # Python's "idna" codec would say fass.de
+    assert target.url == "https://xn--fa-hia.de/"
+    assert target.input == "faß.de"
+
+
+def test_non_ascii_path_and_query_are_percent_encoded_escapes_kept():
+    (target,) = targets.load(inputs=["https://ru.wikipedia.org/wiki/Кыргызстан?q=ош&x=%2f"])
+    assert target.url == (
+        "https://ru.wikipedia.org/wiki/%D0%9A%D1%8B%D1%80%D0%B3%D1%8B%D0%B7%D1%81%D1%82%D0%B0%D0%BD"
+        "?q=%D0%BE%D1%88&x=%2f"
+    )
+    assert target.input == "https://ru.wikipedia.org/wiki/Кыргызстан?q=ош&x=%2f"
+
+
+def test_written_and_escaped_forms_are_one_target():
+    loaded = targets.load(
+        inputs=["http://ЯНДЕКС.РФ/путь", "http://xn--d1acpjx3f.xn--p1ai/%D0%BF%D1%83%D1%82%D1%8C"]
+    )
+    assert len(loaded) == 1
+
+
+@pytest.mark.parametrize(
+    "line, url, domain",
+    [
+        ("http://[2001:DB8:0::1]:8080/x", "http://[2001:db8::1]:8080/x", "2001:db8::1"),
+        ("http://192.88.99.1/", "http://192.88.99.1/", "192.88.99.1"),
+        (
+            "https://Sub_Domain.Example.KG./",
+            "https://sub_domain.example.kg/",
+            "sub_domain.example.kg",
+        ),
+        ("https://a.kg/p%", "https://a.kg/p%25", "a.kg"),  # a lone % is escaped
+        ("https://a.kg/a#frag", "https://a.kg/a", "a.kg"),  # never sent
+    ],
+)
+def test_normalise_spelling(line, url, domain):
+    assert targets.normalise(line) == (url, domain)
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ("https://a.kg:0/", "bad port"),
+        ("https://a.kg:65536/", "bad port"),
+        ("https://[2001:db8::1/", "Invalid IPv6 URL"),
+        ("https://xn--zz.kg/", "not a valid domain name"),  # not a valid A-label
+        ("https://a..kg/", "not a valid domain name"),
+        ("https://" + "a" * 64 + ".kg/", "not a valid domain name"),
+        ("https://\u2620.kg/", "not a valid domain name"),  # a symbol: IDNA 2003 took it
+    ],
+)
+def test_normalise_refuses(line, reason):
+    with pytest.raises(ValueError, match=reason):
+        targets.normalise(line)
+
+
+@pytest.mark.parametrize(
+    "location, expected",
+    [
+        ("/a b", "http://a.kg/a%20b"),
+        ("?q=1", "http://a.kg/dir/page?q=1"),
+        ("../up", "http://a.kg/up"),
+        ("//b.kg/x", "http://b.kg/x"),
+        ("https://user:pw@b.kg:443/x#f", "https://b.kg/x"),  # no credentials, no fragment
+        ("\t/tab\nbed ", "http://a.kg/tabbed"),  # tabs and newlines dropped, as browsers do
+        ("http://[::FFFF:192.88.99.1]/", "http://[::ffff:c058:6301]/"),
+    ],
+)
+def test_canonical_location(location, expected):
+    assert urls.canonical(location, base="http://a.kg/dir/page") == expected
+
+
+def test_resolve_is_strict_about_absolute_references():
+    assert urls.resolve("http://a.kg/", "http:///x") == "http:///x"  # no host: invalid
+    with pytest.raises(ValueError, match="no host"):
+        urls.canonical("http:///x", base="http://a.kg/")

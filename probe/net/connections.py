@@ -5,6 +5,11 @@ transports because the evidence is in the details: asyncio reports a FIN during 
 as a ``ConnectionResetError``, which would turn an ``eof_error`` (a censor closing the flow)
 into a ``connection_reset`` (a censor injecting RST). Here a zero-byte read is EOF and an
 ``ECONNRESET`` is a reset, nothing else.
+
+Every socket read that returns data yields to the event loop once: ``loop.sock_recv`` returns
+at once, without suspending, while the kernel has data, so a peer that streams faster than we
+read would otherwise keep the loop busy forever. Timeouts would never fire and every other
+task in the process would stall.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from ..model.records import TCPConnect, TLSHandshake
 from .classify import classify
 
 READ_SIZE = 65536
+
+#: What a connection, a TLS handshake or a read raises when the network (not probe) fails.
+#: ``ssl.SSLError`` and ``TimeoutError`` are ``OSError``s; they are named for the reader.
+NETWORK_ERRORS = (OSError, ssl.SSLError, TimeoutError, EOFError)
 
 
 class Conn:
@@ -71,6 +80,7 @@ class Conn:
             self._in.write_eof()
             return False
         self._in.write(data)
+        await asyncio.sleep(0)  # see the module docstring
         return True
 
     async def send(self, data: bytes) -> None:
@@ -83,7 +93,10 @@ class Conn:
     async def recv(self) -> bytes:
         """Some bytes, or b"" at EOF (a TLS close without close_notify counts as EOF)."""
         if self.tls is None:
-            return await self.loop.sock_recv(self.sock, READ_SIZE)
+            data = await self.loop.sock_recv(self.sock, READ_SIZE)
+            if data:
+                await asyncio.sleep(0)  # see the module docstring
+            return data
         while True:
             try:
                 return self.tls.read(READ_SIZE)
@@ -136,7 +149,7 @@ async def tcp_connect(
     conn = None
     try:
         conn = await open_tcp(ip, port, timeout)
-    except Exception as exc:
+    except NETWORK_ERRORS as exc:
         record.failure = classify(exc)
     record.t = clock()
     return record, conn
@@ -161,7 +174,7 @@ async def tls_handshake(
     try:
         async with asyncio.timeout(timeout):
             await conn.start_tls(context, server_name)
-    except Exception as exc:
+    except NETWORK_ERRORS as exc:
         record.failure = classify(exc)
         conn.close()
     else:
@@ -188,7 +201,7 @@ async def presented_certificate(ip: str, port: int, server_name: str, timeout: f
                 der = conn.tls.getpeercert(binary_form=True) if conn.tls else None
             finally:
                 conn.close()
-    except Exception:
+    except NETWORK_ERRORS:
         return None
     return hashlib.sha256(der).hexdigest() if der else None
 

@@ -1,10 +1,19 @@
 """One HTTP/1.1 exchange over a connection we opened and measured ourselves.
 
 The fetch reuses the very connection whose TCP connect and TLS handshake were measured (as
-OONI's E002 does), so the HTTP record tells exactly which address served which page. The
-client is deliberately small: GET, ``Connection: close``, Content-Length, chunked and
-close-delimited bodies, gzip/deflate. Bodies are read up to a cap and hostile servers are
-bounded: header block size, header count and line length are limited.
+OONI's E002 does), so the HTTP record tells exactly which address served which page. We
+write and parse with h11 (the sans-IO HTTP/1.1 state machine under httpx), driven over our
+own :class:`~probe.net.connections.Conn`, so the standard decides framing: 1xx responses,
+folded headers, bare LF, chunked, Content-Length and close-delimited bodies.
+
+Hostile servers are bounded. The header block is capped, and so are the number of headers and
+of 1xx responses. Bodies are streamed: each read is decoded (gzip, deflate, br, stacked) with
+its output bounded, and reading stops once the *decoded* body passes the cap, so neither a
+chunk announced larger than the cap nor a compression bomb is ever held whole. The timeout is
+one deadline over the whole exchange (reads yield to the event loop, so it fires).
+
+What the network does wrong becomes the hop's failure string: an answer h11 refuses is
+``unknown_failure: invalid HTTP response: ...`` with its first bytes kept in ``raw``.
 """
 
 from __future__ import annotations
@@ -13,17 +22,25 @@ import asyncio
 import hashlib
 import re
 import zlib
-from urllib.parse import urljoin, urlsplit
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import h11
 
 from ..errors import HTTPProtocolError
-from ..model import failures
+from ..model import failures, urls
+from ..model.charset import charset_of, decode_text
 from ..model.records import HTTPRequest
 from .classify import classify
-from .connections import Clock, Conn
+from .connections import NETWORK_ERRORS, Clock, Conn
 
 MAX_BODY = 1 << 19  # 512 KiB, OONI's cap
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 200
+MAX_INFORMATIONAL = 16  # 1xx responses before the final one
+MAX_CODINGS = 4  # stacked Content-Encodings decoded; more are kept as sent
+MAX_RAW = 4096  # bytes of an unparsable answer kept as evidence
+DECODE_STEP = 65536  # coded bytes handed to a decoder at a time
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
 #: What a desktop browser sends, so the censor treats us like one.
@@ -36,131 +53,280 @@ DEFAULT_HEADERS = {
     ),
 }
 
-_TITLE = re.compile(rb"<title[^>]*>([^<]{1,512})</title>", re.IGNORECASE)
+
+def _load_brotli() -> Any:
+    """The ``brotli`` module if it can bound its output (1.2 and later), else None."""
+    try:
+        import brotli
+    except ImportError:
+        return None
+    return brotli if hasattr(brotli.Decompressor, "can_accept_more_data") else None
 
 
-def title_of(body: bytes) -> str | None:
-    """The page's ``<title>``, whitespace collapsed, or None."""
-    match = _TITLE.search(body)
+_brotli = _load_brotli()
+#: ``br`` is only advertised when we can decode it.
+ACCEPT_ENCODING = "gzip, deflate, br" if _brotli is not None else "gzip, deflate"
+
+_TITLE = re.compile(r"<title[^>]*>([^<]{1,512})</title>", re.IGNORECASE)
+
+
+def title_of(body: bytes, content_type: str | None = None) -> str | None:
+    """The page's ``<title>`` in the page's charset, whitespace collapsed, or None.
+
+    The charset comes from ``content_type`` (the header) or the page (BOM, ``<meta>``), see
+    :mod:`probe.model.charset`; the pattern is OONI's (at most 512 characters, no ``<``).
+    """
+    match = _TITLE.search(decode_text(body, charset_of(content_type, body)))
     if not match:
         return None
-    return " ".join(match.group(1).decode("utf-8", "replace").split()) or None
+    return " ".join(match.group(1).split()) or None
 
 
-def request_bytes(url: str, headers: dict[str, str], cookie: str | None = None) -> bytes:
-    parts = urlsplit(url)
-    target = parts.path or "/"
-    if parts.query:
-        target += "?" + parts.query
-    lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc.rsplit('@', 1)[-1]}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    lines += ["Accept-Encoding: gzip, deflate", "Connection: close"]
+def header_text(value: bytes) -> str:
+    """A header value as text: UTF-8 when it is valid UTF-8, else Latin-1 (any byte goes)."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def request(url: str, headers: dict[str, str], cookie: str | None = None) -> h11.Request:
+    """The GET for ``url`` (canonicalised: percent-encoded path, IDNA host)."""
+    url = urls.canonical(url)
+    fields = [("Host", urlsplit(url).netloc), *headers.items()]
+    fields += [("Accept-Encoding", ACCEPT_ENCODING), ("Connection", "close")]
     if cookie:
-        lines.append(f"Cookie: {cookie}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii", "strict")
+        fields.append(("Cookie", cookie))
+    return h11.Request(
+        method="GET",
+        target=urls.request_target(url),
+        headers=[(name.encode("ascii"), value.encode("utf-8")) for name, value in fields],
+    )
 
 
-class _Reader:
-    def __init__(self, conn: Conn) -> None:
-        self.conn = conn
-        self.buf = b""
-        self.eof = False
+# ------------------------------------------------------------------ content decoding
 
-    async def fill(self) -> bool:
-        if self.eof:
-            return False
-        chunk = await self.conn.recv()
-        if not chunk:
-            self.eof = True
-            return False
-        self.buf += chunk
-        return True
 
-    async def until(self, sep: bytes, limit: int) -> bytes:
-        while True:
-            index = self.buf.find(sep)
-            if index >= 0:
-                data, self.buf = self.buf[:index], self.buf[index + len(sep) :]
-                return data
-            if len(self.buf) > limit:
-                raise HTTPProtocolError("header block too large")
-            if not await self.fill():
-                raise EOFError("connection closed before the response was complete")
+class _Stage(Protocol):
+    def read(self, size: int) -> bytes:
+        """At most ``size`` decoded bytes; b"" when nothing more can be had for now."""
 
-    async def exactly(self, size: int) -> bytes:
-        while len(self.buf) < size:
-            if not await self.fill():
-                raise EOFError("connection closed before the body was complete")
-        data, self.buf = self.buf[:size], self.buf[size:]
+
+class _Pending:
+    """Body bytes as received, not yet decoded."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def read(self, size: int) -> bytes:
+        data, self.data = self.data[:size], self.data[size:]
         return data
 
 
-class _Body:
-    """Collects the (decoded) body up to ``cap`` bytes."""
+def _zlib_wrapped(head: bytes) -> bool:
+    """True when ``head`` starts a zlib stream (RFC 1950), False for raw deflate."""
+    return head[0] & 0x0F == 8 and head[0] >> 4 <= 7 and (head[0] << 8 | head[1]) % 31 == 0
 
-    def __init__(self, encoding: str | None, cap: int) -> None:
+
+class _Zlib:
+    """gzip, or deflate zlib-wrapped (the standard) or raw (what many servers send)."""
+
+    def __init__(self, source: _Stage, coding: str) -> None:
+        self.source = source
+        self.coding = coding
+        self.tail = b""  # coded bytes the decoder has not consumed yet
+        self.decoder = None if coding == "deflate" else zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def read(self, size: int) -> bytes:
+        while True:
+            if self.decoder is None:  # deflate: the first two bytes say which
+                self.tail += self.source.read(2 - len(self.tail))
+                if len(self.tail) < 2:
+                    return b""
+                wbits = zlib.MAX_WBITS if _zlib_wrapped(self.tail) else -zlib.MAX_WBITS
+                self.decoder = zlib.decompressobj(wbits)
+            if self.decoder.eof:
+                return b""  # what follows the coded stream is ignored
+            try:
+                out = self.decoder.decompress(self.tail, size)
+            except zlib.error as exc:
+                raise HTTPProtocolError(
+                    f"invalid HTTP response: cannot decode the {self.coding} body: {exc}"
+                ) from exc
+            self.tail = self.decoder.unconsumed_tail
+            if out:
+                return out
+            if not self.tail:
+                self.tail = self.source.read(DECODE_STEP)
+                if not self.tail:
+                    return b""
+
+
+class _Brotli:
+    """br, with the decoder's output bounded (brotli >= 1.2)."""
+
+    def __init__(self, source: _Stage) -> None:
+        self.source = source
+        self.decoder = _brotli.Decompressor()
+        self.extra = b""  # decoded beyond what was asked: the limit is not exact
+
+    def read(self, size: int) -> bytes:
+        while not self.extra:
+            if self.decoder.is_finished():
+                return b""
+            data = self.source.read(DECODE_STEP) if self.decoder.can_accept_more_data() else b""
+            if not data and self.decoder.can_accept_more_data():
+                return b""
+            try:
+                self.extra = self.decoder.process(data, output_buffer_limit=size)
+            except _brotli.error as exc:
+                raise HTTPProtocolError(
+                    f"invalid HTTP response: cannot decode the br body: {exc}"
+                ) from exc
+            if not data and not self.extra:
+                return b""
+        out, self.extra = self.extra[:size], self.extra[size:]
+        return out
+
+
+def _decoder(content_encoding: str, source: _Pending) -> _Stage:
+    """The decoding chain for ``content_encoding``; ``source`` itself when we cannot decode.
+
+    Codings are listed in the order they were applied, so they are undone in reverse. An
+    unknown coding (or too many) leaves the body as sent: still evidence, never a failure.
+    """
+    codings = [c.strip().lower() for c in content_encoding.split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    known = {"gzip", "x-gzip", "deflate"} | ({"br"} if _brotli is not None else set())
+    if len(codings) > MAX_CODINGS or not set(codings) <= known:
+        return source
+    stage: _Stage = source
+    for coding in reversed(codings):
+        stage = _Brotli(stage) if coding == "br" else _Zlib(stage, coding)
+    return stage
+
+
+class _Body:
+    """The decoded body, decoded as it arrives and capped at ``cap`` decoded bytes."""
+
+    def __init__(self, content_encoding: str, cap: int) -> None:
         self.cap = cap
         self.parts: list[bytes] = []
         self.size = 0
         self.truncated = False
-        encoding = (encoding or "").lower().strip()
-        self.decoder = None
-        if encoding == "gzip":
-            self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self.decoder = zlib.decompressobj()
+        self.pending = _Pending()
+        self.decoded = _decoder(content_encoding, self.pending)
 
     def add(self, data: bytes) -> bool:
-        """Add raw bytes; False once the cap is reached."""
-        if self.decoder is not None:
-            data = self.decoder.decompress(data, self.cap - self.size + 1)
-        room = self.cap - self.size
-        if len(data) > room:
-            data = data[:room]
-            self.truncated = True
-        self.parts.append(data)
-        self.size += len(data)
+        """Add body bytes as received; False once more than ``cap`` decoded bytes were seen."""
+        self.pending.data += data
+        while not self.truncated:
+            room = self.cap - self.size
+            out = self.decoded.read(room + 1)
+            if not out:
+                break
+            if len(out) > room:
+                out = out[:room]
+                self.truncated = True
+            self.parts.append(out)
+            self.size += len(out)
+        # Left over only past the end of a coded stream: trailing bytes, ignored.
+        self.pending.data = b""
         return not self.truncated
 
     def bytes(self) -> bytes:
         return b"".join(self.parts)
 
 
-async def _read_body(reader: _Reader, headers: list[list[str]], body: _Body) -> None:
-    names = {k.lower(): v for k, v in headers}
-    if "chunked" in names.get("transfer-encoding", "").lower():
+# ------------------------------------------------------------------ the exchange
+
+
+def _could_be_http(data: bytes | bytearray) -> bool:
+    """True when ``data`` is empty or starts like an HTTP response (``HTTP/``)."""
+    return b"HTTP/".startswith(bytes(data[:5]))
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+class _Exchange:
+    """One request/response over ``conn``, filling ``record`` as events arrive."""
+
+    def __init__(self, conn: Conn, record: HTTPRequest, max_body: int) -> None:
+        self.conn = conn
+        self.record = record
+        self.max_body = max_body
+        self.parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self.received = bytearray()  # the first MAX_RAW bytes, the evidence if unparsable
+        self.eof = False
+        self.redirect_failure: str | None = None
+
+    async def run(self, req: h11.Request) -> None:
+        head = self.parser.send(req) or b""
+        await self.conn.send(head + (self.parser.send(h11.EndOfMessage()) or b""))
+        body: _Body | None = None
         while True:
-            size_line = await reader.until(b"\r\n", 1024)
+            event = await self._next_event()
+            if isinstance(event, h11.InformationalResponse):
+                self.record.informational.append(event.status_code)
+                if len(self.record.informational) > MAX_INFORMATIONAL:
+                    raise HTTPProtocolError("invalid HTTP response: too many 1xx responses")
+            elif isinstance(event, h11.Response):
+                self._response(event)
+                codings = [v for k, v in self.record.headers if k.lower() == "content-encoding"]
+                body = _Body(", ".join(codings), self.max_body)
+            elif isinstance(event, h11.Data):
+                assert body is not None  # h11 sends Data only after a Response
+                if not body.add(bytes(event.data)):
+                    break  # past the cap: stop reading
+            else:
+                break  # EndOfMessage (or ConnectionClosed, PAUSED, which follow it)
+        data = body.bytes() if body is not None else b""
+        self.record.body = data
+        self.record.body_length = len(data)
+        self.record.body_truncated = body is not None and body.truncated
+        self.record.body_sha256 = hashlib.sha256(data).hexdigest()
+        self.record.title = title_of(data, self.record.header("content-type"))
+
+    async def _next_event(self) -> Any:
+        while True:
             try:
-                size = int(size_line.split(b";")[0].strip(), 16)
-            except ValueError as exc:
-                raise HTTPProtocolError("bad chunk size") from exc
-            if size == 0:
-                return
-            if not body.add(await reader.exactly(size)):
-                return
-            await reader.exactly(2)
-    if "content-length" in names:
+                event = self.parser.next_event()
+            except h11.RemoteProtocolError as exc:
+                received = self.record.status_code is not None or _could_be_http(self.received)
+                if self.eof and received:
+                    raise EOFError("connection closed before the response was complete") from exc
+                raise HTTPProtocolError(f"invalid HTTP response: {_reason(exc)}") from exc
+            if event is not h11.NEED_DATA:
+                return event
+            data = await self.conn.recv()
+            self.received += data[: MAX_RAW - len(self.received)]
+            self.eof = not data
+            self.parser.receive_data(data)
+
+    def _response(self, event: h11.Response) -> None:
+        record = self.record
+        record.status_code = event.status_code
+        for name, value in event.headers.raw_items():
+            record.headers.append([name.decode("ascii"), header_text(value)])
+        if len(record.headers) > MAX_HEADERS:
+            raise HTTPProtocolError("invalid HTTP response: too many headers")
+        location = record.header("location")
+        if record.status_code in REDIRECT_CODES and location is not None:
+            self._redirect(location)
+
+    def _redirect(self, location: str) -> None:
+        """Resolve and canonicalise ``Location``; a bad one is this hop's failure."""
         try:
-            remaining = int(names["content-length"])
+            absolute = urls.resolve(self.record.url, location)
+            if not urlsplit(absolute).hostname:
+                self.redirect_failure = failures.HTTP_INVALID_REDIRECT
+                return
+            self.record.location = urls.canonical(absolute)
         except ValueError as exc:
-            raise HTTPProtocolError("bad Content-Length") from exc
-        while remaining > 0:
-            if not reader.buf and not await reader.fill():
-                raise EOFError("connection closed before the body was complete")
-            data, reader.buf = reader.buf[:remaining], reader.buf[remaining:]
-            remaining -= len(data)
-            if not body.add(data):
-                return
-        return
-    # Delimited by close.
-    while True:
-        if reader.buf:
-            data, reader.buf = reader.buf, b""
-            if not body.add(data):
-                return
-        if not await reader.fill():
-            return
+            self.redirect_failure = failures.unknown(f"invalid redirect location: {exc}")
 
 
 async def get(
@@ -176,41 +342,25 @@ async def get(
     cookie: str | None = None,
     max_body: int = MAX_BODY,
 ) -> HTTPRequest:
-    """GET ``url`` over ``conn`` and record the response; never raises. Closes ``conn``."""
+    """GET ``url`` over ``conn`` and record the response; closes ``conn``.
+
+    The network's faults (resets, EOF, timeouts, TLS errors, answers that are not HTTP) become
+    ``record.failure``; ``timeout`` bounds the whole exchange. Anything else is a bug and
+    propagates.
+    """
     record = HTTPRequest(url=url, ip=ip, port=port, depth=depth, t0=clock())
+    exchange = _Exchange(conn, record, max_body)
     try:
+        req = request(url, headers or DEFAULT_HEADERS, cookie)
         async with asyncio.timeout(timeout):
-            await conn.send(request_bytes(url, headers or DEFAULT_HEADERS, cookie))
-            reader = _Reader(conn)
-            head = await reader.until(b"\r\n\r\n", MAX_HEADER_BYTES)
-            status_line, *header_lines = head.decode("latin-1").split("\r\n")
-            version, _, rest = status_line.partition(" ")
-            if not version.startswith("HTTP/1."):
-                raise HTTPProtocolError("not an HTTP/1.x response")
-            record.status_code = int(rest[:3])
-            if len(header_lines) > MAX_HEADERS:
-                raise HTTPProtocolError("too many headers")
-            for line in header_lines:
-                name, sep, value = line.partition(":")
-                if not sep:
-                    raise HTTPProtocolError("malformed header line")
-                record.headers.append([name.strip(), value.strip()])
-            if record.status_code in REDIRECT_CODES and record.header("location") is not None:
-                record.location = urljoin(url, record.header("location"))
-            body = _Body(record.header("content-encoding"), max_body)
-            if record.status_code not in (204, 304) and record.status_code >= 200:
-                await _read_body(reader, record.headers, body)
-            data = body.bytes()
-            record.body = data
-            record.body_length = len(data)
-            record.body_truncated = body.truncated
-            record.body_sha256 = hashlib.sha256(data).hexdigest()
-            record.title = title_of(data)
-    except (HTTPProtocolError, ValueError, UnicodeError, zlib.error) as exc:
-        record.failure = failures.unknown(f"invalid HTTP response: {exc}")
-    except Exception as exc:
+            await exchange.run(req)
+    except (*NETWORK_ERRORS, HTTPProtocolError) as exc:
         record.failure = classify(exc)
     finally:
         conn.close()
+    if record.failure is None:
+        record.failure = exchange.redirect_failure
+    if record.status_code is None and exchange.received:
+        record.raw = bytes(exchange.received)
     record.t = clock()
     return record
