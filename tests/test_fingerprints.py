@@ -198,3 +198,36 @@ def test_shipped_entries_are_ours():
     entries = json.loads(text)
     assert {e["id"] for e in entries} >= {"probe.kg_homeline_location", "probe.kg_elcat_judicial"}
     assert all(e["id"].startswith("probe.") for e in entries)
+
+
+def test_fingerprints_match_pages_in_their_own_charset(tmp_path):
+    # A Russian notice in windows-1251, declared in the header only: decoded as UTF-8 it
+    # would be replacement characters and no Cyrillic pattern could match.
+    extra = tmp_path / "ru.json"
+    extra.write_text(
+        '[{"id": "lab.ru_notice", "location": "body", "type": "contains", '
+        '"pattern": "Доступ к информационному ресурсу", "scope": "isp"}]'
+    )
+    fps = Fingerprints.load([extra], censoredplanet=False)
+    body = "<html><body>Доступ к информационному ресурсу ограничен</body></html>"
+    hop = HTTPRequest(
+        url="http://x.kg/",
+        status_code=200,
+        headers=[["Content-Type", "text/html; charset=windows-1251"]],
+        body=body.encode("cp1251"),
+    )
+    assert fps.match_http(hop).id == "lab.ru_notice"
+    hop.headers = [["Content-Type", "text/html"]]  # undeclared: read as UTF-8, no match
+    assert fps.match_http(hop) is None
+
+
+def test_fingerprints_match_the_raw_bytes_of_a_reply_that_was_not_http(tmp_path):
+    extra = tmp_path / "raw.json"
+    extra.write_text(
+        '[{"id": "lab.raw_notice", "location": "body", "type": "contains", '
+        '"pattern": "blocked by order", "scope": "isp"}]'
+    )
+    fps = Fingerprints.load([extra], censoredplanet=False)
+    hop = HTTPRequest(url="http://x.kg/", failure="unknown_failure: invalid HTTP response: x",
+                      raw=b"BLOCKED\r\nblocked by order of the court\r\n")  # fmt: skip
+    assert fps.match_http(hop).id == "lab.raw_notice"

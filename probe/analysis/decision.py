@@ -153,7 +153,7 @@ def _fingerprint_hops(obs: Observations, fps: Fingerprints) -> tuple[Match | Non
     """(blockpage, false positive) matched on hops with a response that TLS does not vouch for."""
     suppressed = None
     for hop in obs.http:
-        if hop.status_code is None or _authenticated(obs, hop):
+        if (hop.status_code is None and hop.raw is None) or _authenticated(obs, hop):
             continue
         match = fps.match_http(hop)
         if match is None:

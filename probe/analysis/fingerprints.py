@@ -24,12 +24,12 @@ signature (ours with scope ``fp`` or Censored Planet's) is not a blockpage:
 checked first"), evaluated lazily: the false-positive list is only scanned when some
 blockpage pattern matched, which gives the same answer at half the cost.
 
-**Speed.** ~1,100 regexes over a 512 KiB body cost about 0.25 s of CPU, too much for
-thousands of targets a minute, and one big alternation is slower still with Python's ``re``
-(it cannot use the literal-prefix search then). Block pages are small, so bodies are decoded
-once (UTF-8, ``errors="replace"``) and only their first :data:`MATCH_BODY_BYTES` (64 KiB) are
-matched; header fingerprints always see every header. Patterns are compiled once, and the
-shipped set is cached by :func:`default`.
+**Speed.** ~1,100 regexes over a 512 KiB body cost about 0.25 s of CPU, too much for thousands
+of targets a minute, and one big alternation is slower still with Python's ``re`` (it cannot use
+the literal-prefix search then). Block pages are small, so bodies are decoded once (in the
+charset the page declares, else UTF-8, ``errors="replace"``) and only their first
+:data:`MATCH_BODY_BYTES` (64 KiB) are matched; header fingerprints always see every header.
+Patterns are compiled once, and the shipped set is cached by :func:`default`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FingerprintError
+from ..model.charset import charset_of, decode_text
 from ..model.records import HTTPRequest
 
 #: Only this many leading bytes of a body are matched (block pages are a few KiB).
@@ -164,17 +165,21 @@ def _data(name: str) -> str:
     return resources.files("probe").joinpath("data", name).read_text(encoding="utf-8")
 
 
-def decode_body(body: bytes | None, limit: int = MATCH_BODY_BYTES) -> str:
-    """The first ``limit`` bytes of ``body`` as text (UTF-8, undecodable bytes replaced)."""
+def decode_body(hop: HTTPRequest, limit: int = MATCH_BODY_BYTES) -> str:
+    """The first ``limit`` bytes of the hop's body as text, in the charset the page declares
+    (UTF-8 otherwise; undecodable bytes replaced). A reply that was not HTTP at all is matched
+    by its raw bytes, so a censor's non-HTTP notice can be fingerprinted too."""
+    body = hop.body or hop.raw
     if not body:
         return ""
-    return body[:limit].decode("utf-8", errors="replace")
+    head = body[:limit]
+    return decode_text(head, charset_of(hop.header("content-type"), head))
 
 
 def response_text(hop: HTTPRequest, body_text: str | None = None) -> str:
     """Header lines and body as Censored Planet matches them."""
     if body_text is None:
-        body_text = decode_body(hop.body)
+        body_text = decode_body(hop)
     head = "\r\n".join(f"{name}: {value}" for name, value in hop.headers)
     return f"{head}\r\n\r\n{body_text}" if head else body_text
 
@@ -236,9 +241,9 @@ class Fingerprints:
         A blockpage match that a false-positive signature also matches returns the
         false-positive :class:`Match` instead (``.false_positive`` is True).
         """
-        if hop.status_code is None and not hop.headers and not hop.body:
+        if hop.status_code is None and not hop.headers and not hop.body and not hop.raw:
             return None
-        body = decode_body(hop.body)
+        body = decode_body(hop)
         whole: list[str] = []
         hit = self._first(self._blockpages, hop, body, whole)
         if hit is None:
