@@ -1,4 +1,4 @@
-"""The ``probe`` command line: a thin layer over the library."""
+"""Measuring: ``probe check`` and ``probe reanalyze``."""
 
 from __future__ import annotations
 
@@ -12,45 +12,9 @@ from typing import Any
 
 import click
 
-from . import __version__, targets
-from .errors import InputError
-
-
-class BadInput(click.ClickException):
-    """Bad input from a file or an option: one line, exit status 2."""
-
-    exit_code = 2
-
-
-class Interrupted(click.ClickException):
-    """Ctrl-C: exit status 130, as a shell would report SIGINT."""
-
-    exit_code = 130
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="probe")
-@click.pass_context
-def cli(ctx: click.Context) -> None:
-    """Measure website blocking: DNS, TCP/IP, TLS/SNI and HTTP, against a control.
-
-    Run by volunteers inside a censored network; results go to SQLite for researchers.
-    Settings come from flags, then the configuration file written by `probe init`
-    ($PROBE_CONFIG, or ~/.config/probe/config.toml), then built-in defaults.
-    """
-    from .config import click_defaults, load_config
-
-    try:
-        ctx.obj = load_config()
-    except InputError as exc:
-        raise BadInput(str(exc)) from None
-    ctx.default_map = click_defaults(ctx.obj)
-
-
-def _db_path(db: Path | None) -> Path:
-    from .config import default_db
-
-    return db if db is not None else default_db()
+from .. import targets
+from ..errors import InputError
+from ._group import BadInput, Interrupted, cli, db_path, existing_db
 
 
 def _timeout_options(f: Any) -> Any:
@@ -73,16 +37,9 @@ def _timeout_options(f: Any) -> Any:
     return f
 
 
-def _existing_db(db: Path | None) -> Path:
-    path = _db_path(db)
-    if not path.is_file():
-        raise BadInput(f"{path}: no such database (run `probe check` first, or give --db)")
-    return path
-
-
 def _require_consent(settings: dict[str, Any], db: Path) -> None:
     """No measurement without recorded consent: ask once on a terminal, else say how."""
-    from .config import config_path, consent_text, record_consent
+    from ..config import config_path, consent_text, record_consent
 
     if settings.get("consent"):
         return
@@ -95,73 +52,6 @@ def _require_consent(settings: dict[str, Any], db: Path) -> None:
     if not click.confirm("Do you understand this and want to measure?", default=False):
         raise BadInput("nothing measured: consent was not given")
     click.echo(f"Consent recorded in {record_consent(db)}.")
-
-
-@cli.command()
-@click.option("--yes", is_flag=True, help="Record consent without asking (scripts, Docker, CI).")
-@click.option("--vantage", metavar="NAME", help="A name for this vantage point (not an address).")
-@click.option(
-    "--targets",
-    "target_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Target lists to measure when `probe check` is given none (repeatable).",
-)
-@click.option(
-    "--db",
-    envvar="PROBE_DB",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where results go [default: ~/.local/share/probe/probe.db].",
-)
-@click.option("--probe-asn", metavar="ASN", help="The network's AS number, if you know it.")
-@click.option("--probe-cc", metavar="CC", help="The network's country code, e.g. KG.")
-@click.pass_context
-def init(
-    ctx: click.Context,
-    yes: bool,
-    vantage: str | None,
-    target_files: tuple[Path, ...],
-    db: Path | None,
-    probe_asn: str | None,
-    probe_cc: str | None,
-) -> None:
-    """Say what measuring exposes you to, ask consent, write the configuration.
-
-    Writes $PROBE_CONFIG (default ~/.config/probe/config.toml) with your consent, a vantage
-    name, target lists, an absolute database path, and what you give here; edit it later, or
-    run init again (what you do not give again is kept). With --yes nothing is asked.
-
-    Example:
-
-        probe init --yes --vantage bishkek-1 --targets targets/kg.txt --probe-cc KG
-    """
-    from .config import config_path, consent_text, parse_asn, parse_cc, write_config
-    from .model.records import utc_now
-
-    values = dict(ctx.obj or {})
-    path = _db_path(db or (Path(values["db"]) if values.get("db") else None)).resolve()
-    try:
-        if probe_asn is not None:
-            values["probe_asn"] = parse_asn(probe_asn)
-        if probe_cc is not None:
-            values["probe_cc"] = parse_cc(probe_cc)
-    except InputError as exc:
-        raise BadInput(str(exc)) from None
-    if not yes:
-        click.echo(consent_text(path))
-        if not click.confirm("Do you understand this and want to measure?", default=False):
-            raise BadInput("nothing written: consent was not given")
-        vantage = vantage or click.prompt(
-            "A name for this vantage point (not your address)",
-            default=values.get("vantage") or "my-probe",
-        )
-    values["consent"] = utc_now()
-    values["vantage"] = vantage or values.get("vantage") or "my-probe"
-    values["db"] = str(path)
-    if target_files:
-        values["targets"] = [str(p.resolve()) for p in target_files]
-    written = write_config(values, config_path())
-    click.echo(f"Configuration written to {written}; results will go to {path}.")
 
 
 @cli.command()
@@ -261,17 +151,17 @@ def check(
 
         probe check targets/kg.txt --json > kg.jsonl
     """
-    from .config import check_config
-    from .measure import runner
-    from .measure.measurer import Timeouts
-    from .store import Store, open_db
+    from ..config import check_config
+    from ..measure import runner
+    from ..measure.measurer import Timeouts
+    from ..store import Store, open_db
 
     settings = click.get_current_context().obj or {}
     if not files and not inputs:
         files = tuple(Path(p) for p in settings.get("targets") or ())
     if not files and not inputs:
         raise click.UsageError("give at least one target FILE or --input URL")
-    db = _db_path(db)
+    db = db_path(db)
     _require_consent(settings, db)
     timeouts = Timeouts(
         **{
@@ -410,17 +300,17 @@ def reanalyze(
 
         probe reanalyze --since 2026-11-01 --fingerprints new-isp-notice.json
     """
-    from .analysis.fingerprints import Fingerprints
-    from .reanalyze import Change
-    from .reanalyze import reanalyze as run_reanalysis
-    from .store import open_db
+    from ..analysis.fingerprints import Fingerprints
+    from ..reanalyze import Change
+    from ..reanalyze import reanalyze as run_reanalysis
+    from ..store import open_db
 
     def show(change: Change) -> None:
         before = ", ".join(f"{k}={v}" for k, v in change.before.items())
         after = ", ".join(f"{k}={v}" for k, v in change.after.items())
         click.echo(f"{change.start_time}  {change.input}: {before} -> {after}")
 
-    db = _existing_db(db)
+    db = existing_db(db)
     try:
         fingerprints = Fingerprints.load(extra_files=fingerprint_files)
         examined, changed = run_reanalysis(
@@ -429,69 +319,3 @@ def reanalyze(
     except InputError as exc:
         raise BadInput(str(exc)) from None
     click.echo(f"{examined} measurements re-analysed, {changed} changed.", err=True)
-
-
-@cli.group()
-def helper() -> None:
-    """The test helper: the control seen from outside the censored network."""
-
-
-@helper.command()
-@click.option("--listen", default="0.0.0.0:8080", show_default=True, metavar="HOST:PORT")
-@click.option("--resolver", metavar="URL", help="Resolver to use [default: /etc/resolv.conf].")
-@click.option(
-    "--ca-file", type=click.Path(exists=True, dir_okay=False), help="Trust anchors (PEM)."
-)
-@click.option(
-    "--asn-db",
-    type=click.Path(exists=True, dir_okay=False),
-    help="IP-to-ASN table (iptoasn.com TSV) for the ip_info answers.",
-)
-@click.option("--max-in-flight", type=click.IntRange(min=1), default=25, show_default=True)
-def serve(
-    listen: str, resolver: str | None, ca_file: str | None, asn_db: str | None, max_in_flight: int
-) -> None:
-    """Serve OONI's test-helper protocol, so our probes and OONI's can use it.
-
-    It resolves, connects, handshakes and fetches on behalf of probes, refusing private,
-    loopback, link-local and other bogon addresses so it can never become a proxy into its
-    own network.
-
-    Example:
-
-        probe helper serve --listen 0.0.0.0:8080 --asn-db ip2asn-combined.tsv
-    """
-    from .helper.server import HelperConfig
-    from .helper.server import serve as serve_helper
-    from .net.resolvers import parse_resolver
-
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise click.BadParameter("expected HOST:PORT", param_hint="--listen")
-    try:
-        parsed = parse_resolver(resolver) if resolver else None
-    except InputError as exc:
-        raise click.BadParameter(str(exc), param_hint="--resolver") from None
-    try:
-        serve_helper(
-            HelperConfig(
-                host=host.strip("[]") or "0.0.0.0",
-                port=int(port),
-                resolver=parsed,
-                ca_file=ca_file,
-                asn_db=asn_db,
-                max_in_flight=max_in_flight,
-            )
-        )
-    except InputError as exc:  # a bad --asn-db line (FILE:LINE: ...), no system resolver
-        raise BadInput(str(exc)) from None
-    except OSError as exc:  # e.g. the address is in use
-        raise click.ClickException(f"cannot serve on {listen}: {exc.strerror or exc}") from None
-
-
-def main() -> None:
-    cli()
-
-
-if __name__ == "__main__":
-    main()

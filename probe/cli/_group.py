@@ -1,0 +1,54 @@
+"""The ``probe`` click group, and what every command shares: errors and the database path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..errors import InputError
+
+
+class BadInput(click.ClickException):
+    """Bad input from a file or an option: one line, exit status 2."""
+
+    exit_code = 2
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C: exit status 130, as a shell would report SIGINT."""
+
+    exit_code = 130
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="probe")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Measure website blocking: DNS, TCP/IP, TLS/SNI and HTTP, against a control.
+
+    Run by volunteers inside a censored network; results go to SQLite for researchers.
+    Settings come from flags, then the configuration file written by `probe init`
+    ($PROBE_CONFIG, or ~/.config/probe/config.toml), then built-in defaults.
+    """
+    from ..config import click_defaults, load_config
+
+    try:
+        ctx.obj = load_config()
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
+    ctx.default_map = click_defaults(ctx.obj)
+
+
+def db_path(db: Path | None) -> Path:
+    from ..config import default_db
+
+    return db if db is not None else default_db()
+
+
+def existing_db(db: Path | None) -> Path:
+    path = db_path(db)
+    if not path.is_file():
+        raise BadInput(f"{path}: no such database (run `probe check` first, or give --db)")
+    return path

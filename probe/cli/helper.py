@@ -1,0 +1,66 @@
+"""``probe helper``: run the test helper."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import InputError
+from ._group import BadInput, cli
+
+
+@cli.group()
+def helper() -> None:
+    """The test helper: the control seen from outside the censored network."""
+
+
+@helper.command()
+@click.option("--listen", default="0.0.0.0:8080", show_default=True, metavar="HOST:PORT")
+@click.option("--resolver", metavar="URL", help="Resolver to use [default: /etc/resolv.conf].")
+@click.option(
+    "--ca-file", type=click.Path(exists=True, dir_okay=False), help="Trust anchors (PEM)."
+)
+@click.option(
+    "--asn-db",
+    type=click.Path(exists=True, dir_okay=False),
+    help="IP-to-ASN table (iptoasn.com TSV) for the ip_info answers.",
+)
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=25, show_default=True)
+def serve(
+    listen: str, resolver: str | None, ca_file: str | None, asn_db: str | None, max_in_flight: int
+) -> None:
+    """Serve OONI's test-helper protocol, so our probes and OONI's can use it.
+
+    It resolves, connects, handshakes and fetches on behalf of probes, refusing private,
+    loopback, link-local and other bogon addresses so it can never become a proxy into its
+    own network.
+
+    Example:
+
+        probe helper serve --listen 0.0.0.0:8080 --asn-db ip2asn-combined.tsv
+    """
+    from ..helper.server import HelperConfig
+    from ..helper.server import serve as serve_helper
+    from ..net.resolvers import parse_resolver
+
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.BadParameter("expected HOST:PORT", param_hint="--listen")
+    try:
+        parsed = parse_resolver(resolver) if resolver else None
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--resolver") from None
+    try:
+        serve_helper(
+            HelperConfig(
+                host=host.strip("[]") or "0.0.0.0",
+                port=int(port),
+                resolver=parsed,
+                ca_file=ca_file,
+                asn_db=asn_db,
+                max_in_flight=max_in_flight,
+            )
+        )
+    except InputError as exc:  # a bad --asn-db line (FILE:LINE: ...), no system resolver
+        raise BadInput(str(exc)) from None
+    except OSError as exc:  # e.g. the address is in use
+        raise click.ClickException(f"cannot serve on {listen}: {exc.strerror or exc}") from None
