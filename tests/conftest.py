@@ -1,7 +1,8 @@
 """Fixtures for the network-namespace censorship lab (see tests/lab/__init__.py).
 
 ``lab`` is built once per session (only if a test asks for it); ``clean_lab`` yields the same
-lab and undoes every censorship primitive after the test, pass or fail.
+lab and undoes every censorship primitive after the test, pass or fail; ``helper`` is probe's
+own test helper running in the lab, one per test module.
 """
 
 import os
@@ -55,3 +56,11 @@ def volunteer_home(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def helper(lab):
+    process = lab.start_probe_helper()
+    yield process
+    process.terminate()
+    process.wait(10)  # its port is free for the next module's helper

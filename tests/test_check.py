@@ -141,13 +141,6 @@ def probe_check(
 
 
 @pytest.fixture(scope="module")
-def helper(lab):
-    process = lab.start_probe_helper()
-    yield process
-    process.terminate()
-
-
-@pytest.fixture(scope="module")
 def scenario_run(lab, helper, tmp_path_factory):
     db = tmp_path_factory.mktemp("check") / "probe.db"
     lab.reset()
@@ -162,7 +155,11 @@ def scenario_run(lab, helper, tmp_path_factory):
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_scenario(scenario_run, scenario):
     results, _ = scenario_run
-    got = results[scenario.url]
+    assert_verdict(results[scenario.url], scenario)
+
+
+def assert_verdict(got: dict[str, Any], scenario: Scenario) -> None:
+    """The JSON line of a `probe check` run says what the scenario expects."""
     assert (got["verdict"], got["blocking"]) == (scenario.verdict, scenario.blocking), got
     if scenario.failure:
         assert got["failure"] == scenario.failure, got

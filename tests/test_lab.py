@@ -1,16 +1,19 @@
 """Tests of the censorship lab itself: every primitive, observed from inside the vantage with
 plain Python clients (tests/lab/clients.py run through ``lab.call``)."""
 
+import base64
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import zlib
 
 import pytest
 
 from tests.lab import REPO_ROOT, Lab, list_lab_namespaces, sweep_stale
+from tests.lab.servers import NOTICE_TITLE, cyrillic_title
 
 SENTENCE = Lab.BLOCKPAGE_SENTENCE
 UNREACHABLE = {"ENETUNREACH", "EHOSTUNREACH"}
@@ -434,3 +437,148 @@ def test_shell_spec_parsing():
     assert parse_spec("tcp_refuse:192.88.99.100:443") == ("tcp_refuse", ["192.88.99.100", 443], {})
     with pytest.raises(ValueError):
         parse_spec("no_such_primitive:x")
+
+
+# ---------------------------------------------------------------- the ISP's own servers
+
+
+def test_isp_notice_redirector_and_their_injection(clean_lab):
+    lab = clean_lab
+    r = v(lab, "http", lab.NOTICE_IP, "any.kg", "/")
+    assert r["status"] == 200 and f"<title>{NOTICE_TITLE}</title>" in r["body"]
+    names = [name for name, _ in r["header_pairs"]]
+    assert names == ["Server", "Date", "Content-Type", "Content-Length", "Connection"]
+    assert r["headers"]["server"] == "nginx" and SENTENCE not in r["body"]
+    # notice.isp.kg resolves (at the ISP and outside) and has a valid certificate
+    r = v(lab, "httpx_get", f"https://{lab.NOTICE_HOST}/anything", cafile=lab.ca_file)
+    assert r["status"] == 200 and NOTICE_TITLE in r["body"]
+    assert resolve(lab, lab.CONTROL_RESOLVER, lab.NOTICE_HOST)["addresses"] == [lab.NOTICE_IP]
+    lab.inject_blockpage(lab.site("vesti.kg").ip, to=lab.NOTICE_IP)
+    assert NOTICE_TITLE in v(lab, "httpx_get", "http://vesti.kg/")["body"]
+    lab.inject_blockpage(lab.site("kloop.kg").ip, to=lab.REDIRECT_IP)
+    r = v(lab, "httpx_get", "http://kloop.kg/", cafile=lab.ca_file)
+    assert r["history"] == [302] and r["url"] == f"https://{lab.NOTICE_HOST}/?site=kloop.kg"
+    assert NOTICE_TITLE in r["body"]
+    r = v(lab, "httpx_get", "https://kloop.kg/", cafile=lab.ca_file)  # port 443 untouched
+    assert r["headers"]["x-lab-site"] == "kloop.kg"
+    with pytest.raises(ValueError):
+        lab.inject_blockpage("kloop.kg", to=lab.ISP_RESOLVER)
+
+
+def test_sni_proxy_splices_to_the_real_site_or_resets(clean_lab):
+    lab = clean_lab
+    proxy = lab.SNI_PROXY_IP
+    lab.dns_lie("24.kg", proxy)
+    r = v(lab, "httpx_get", "https://24.kg/", cafile=lab.ca_file)  # the site's own certificate
+    assert r["status"] == 200 and r["headers"]["x-lab-site"] == "24.kg"
+    r = v(lab, "httpx_get", "https://24.kg/large", cafile=lab.ca_file)
+    assert r["length"] == 2 * 1024 * 1024
+    undo = lab.sni_proxy_reset("24.kg")
+    r = v(lab, "tls", proxy, "24.kg", cafile=lab.ca_file)
+    assert (r["result"], r["stage"]) == ("ECONNRESET", "handshake"), r
+    assert v(lab, "tls", proxy, "kloop.kg", cafile=lab.ca_file)["result"] == "ok"
+    assert v(lab, "tls", proxy, "no-such.kg")["result"] == "eof"  # a name it cannot route
+    undo()
+    assert v(lab, "tls", proxy, "24.kg", cafile=lab.ca_file)["result"] == "ok"
+
+
+def test_helper_dpi_reset_censors_only_the_helper(clean_lab):
+    lab = clean_lab
+    site = lab.site("kaktus.media")
+    lab.helper_dpi_reset(site.host, port=443)
+    r = lab.call(lab.net, "tls", site.ip, site.host, cafile=lab.ca_file)
+    assert (r["result"], r["stage"]) == ("ECONNRESET", "handshake"), r
+    assert v(lab, "tls", site.ip, site.host, cafile=lab.ca_file)["result"] == "ok"
+    assert lab.call(lab.net, "http", site.ip, site.host)["status"] == 200  # port 80 untouched
+    lab.reset()
+    assert lab.call(lab.net, "tls", site.ip, site.host, cafile=lab.ca_file)["result"] == "ok"
+
+
+# ---------------------------------------------------------------- site options
+
+
+def test_site_paths_and_redirects(lab):
+    lab.add_site("paths.lab-options.kg", pages=["/новости/2022"],
+                 redirects={"/old": (308, "https://target.lab-options.kg/y")})  # fmt: skip
+    lab.add_site("target.lab-options.kg", pages=["/y"])
+    ip = lab.site("paths.lab-options.kg").ip
+    for path in ("/новости/2022", "/%D0%BD%D0%BE%D0%B2%D0%BE%D1%81%D1%82%D0%B8/2022", "/?q=x"):
+        r = v(lab, "http", ip, "paths.lab-options.kg", path)
+        assert r["status"] == 200 and "paths.lab-options.kg — lab news" in r["body"], path
+    assert v(lab, "http", ip, "paths.lab-options.kg", "/новости/2023")["status"] == 404
+    r = v(lab, "httpx_get", "http://paths.lab-options.kg/old", cafile=lab.ca_file)
+    assert r["history"] == [308] and r["url"] == "https://target.lab-options.kg/y"
+    assert "target.lab-options.kg — lab news" in r["body"]
+    with pytest.raises(ValueError):
+        lab.add_site("bad.lab-options.kg", redirects={"/": (200, "https://x/")})
+    with pytest.raises(TypeError):
+        lab.add_site("bad.lab-options.kg", no_such_option=True)
+
+
+def test_site_headers_and_lengths(lab):
+    ip = lab.add_site("plain.lab-options.kg", plain_headers=True, varying_headers=True,
+                      length_jitter=0.15).ip  # fmt: skip
+    pages = [v(lab, "http", ip, "plain.lab-options.kg") for _ in range(4)]
+    standard = {"server", "date", "content-type", "content-length", "connection"}
+    extra = [set(p["headers"]) - standard for p in pages]
+    assert all(p["headers"]["server"] == "nginx" for p in pages)
+    assert all(not e & {"x-lab-site", "x-lab-page-id"} for e in extra)
+    assert all(e and not e & f for e, f in zip(extra, extra[1:], strict=False)), extra
+    lengths = [p["length"] for p in pages]
+    assert lengths[0] == lengths[2] != lengths[1] == lengths[3]
+    assert round(min(lengths) / max(lengths), 3) == round(0.85 / 1.15, 3)
+    title = "<title>plain.lab-options.kg — lab news</title>"
+    assert all(title in p["body"] for p in pages)
+    ip = lab.add_site("untitled.lab-options.kg", untitled=True).ip
+    assert "<title" not in v(lab, "http", ip, "untitled.lab-options.kg")["body"]
+
+
+def test_cdn_challenge_for_everyone_outside_the_isp(lab):
+    ip = lab.add_site("cdn.lab-options.kg", cdn_challenge=True).ip
+    r = v(lab, "http", ip, "cdn.lab-options.kg")
+    assert r["status"] == 200 and "lab news" in r["body"]
+    for scheme in ("http", "https"):
+        r = lab.call(lab.net, "httpx_get", f"{scheme}://cdn.lab-options.kg/", cafile=lab.ca_file)
+        assert r["status"] == 403 and "<title>Just a moment...</title>" in r["body"], scheme
+
+
+def test_legacy_cyrillic_charsets(lab):
+    for name, charset, where in (("cp.lab-options.kg", "windows-1251", "header"),
+                                 ("koi.lab-options.kg", "koi8-r", "meta")):  # fmt: skip
+        ip = lab.add_site(name, charset=charset, charset_in=where).ip
+        r = v(lab, "http", ip, name)
+        text = base64.b64decode(r["body_b64"]).decode(charset)
+        assert f"<title>{cyrillic_title(name)}</title>" in text
+        declared = r["headers"]["content-type"]
+        assert (declared == f"text/html; charset={charset}") is (where == "header")
+        assert (f'<meta charset="{charset}">' in text) is (where == "meta")
+        assert cyrillic_title(name) not in r["body"]  # not UTF-8
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "deflate-raw"])
+def test_content_codings(lab, coding):
+    name = f"{coding}.lab-options.kg"
+    ip = lab.add_site(name, content_encoding=coding).ip
+    r = v(lab, "http", ip, name, headers={"Accept-Encoding": "gzip, deflate"})
+    body = base64.b64decode(r["body_b64"])
+    assert r["headers"]["content-encoding"] == coding.split("-")[0]
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(coding, -zlib.MAX_WBITS)
+    assert f"{name} — lab news".encode() in zlib.decompress(body, wbits)
+    r = v(lab, "http", ip, name)  # not offered: not encoded
+    assert "content-encoding" not in r["headers"] and f"{name} — lab news" in r["body"]
+
+
+def test_chunked_and_interim_responses(lab):
+    ip = lab.add_site("chunked.lab-options.kg", chunked=True, content_encoding="gzip").ip
+    r = v(lab, "httpx_get", "http://chunked.lab-options.kg/")
+    assert r["headers"]["transfer-encoding"] == "chunked"
+    assert r["headers"]["content-encoding"] == "gzip" and "lab news" in r["body"]
+    r = v(lab, "http", ip, "chunked.lab-options.kg", version="1.1")
+    assert r["headers"]["transfer-encoding"] == "chunked" and r["body"].endswith("\r\n0\r\n\r\n")
+    for code in (103, 100):
+        name = f"interim-{code}.lab-options.kg"
+        ip = lab.add_site(name, interim=code).ip
+        r = v(lab, "http", ip, name, version="1.1")
+        assert (r["interim"], r["status"]) == ([code], 200) and "lab news" in r["body"]
+        assert v(lab, "http", ip, name)["interim"] == []  # never to an HTTP/1.0 client
+        assert v(lab, "httpx_get", f"http://{name}/")["status"] == 200

@@ -6,8 +6,21 @@ Three namespaces, linked to each other by veth pairs and to nothing else (no pac
 
 * ``vantage``: where the probe runs; /etc/netns/<vantage>/resolv.conf points at the ISP resolver.
 * ``isp``: the censoring router (ip_forward, iptables, tc, an NFQUEUE daemon for delays and
-  forged FINs), the ISP resolver 192.88.99.10 (may lie), the block-page server 192.88.99.11 and
-  the on-path DNS injector 192.88.99.12 (only reachable through the router's DNAT).
+  forged FINs), the ISP resolver 192.88.99.10 (may lie), and the ISP's servers:
+
+  - 192.88.99.11 ``BLOCKPAGE_IP``: HTTP block page that a fingerprint knows (ElCat's sentence);
+  - 192.88.99.12 ``INJECTOR_IP``: the on-path DNS injector (only reachable through the DNAT);
+  - 192.88.99.13 ``NOTICE_IP``: a block notice that NO fingerprint knows, as an ISP would put
+    up with stock nginx (``Server: nginx``, Date, Content-Type, Content-Length, Connection; a
+    short Russian/Kyrgyz "Доступ к сайту закрыт" page, about a sixth of a site's page,
+    with its own title), on HTTP 80 and on HTTPS 443 as ``NOTICE_HOST`` (notice.isp.kg, a
+    lab-CA certificate; the name resolves everywhere to this address);
+  - 192.88.99.14 ``REDIRECT_IP``: HTTP 80 answers every request with nginx's 302 to
+    ``https://notice.isp.kg/?site=<Host>`` (a block page on another host, over valid HTTPS);
+  - 192.88.99.15 ``SNI_PROXY_IP``: an SNI-routing transparent proxy on 443: it reads the
+    ClientHello's SNI and splices the TCP stream to the name's real address (so the site's own
+    certificate validates), or resets the connection for the names given to
+    ``sni_proxy_reset``. Point names at it with ``dns_lie``/``dns_inject``.
 * ``net``: the internet: control resolver 192.88.99.53 (UDP/TCP 53, DoT 853), DoH at
   https://192.88.99.54/dns-query, the helper address 192.88.99.80, and the outlets
   (192.88.99.100-250, HTTP 80 / HTTPS 443, virtual hosts by Host and SNI).
@@ -25,6 +38,34 @@ Censorship methods return an undo callable; ``lab.reset()`` undoes everything. M
 ``ip`` also accept a site name (its main IP is used). Sites added with ``add_site`` persist
 across ``reset()`` (remove them with ``remove_site``).
 
+Every site serves ``/`` (its page), ``/large`` (2 MiB), ``/redirect/N`` (N 302s, then the
+page), ``/delay/MS`` (the page after MS ms), and 404 otherwise. Site options (``add_site``):
+
+* ``extra_ips``, ``cert`` (``wrong-name``, ``self-signed``, ``expired``);
+* ``https_only_redirect``: cleartext HTTP answers 301 to the same URL over https;
+* ``pages``: more paths (as text: ``/новости/2022``; percent-escaped or raw UTF-8 requests
+  both match) that serve the page; query strings never matter;
+* ``redirects``: ``{path: (status, location)}``, e.g. ``{"/": (308, "https://b.kg/")}``;
+* ``plain_headers``: answer as stock nginx (``Server: nginx``, Date, Content-Type,
+  Content-Length or Transfer-Encoding, Connection) without the ``X-Lab-*`` headers;
+* ``varying_headers``: consecutive page responses carry disjoint non-standard headers
+  (``X-Request-Id`` with a random value, then ``X-Cache``/``X-Cache-Hits``, and so on);
+* ``length_jitter`` (a fraction j): consecutive page responses alternate between lengths
+  N(1-j) and N(1+j) (a news ticker in a comment); the title stays the same;
+* ``untitled``: the page has no ``<title>``;
+* ``cdn_challenge``: clients outside the ISP's customer network 192.88.99.0/29 (the test
+  helper, whatever source address it uses) get a CDN's 403 "Just a moment..." challenge; the
+  vantage gets the page;
+* ``charset`` (e.g. ``windows-1251``, ``koi8-r``) with ``charset_in`` ``header`` (default:
+  only in Content-Type) or ``meta`` (only in a ``<meta charset>``): a Russian page whose title
+  is ``servers.cyrillic_title(name)``, encoded in that charset;
+* ``content_encoding``: ``gzip``, ``deflate`` (zlib), or ``deflate-raw`` (a raw DEFLATE
+  stream labelled ``deflate``), when the request's Accept-Encoding offers it;
+* ``chunked``: the page is sent with ``Transfer-Encoding: chunked`` (HTTP/1.1 requests);
+* ``interim``: 103 (Early Hints, with a Link header) or 100 (Continue) sent before the 200.
+
+Responses always carry Server and Date headers.
+
 Approximations worth knowing:
 
 * ``throttle`` acts on traffic *forwarded* by the router (vantage <-> net); delay is delay_ms/2
@@ -32,6 +73,8 @@ Approximations worth knowing:
   rate is an htb class in each direction. Only the first throttle on a given IP delays.
 * ``offline`` rejects everything forwarded to the internet with ICMP net-unreachable (immediate
   failures rather than timeouts); the ISP resolver answers SERVFAIL.
+* ``helper_dpi_reset`` acts in ``net`` on traffic that never leaves it (``-i lo``): the test
+  helper's own connections to outlets, not the vantage's (which the router forwards).
 * ``dns_inject`` DNATs UDP/53 queries whose wire-format QNAME contains the name (so subdomains
   match too) and, while any injection is active, all TCP/53 to the on-path injector.
 * DPI patterns are matched case-insensitively, per packet (a pattern split across two TCP
@@ -41,6 +84,7 @@ Approximations worth knowing:
 from __future__ import annotations
 
 import atexit
+import codecs
 import ctypes
 import datetime
 import ipaddress
@@ -79,6 +123,26 @@ DEFAULT_SITES = [
 ]
 
 CERT_KINDS = (None, "wrong-name", "self-signed", "expired")
+#: Site options beyond ip/extra_ips/cert/https_only_redirect: name -> check of the value.
+PAGE_OPTIONS: dict[str, Callable[[object], bool]] = {
+    "pages": lambda v: isinstance(v, (list, tuple)) and all(str(p).startswith("/") for p in v),
+    "redirects": lambda v: (
+        isinstance(v, dict)
+        and all(
+            str(p).startswith("/") and len(r) == 2 and 300 <= int(r[0]) < 400 for p, r in v.items()
+        )
+    ),
+    "plain_headers": lambda v: isinstance(v, bool),
+    "varying_headers": lambda v: isinstance(v, bool),
+    "length_jitter": lambda v: isinstance(v, (int, float)) and 0 <= v < 1,
+    "untitled": lambda v: isinstance(v, bool),
+    "cdn_challenge": lambda v: isinstance(v, bool),
+    "charset": lambda v: isinstance(v, str) and codecs.lookup(v) is not None,
+    "charset_in": lambda v: v in ("header", "meta"),
+    "content_encoding": lambda v: v in ("gzip", "deflate", "deflate-raw"),
+    "chunked": lambda v: isinstance(v, bool),
+    "interim": lambda v: v in (100, 103),
+}
 OUTLET_FIRST, OUTLET_LAST = 100, 250
 
 # interface names (the same names live in different namespaces)
@@ -180,6 +244,7 @@ class Site:
     extra_ips: list[str] = field(default_factory=list)
     https_only_redirect: bool = False
     cert: str | None = None
+    options: dict = field(default_factory=dict)  # PAGE_OPTIONS
 
     @property
     def ips(self) -> list[str]:
@@ -193,6 +258,10 @@ class Lab:
     ISP_RESOLVER = "192.88.99.10"
     BLOCKPAGE_IP = "192.88.99.11"
     INJECTOR_IP = "192.88.99.12"
+    NOTICE_IP = "192.88.99.13"
+    NOTICE_HOST = "notice.isp.kg"
+    REDIRECT_IP = "192.88.99.14"
+    SNI_PROXY_IP = "192.88.99.15"
     CONTROL_RESOLVER = "192.88.99.53"
     DOH_IP = "192.88.99.54"
     DOH_URL = "https://192.88.99.54/dns-query"
@@ -222,6 +291,7 @@ class Lab:
         self._undos: list[Undo] = []
         self._dns_rules: dict[int, tuple[str, dict]] = {}
         self._injects: dict[int, tuple[str, str]] = {}
+        self._sni_resets: dict[int, str] = {}
         self._offline = 0
         self._tcp_dns_intercept = 0
         self._rate_classes = 0
@@ -337,7 +407,8 @@ class Lab:
             "link set lo up", f"link set {I_VIF} up", f"link set {I_NIF} up",
             f"addr add 192.88.99.1/29 dev {I_VIF}", f"addr add 192.88.99.33/30 dev {I_NIF}",
             f"addr add {self.ISP_RESOLVER}/32 dev lo", f"addr add {self.BLOCKPAGE_IP}/32 dev lo",
-            f"addr add {self.INJECTOR_IP}/32 dev lo",
+            f"addr add {self.INJECTOR_IP}/32 dev lo", f"addr add {self.NOTICE_IP}/32 dev lo",
+            f"addr add {self.REDIRECT_IP}/32 dev lo", f"addr add {self.SNI_PROXY_IP}/32 dev lo",
             "route add 192.88.99.0/24 via 192.88.99.34",
             "route add unreachable default",
         ])  # fmt: skip
@@ -427,6 +498,7 @@ class Lab:
         self._doh_cert = self._leaf("doh", [self.DOH_IP])
         self._dot_cert = self._leaf("dot", [self.DOT_SERVER, "dns.lab.example"])
         self._fallback_cert = self._leaf("fallback", ["lab.invalid"])
+        self._notice_cert = self._leaf("notice", [self.NOTICE_HOST])
 
     def _leaf(self, stem: str, names: list[str], **kw) -> list[str]:
         cert = self._ca.issue_cert(*names, **kw)
@@ -520,11 +592,15 @@ class Lab:
         return str(a)
 
     def _add_site(self, name: str, ip: str | None, options: dict) -> Site:
-        unknown = set(options) - {"https_only_redirect", "cert", "extra_ips"}
+        unknown = set(options) - {"https_only_redirect", "cert", "extra_ips", *PAGE_OPTIONS}
         if unknown:
             raise TypeError(f"unknown site options {sorted(unknown)}")
         if options.get("cert") not in CERT_KINDS:
             raise ValueError(f"cert must be one of {CERT_KINDS}")
+        page = {k: v for k, v in options.items() if k in PAGE_OPTIONS}
+        for key, value in page.items():
+            if not PAGE_OPTIONS[key](value):
+                raise ValueError(f"bad value for site option {key}: {value!r}")
         host = to_ascii(name)
         old = self._site_by_any(host)
         if old is not None:
@@ -536,6 +612,7 @@ class Lab:
             extra_ips=[self._check_outlet(x) for x in options.get("extra_ips", [])],
             https_only_redirect=bool(options.get("https_only_redirect", False)),
             cert=options.get("cert"),
+            options=page,
         )
         new_ips = [x for x in site.ips if x not in self._net_addrs]
         self.sites[name] = site
@@ -597,11 +674,12 @@ class Lab:
             cert, key = self._certs[s.host]
             sites[s.host] = {
                 "name": s.name, "host": s.host, "ips": s.ips, "certfile": cert, "keyfile": key,
-                "https_only_redirect": s.https_only_redirect, "cert": s.cert,
+                "https_only_redirect": s.https_only_redirect, "cert": s.cert, **s.options,
             }  # fmt: skip
             dns[s.host] = s.ips
             for ip in s.ips:
                 ip_default.setdefault(ip, s.host)
+        dns[self.NOTICE_HOST] = [self.NOTICE_IP]
         isp_dns = {name: rule for _, (name, rule) in sorted(self._dns_rules.items())}
         inject = {name: addr for _, (name, addr) in sorted(self._injects.items())}
         return {
@@ -609,8 +687,14 @@ class Lab:
             "sites": sites,
             "dns": dns,
             "ip_default": ip_default,
-            "isp": {"dns": isp_dns, "inject": inject, "offline": self._offline > 0},
+            "isp": {
+                "dns": isp_dns,
+                "inject": inject,
+                "offline": self._offline > 0,
+                "sni_reset": sorted(set(self._sni_resets.values())),
+            },  # fmt: skip
             "doh_cert": self._doh_cert,
+            "notice_cert": self._notice_cert,
             "dot_cert": self._dot_cert,
             "fallback_cert": self._fallback_cert,
         }
@@ -861,11 +945,36 @@ class Lab:
                 "-j", "CONNMARK", "--set-xmark", CONNMARK_DROP]  # fmt: skip
         return self._register(self._rules([(self.isp, "filter", "LAB_DPI", rule)]))
 
-    def inject_blockpage(self, ip: str) -> Undo:
-        """Cleartext HTTP (tcp/80) to ip is DNATed to the ISP block-page server."""
+    def inject_blockpage(self, ip: str, to: str = BLOCKPAGE_IP) -> Undo:
+        """Cleartext HTTP (tcp/80) to ip is DNATed to an ISP server, port 80: ``BLOCKPAGE_IP``
+        (a fingerprinted block page), ``NOTICE_IP`` (an unfingerprinted notice) or
+        ``REDIRECT_IP`` (a 302 to the notice over HTTPS on another host)."""
+        if to not in (self.BLOCKPAGE_IP, self.NOTICE_IP, self.REDIRECT_IP):
+            raise ValueError(f"no ISP HTTP server at {to}")
         rule = ["-i", I_VIF, "-p", "tcp", "-d", self._ip(ip), "--dport", "80",
-                "-j", "DNAT", "--to-destination", f"{self.BLOCKPAGE_IP}:80"]  # fmt: skip
+                "-j", "DNAT", "--to-destination", f"{to}:80"]  # fmt: skip
         return self._register(self._rules([(self.isp, "nat", "LAB_NAT", rule)]))
+
+    def sni_proxy_reset(self, name: str) -> Undo:
+        """The ISP's SNI proxy (``SNI_PROXY_IP``) resets handshakes whose SNI is name; other
+        names it splices to their real address."""
+        with self._lock:
+            tok = self._next_token()
+            self._sni_resets[tok] = to_ascii(name)
+            self._commit()
+
+        def undo():
+            self._sni_resets.pop(tok, None)
+            self._commit()
+
+        return self._register(undo)
+
+    def helper_dpi_reset(self, pattern: str | bytes, port: int | None = None) -> Undo:
+        """A censor on the helper's side: the test helper's own client->server segments that
+        contain pattern are dropped and it gets a RST (the vantage's traffic is untouched)."""
+        rule = ["-i", "lo", "-p", "tcp", *self._port(port), *self._pattern(pattern),
+                "-j", "REJECT", "--reject-with", "tcp-reset"]  # fmt: skip
+        return self._register(self._rules([(self.net, "filter", "LAB_DPI", rule)]))
 
     def throttle(self, ip: str, delay_ms: int = 0, loss: float = 0.0,
                  rate_kbit: int | None = None) -> Undo:  # fmt: skip
@@ -961,15 +1070,17 @@ class Lab:
                                  ("LAB_LOSS", "filter")):  # fmt: skip
                 self._iptables(self.isp, table, "-F", chain, [])
             self._iptables(self.net, "filter", "-F", "LAB_DOWN", [])
+            self._iptables(self.net, "filter", "-F", "LAB_DPI", [])
             if self._htb:
                 for dev in (I_VIF, I_NIF):
                     _sh(["ip", "netns", "exec", self.isp, "tc", "qdisc", "del", "dev", dev,
                          "root"], check=False)  # fmt: skip
                 self._htb = False
             self._tcp_dns_intercept = 0
-            if self._dns_rules or self._injects or self._offline:
+            if self._dns_rules or self._injects or self._offline or self._sni_resets:
                 self._dns_rules.clear()
                 self._injects.clear()
+                self._sni_resets.clear()
                 self._offline = 0
                 self._commit()
 
@@ -1008,6 +1119,8 @@ COMMIT
 NET_RULES = """\
 *filter
 :LAB_DOWN - [0:0]
+:LAB_DPI - [0:0]
 -A INPUT -j LAB_DOWN
+-A INPUT -j LAB_DPI
 COMMIT
 """

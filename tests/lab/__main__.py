@@ -17,7 +17,8 @@ wherever an IP is expected. Examples::
     tcp_blackhole:24.kg                  tcp_blackhole:192.88.99.100:443
     tcp_refuse:kloop.kg:443
     dpi_reset:www.azattyk.org            dpi_close:24.kg:443     dpi_drop:kaktus.media
-    inject_blockpage:respublica.kg
+    inject_blockpage:respublica.kg       inject_blockpage:kloop.kg:to=192.88.99.13
+    sni_proxy_reset:24.kg                helper_dpi_reset:kloop.kg:443
     throttle:24.kg:delay_ms=200:loss=0.05:rate_kbit=512
     site_down:vesti.kg
     offline
@@ -33,7 +34,7 @@ import sys
 PRIMITIVES = {
     "dns_lie", "dns_nxdomain", "dns_no_answer", "dns_drop", "dns_servfail", "dns_inject",
     "tcp_blackhole", "tcp_refuse", "dpi_reset", "dpi_close", "dpi_drop", "inject_blockpage",
-    "throttle", "site_down", "offline",
+    "throttle", "site_down", "offline", "sni_proxy_reset", "helper_dpi_reset",
 }  # fmt: skip
 
 

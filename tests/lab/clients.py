@@ -7,6 +7,7 @@ certificate verification failure), or a DNS rcode name (``"NXDOMAIN"``, ``"SERVF
 
 from __future__ import annotations
 
+import base64
 import errno
 import socket
 import ssl
@@ -70,10 +71,15 @@ def tls(
 
 def http(
     ip: str, host: str, path: str = "/", port: int = 80, timeout: float = 3.0, sni: bool = False,
-    cafile: str | None = None,
+    cafile: str | None = None, version: str = "1.0", headers: dict | None = None,
 ) -> dict:  # fmt: skip
-    """One HTTP/1.0 GET over a raw socket (TLS if sni=True); returns status, headers, body."""
+    """One GET over a raw socket (TLS if sni=True; HTTP/1.0 unless told, with ``headers`` added,
+    the connection closed by the server); returns status, headers, the body as received (text,
+    and its bytes in base64) and the status codes of the 1xx responses that came first."""
     stage = "connect"
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    request = f"GET {path} HTTP/{version}\r\nHost: {host}\r\nUser-Agent: lab\r\n"
+    request += "Connection: close\r\n" if version == "1.1" else ""
     try:
         s = socket.create_connection((ip, port), timeout=timeout)
         if sni:
@@ -81,7 +87,7 @@ def http(
             ctx = ssl.create_default_context(cafile=cafile)
             s = ctx.wrap_socket(s, server_hostname=host)
         stage = "request"
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lab\r\n\r\n".encode())
+        s.sendall(f"{request}{extra}\r\n".encode())
         stage = "response"
         data = b""
         while chunk := s.recv(65536):
@@ -89,19 +95,26 @@ def http(
         s.close()
     except Exception as e:
         return {"result": outcome(e), "stage": stage, "error": repr(e)}
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    if not lines[0].startswith("HTTP/"):
-        return {"result": "eof" if not data else "garbage", "stage": stage}
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
+    interim = []
+    while True:
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        if not lines[0].startswith("HTTP/"):
+            return {"result": "eof" if not data else "garbage", "stage": stage}
+        status = int(lines[0].split()[1])
+        if not 100 <= status < 200:
+            break
+        interim.append(status)
+        data = body
+    pairs = [[k.strip(), v.strip()] for k, _, v in (line.partition(":") for line in lines[1:])]
     return {
         "result": "ok",
-        "status": int(lines[0].split()[1]),
-        "headers": headers,
+        "status": status,
+        "interim": interim,
+        "headers": {k.lower(): v for k, v in pairs},
+        "header_pairs": pairs,  # as sent: names in their case, in order
         "body": body.decode("utf-8", "replace"),
+        "body_b64": base64.b64encode(body).decode(),
         "length": len(body),
     }
 
