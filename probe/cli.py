@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from . import __version__, targets
 from .errors import InputError
 
 DEFAULT_DB = "results/probe.db"
+STOPPED = "interrupted; measurements finished so far are stored"
 
 
 class BadInput(click.ClickException):
@@ -27,7 +29,19 @@ class BadInput(click.ClickException):
 class Interrupted(click.ClickException):
     """Ctrl-C: exit status 130, as a shell would report SIGINT."""
 
-    exit_code = 130
+    exit_code = 128 + signal.SIGINT
+
+
+class Terminated(Interrupted):
+    """SIGTERM (docker stop, systemd): exit status 143."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+class HungUp(Interrupted):
+    """SIGHUP (the terminal went away): exit status 129."""
+
+    exit_code = 128 + signal.SIGHUP
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -152,7 +166,8 @@ def check(
     tcp_ip, tls, http-failure, http-diff), down, or inconclusive.
 
     Exit status: 0 when the run completed (whatever it found), 2 for bad usage or input,
-    1 for an internal error.
+    1 for an internal error; 130, 143 or 129 when Ctrl-C, SIGTERM or SIGHUP stopped it
+    (the run is then marked "interrupted"; finished measurements are kept).
 
     Example:
 
@@ -192,9 +207,12 @@ def check(
             )
         )
     except KeyboardInterrupt:
-        raise Interrupted("interrupted; measurements finished so far are stored") from None
+        raise Interrupted(STOPPED) from None
     finally:
         progress.close()
+    if summary.stopped_by is not None:
+        stop: dict[int, type[Interrupted]] = {signal.SIGTERM: Terminated, signal.SIGHUP: HungUp}
+        raise stop[summary.stopped_by](STOPPED)
     _report(summary, store, time.monotonic() - started, db, as_json)
     if summary.errors:
         raise click.ClickException(
