@@ -25,10 +25,16 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..model.records import Observations
 
 SCRUBBED = "[scrubbed]"
+#: What replaces a vantage address that is a URL's host (``[scrubbed]`` is no valid host).
+SCRUBBED_HOST = "scrubbed.invalid"
+#: Anything that may be an IPv6 address (without an embedded IPv4 part, which the IPv4
+#: pattern catches), not inside a longer run of hex digits and colons.
+_V6_CANDIDATE = r"(?<![0-9A-Fa-f:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Fa-f:])"
 #: How often the interface addresses are read again during a run (seconds).
 REFRESH_EVERY = 30.0
 
@@ -46,6 +52,7 @@ class Scrubber:
         self._read_at = -REFRESH_EVERY
         self._text: re.Pattern[str] | None = None
         self._bytes: re.Pattern[bytes] | None = None
+        self._v6: set[str] = set()
         self._refresh()
 
     @property
@@ -74,21 +81,16 @@ class Scrubber:
             self._compile()
 
     def _compile(self) -> None:
-        v4: set[str] = set()
-        v6: set[str] = set()
-        for text in self.addresses:
-            addr = ipaddress.ip_address(text)
-            if isinstance(addr, ipaddress.IPv6Address):
-                v6 |= {str(addr), addr.exploded}
-            else:
-                v4.add(str(addr))
-        # Boundaries, so 192.0.2.7 never matches inside 192.0.2.70 or 10.192.0.2.7; an IPv4
-        # address inside ::ffff:192.0.2.7 or "IP:192.0.2.7" still matches.
+        v4 = {a for a in self.addresses if ":" not in a}
+        self._v6 = {a for a in self.addresses if ":" in a}
+        # IPv4: the one dotted spelling, with boundaries so 192.0.2.7 never matches inside
+        # 192.0.2.70 or 10.192.0.2.7 (it does inside ::ffff:192.0.2.7 and "IP:192.0.2.7").
+        # IPv6 has many spellings: every candidate is parsed and compared (see _v6_match).
         patterns = []
         if v4:
             patterns.append(rf"(?<![0-9.])(?:{_alternatives(v4)})(?![0-9]|\.[0-9])")
-        if v6:
-            patterns.append(rf"(?<![0-9A-Fa-f:])(?:{_alternatives(v6)})(?![0-9A-Fa-f:])")
+        if self._v6:
+            patterns.append(_V6_CANDIDATE)
         if not patterns:
             self._text = self._bytes = None
             return
@@ -96,15 +98,40 @@ class Scrubber:
         self._text = re.compile(pattern, re.IGNORECASE)
         self._bytes = re.compile(pattern.encode(), re.IGNORECASE)
 
+    def _v6_match(self, token: str) -> bool:
+        if ":" not in token:
+            return True  # the IPv4 alternative matched
+        try:
+            return str(ipaddress.IPv6Address(token)) in self._v6
+        except ValueError:
+            return False
+
     def text(self, value: str) -> str:
         if self._text is None:
             return value
-        return self._text.sub(SCRUBBED, value)
+        return self._text.sub(lambda m: SCRUBBED if self._v6_match(m.group()) else m.group(), value)
 
     def data(self, value: bytes) -> bytes:
         if self._bytes is None:
             return value
-        return self._bytes.sub(SCRUBBED.encode(), value)
+        marker = SCRUBBED.encode()
+        return self._bytes.sub(
+            lambda m: marker if self._v6_match(m.group().decode("ascii")) else m.group(), value
+        )
+
+    def url(self, value: str) -> str:
+        """A URL scrubbed and still a URL: a vantage address as its host becomes
+        :data:`SCRUBBED_HOST` (a redirect into the volunteer's own machine), and the rest
+        (a query such as ``?ip=...``) is scrubbed as text."""
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname
+        except ValueError:
+            return self.text(value)
+        if host is None or _canonical(host) not in self.addresses:
+            return self.text(value)
+        netloc = SCRUBBED_HOST if parts.port is None else f"{SCRUBBED_HOST}:{parts.port}"
+        return self.text(urlunsplit(parts._replace(netloc=netloc)))
 
     def json(self, value: Any) -> Any:
         """Every string (keys too) in decoded JSON, scrubbed."""
@@ -131,10 +158,10 @@ class Scrubber:
             handshake.cert_subject = self._optional(handshake.cert_subject)
             handshake.cert_issuer = self._optional(handshake.cert_issuer)
         for hop in obs.http:
-            hop.url = self.text(hop.url)
+            hop.url = self.url(hop.url)
             hop.failure = self._optional(hop.failure)
             hop.title = self._optional(hop.title)
-            hop.location = self._optional(hop.location)
+            hop.location = None if hop.location is None else self.url(hop.location)
             hop.headers = [[self.text(name), self.text(value)] for name, value in hop.headers]
             if hop.body is not None:
                 body = self.data(hop.body)
