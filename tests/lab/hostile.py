@@ -16,7 +16,7 @@ At HOSTILE_IP (192.88.99.251, outside the outlet range the lab allocates from):
   ``wrongid`` -> a reply with a wrong ID, then the right one; ``onlywrongid`` -> two replies
   with wrong IDs; ``garbage`` -> a datagram that is not DNS, then the right reply; ``raced``
   -> an injector's forged reply (right ID, A = the block-page address) at once, then the
-  genuine one 100 ms later. Other names: NXDOMAIN.
+  genuine one 20 ms later. Other names: NXDOMAIN.
 * HTTP (80, and HTTPS 443): ``/redirect?to=URL`` answers 302 to URL (verbatim); ``/echo``
   says the client's address in the title, the body and an ``X-Your-IP`` header; else a page.
 * A test helper (HTTP 8080, HTTPS 8443), by path: ``/echo`` a valid answer that echoes the
@@ -170,7 +170,7 @@ class HostileDNS(asyncio.DatagramProtocol):
             await asyncio.sleep(0.05)
         elif name == f"raced.{ZONE}":
             self.send(_answer(query, [BLOCKPAGE_IP]), addr)  # the injector is on the path
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.02)  # well within the probe's 500 ms window
         self.send(_answer(query, _honest(name)), addr)
 
 
