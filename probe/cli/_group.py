@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import click
@@ -19,7 +20,19 @@ class BadInput(click.ClickException):
 class Interrupted(click.ClickException):
     """Ctrl-C: exit status 130, as a shell would report SIGINT."""
 
-    exit_code = 130
+    exit_code = 128 + signal.SIGINT
+
+
+class Terminated(Interrupted):
+    """SIGTERM (docker stop, systemd): exit status 143."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+class HungUp(Interrupted):
+    """SIGHUP (the terminal went away): exit status 129."""
+
+    exit_code = 128 + signal.SIGHUP
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

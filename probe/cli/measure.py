@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from collections import Counter
@@ -14,7 +15,9 @@ import click
 
 from .. import targets
 from ..errors import InputError
-from ._group import BadInput, Interrupted, cli, db_path, existing_db
+from ._group import BadInput, HungUp, Interrupted, Terminated, cli, db_path, existing_db
+
+STOPPED = "interrupted; measurements finished so far are stored"
 
 
 def _timeout_options(f: Any) -> Any:
@@ -145,7 +148,8 @@ def check(
     tcp_ip, tls, http-failure, http-diff), down, or inconclusive.
 
     Exit status: 0 when the run completed (whatever it found), 2 for bad usage or input,
-    1 for an internal error.
+    1 for an internal error; 130, 143 or 129 when Ctrl-C, SIGTERM or SIGHUP stopped it
+    (the run is then marked "interrupted"; finished measurements are kept).
 
     Example:
 
@@ -190,9 +194,12 @@ def check(
             )
         )
     except KeyboardInterrupt:
-        raise Interrupted("interrupted; measurements finished so far are stored") from None
+        raise Interrupted(STOPPED) from None
     finally:
         progress.close()
+    if summary.stopped_by is not None:
+        stop: dict[int, type[Interrupted]] = {signal.SIGTERM: Terminated, signal.SIGHUP: HungUp}
+        raise stop[summary.stopped_by](STOPPED)
     _report(summary, store, time.monotonic() - started, db, as_json)
     if summary.errors:
         raise click.ClickException(

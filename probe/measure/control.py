@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 from typing import Any
 
 import httpx
 
 from .. import __version__
-from ..errors import HelperAnswerError
+from ..errors import HelperAnswerError, NetworkError
 from ..model.records import Control
+from ..net.bounded import read_capped
 from ..net.classify import classify
 from ..net.connections import Clock
 from ..ooni.helper_protocol import ControlRequest, check_response
@@ -36,11 +38,14 @@ DEFAULT_CONTROL_RESOLVERS = (
 )
 #: OONI's helpers shed load beyond 25 requests in flight; we stay well below.
 DEFAULT_HELPER_CONCURRENCY = 4
+#: A helper's answer is a few KiB; anything past this is abuse and is not read further.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 #: How often a busy helper (HTTP 503) is asked again, within the control timeout.
 BUSY_RETRIES = 5
 #: Requests in flight to helpers the volunteer names: below our helper's default load limit (25).
 OWN_HELPER_CONCURRENCY = 16
+#: What asking a helper can raise: the network, httpx, our checks of its answer, timeouts.
+HELPER_ERRORS = (httpx.HTTPError, httpx.InvalidURL, OSError, TimeoutError, NetworkError)
 
 
 class HelperClient:
@@ -62,38 +67,48 @@ class HelperClient:
         self._first = 0
 
     async def control(self, request: ControlRequest, clock: Clock) -> Control:
-        """Ask the helpers; never raises."""
+        """Ask the helpers; never raises (a helper's failure is recorded, the next is tried)."""
         record = Control(t0=clock())
         body = json.dumps(request).encode()
-        headers = {"content-type": "application/json", "user-agent": f"probe/{__version__}"}
+        headers = {
+            "content-type": "application/json",
+            "user-agent": f"probe/{__version__}",
+            "accept-encoding": "gzip, deflate",
+        }
         order = self.helpers[self._first :] + self.helpers[: self._first]
         async with self.slots:
             for helper in order:
                 record.helper = helper
                 try:
                     async with asyncio.timeout(self.timeout):
-                        response = await self._post(helper, body, headers)
-                        if response.status_code != 200:
-                            raise HelperAnswerError(f"helper answered HTTP {response.status_code}")
-                        if len(response.content) > MAX_RESPONSE_BYTES:
-                            raise HelperAnswerError("helper answer too large")
-                        record.response = _answer(response)
+                        record.response = _answer(await self._post(helper, body, headers))
                         record.failure = None
                         break
-                except Exception as exc:
+                except HELPER_ERRORS as exc:
                     record.failure = classify(exc)
                     self._first = (self.helpers.index(helper) + 1) % len(self.helpers)
         record.t = clock()
         return record
 
-    async def _post(self, helper: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        """POST, waiting and retrying while the helper sheds load (503)."""
+    async def _post(self, helper: str, body: bytes, headers: dict[str, str]) -> bytes:
+        """POST and read the answer (at most MAX_RESPONSE_BYTES), waiting and retrying while
+        the helper sheds load (503)."""
         for attempt in range(BUSY_RETRIES + 1):
-            response = await self.client.post(helper, content=body, headers=headers)
-            if response.status_code != 503 or attempt == BUSY_RETRIES:
-                return response
-            await asyncio.sleep(_retry_after(response, attempt))
+            async with self.client.stream(
+                "POST", helper, content=body, headers=headers
+            ) as response:
+                if response.status_code == 503 and attempt < BUSY_RETRIES:
+                    pause = _retry_after(response, attempt)
+                elif response.status_code != 200:
+                    raise HelperAnswerError(f"helper answered HTTP {response.status_code}")
+                else:
+                    return await read_capped(response, MAX_RESPONSE_BYTES, _too_large)
+            await asyncio.sleep(pause)
         raise AssertionError("unreachable")
+
+
+def _too_large(reason: str) -> HelperAnswerError:
+    return HelperAnswerError(f"helper answer unusable: {reason}")
 
 
 def _retry_after(response: httpx.Response, attempt: int) -> float:
@@ -101,13 +116,17 @@ def _retry_after(response: httpx.Response, attempt: int) -> float:
     try:
         wanted = float(response.headers.get("retry-after", ""))
     except ValueError:
+        wanted = math.nan
+    if not math.isfinite(wanted):  # absent, garbage, "nan" or "inf"
         wanted = 0.25 * 2**attempt
     return min(max(wanted, 0.05), 5.0) * random.uniform(0.8, 1.2)
 
 
-def _answer(response: httpx.Response) -> dict[str, Any]:
-    """The helper's JSON answer, checked; raises :class:`HelperAnswerError`."""
+def _answer(raw: bytes) -> dict[str, Any]:
+    """The helper's JSON answer, validated; raises :class:`HelperAnswerError`."""
     try:
-        return check_response(response.json())
-    except ValueError as exc:  # not JSON, or not the protocol's shape
-        raise HelperAnswerError(str(exc)) from None
+        return check_response(json.loads(raw))
+    except ValueError as exc:  # not JSON (or not UTF-8), or not the protocol's shape
+        raise HelperAnswerError(f"helper answer unusable: {exc}") from None
+    except RecursionError:  # JSON nested thousands deep
+        raise HelperAnswerError("helper answer unusable: nested too deeply") from None

@@ -11,12 +11,26 @@ For a URL, all independent steps run concurrently:
    following up to 10 redirects, each hop measured the same way with the network's resolver;
 4. once every resolver has answered, the test helper is asked to do the same from outside.
 
+Everything the network sends is hostile until checked (see the issue "nothing freezes,
+nothing leaks"):
+
+* the probe never connects to a bogon address (private, loopback, link-local, CGNAT, ...:
+  :func:`probe.model.addresses.is_bogon`), whether a DNS answer or a redirect names it, unless
+  the user listed that very address as the target's host; the refusal is recorded as a
+  :class:`TCPConnect` failing with ``REFUSED_BOGON``;
+* redirects are followed to http and https URLs only, never to a port browsers refuse
+  (:data:`BAD_PORTS`); a Location that is not a valid URL is a failure for that hop;
+* at most :data:`MAX_ADDRESSES_PER_FAMILY` addresses per family are tried for a host (a DNS
+  answer with thousands of addresses would otherwise open thousands of sockets); the DNS
+  records keep every address, so the cap shows as more addresses than connects.
+
 Nothing here decides anything: :mod:`probe.analysis` does, from the records.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,7 +42,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..model import failures
-from ..model.addresses import is_ip_literal
+from ..model.addresses import is_bogon, is_ip_literal
 from ..model.records import (
     Control,
     DNSQuery,
@@ -41,8 +55,23 @@ from ..model.records import (
 from ..net import http11, resolvers
 from ..net.connections import Clock, Conn, presented_certificate, tcp_connect, tls_handshake
 from ..ooni.helper_protocol import control_request, endpoints_for
-from ..targets import Target
+from ..targets import Target, normalise
 from .control import HelperClient
+
+#: Addresses tried per host and hop, per address family (IPv4, IPv6).
+MAX_ADDRESSES_PER_FAMILY = 8
+#: Ports a browser never fetches from (the Fetch standard's "bad ports"): a redirect there
+#: would make the probe talk HTTP to a mail, SSH or FTP server.
+BAD_PORTS = frozenset(
+    {1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101,
+     102, 103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389,
+     427, 465, 512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636,
+     989, 990, 993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566,
+     6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080}
+)  # fmt: skip
+REDIRECT_NOT_HTTP = failures.unknown("refused to follow a redirect to a scheme other than http(s)")
+REDIRECT_BAD_PORT = failures.unknown("refused to follow a redirect to a port browsers refuse")
+REDIRECT_INVALID = failures.unknown("redirect to an invalid URL")
 
 CERTIFICATE_FAILURES = frozenset(
     {
@@ -74,8 +103,23 @@ class Settings:
     max_body: int = http11.MAX_BODY
     per_address: int = 2  # connections at once to one server address
     headers: dict[str, str] = field(default_factory=lambda: dict(http11.DEFAULT_HEADERS))
-    #: Whether an address may be connected to (the test helper refuses bogons); None: all.
+    #: Whether an address may be connected to, besides the bogon rule (the test helper's
+    #: policy); None: every address that is not a bogon.
     address_allowed: Callable[[str], bool] | None = None
+    #: Seconds a UDP lookup still collects replies after its answer (duplicates are evidence).
+    dns_duplicate_window: float = resolvers.DUPLICATE_WINDOW
+
+
+@dataclass
+class _Measurement:
+    """One target's measurement in progress: its records, clock and policy."""
+
+    obs: Observations
+    clock: Clock
+    #: The bogon addresses this target may connect to: its own host, when the user listed
+    #: a bogon IP literal; else none.
+    bogons_allowed: frozenset[str]
+    late: resolvers.LateReplies
 
 
 class Measurer:
@@ -118,7 +162,7 @@ class Measurer:
                 pass
 
     async def _lookup(
-        self, resolver: resolvers.Resolver, host: str, qtype: str, clock: Clock, depth: int
+        self, m: _Measurement, resolver: resolvers.Resolver, host: str, qtype: str, depth: int
     ) -> DNSQuery:
         await self._throttled()
         return await resolvers.lookup(
@@ -126,20 +170,21 @@ class Measurer:
             host,
             qtype,
             timeout=self.settings.timeouts.dns,
-            clock=clock,
+            clock=m.clock,
             depth=depth,
             ssl_context=self.settings.ssl_context,
             doh_client=self.doh_client,
+            late=m.late,
         )
 
     async def _resolve(
-        self, obs: Observations, resolver: resolvers.Resolver, host: str, clock: Clock, depth: int
+        self, m: _Measurement, resolver: resolvers.Resolver, host: str, depth: int
     ) -> list[str]:
         queries = await asyncio.gather(
-            self._lookup(resolver, host, "A", clock, depth),
-            self._lookup(resolver, host, "AAAA", clock, depth),
+            self._lookup(m, resolver, host, "A", depth),
+            self._lookup(m, resolver, host, "AAAA", depth),
         )
-        obs.dns.extend(queries)
+        m.obs.dns.extend(queries)
         return _unique(a for q in queries for a in q.addresses)
 
     async def measure(
@@ -150,7 +195,6 @@ class Measurer:
         ``headers`` replaces the settings' request headers for this target (the helper
         forwards the probe's).
         """
-        clock = Clock()
         obs = Observations(
             input=target.input,
             url=target.url,
@@ -159,26 +203,35 @@ class Measurer:
             start_time=utc_now(),
         )
         host = target.domain
-        controls = [
-            asyncio.create_task(self._resolve(obs, resolver, host, clock, 0))
-            for resolver in self.settings.control_resolvers
-        ]
-        if is_ip_literal(host):
-            system_addresses = [host]
-        else:
-            system_addresses = await self._resolve(
-                obs, self.settings.system_resolver, host, clock, 0
-            )
-        fetch = asyncio.create_task(
-            self._fetch(obs, target.url, system_addresses, clock, headers or self.settings.headers)
+        m = _Measurement(
+            obs=obs,
+            clock=Clock(),
+            bogons_allowed=frozenset({_canonical(host)} if is_bogon(host) else ()),
+            late=resolvers.LateReplies(self.settings.dns_duplicate_window),
         )
-        control_addresses = [a for task in await asyncio.gather(*controls) for a in task]
-        if self.helpers is not None:
-            obs.control = await self._control(
-                target.url, _unique([*system_addresses, *control_addresses]), clock
-            )
-        await fetch
-        obs.runtime = clock()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                controls = [
+                    tasks.create_task(self._resolve(m, resolver, host, 0))
+                    for resolver in self.settings.control_resolvers
+                ]
+                if is_ip_literal(host):
+                    system_addresses = [host]
+                else:
+                    system_addresses = await self._resolve(
+                        m, self.settings.system_resolver, host, 0
+                    )
+                tasks.create_task(
+                    self._fetch(m, target.url, system_addresses, headers or self.settings.headers)
+                )
+                control_addresses = [a for task in await asyncio.gather(*controls) for a in task]
+                if self.helpers is not None:
+                    asked = _unique([*_capped(system_addresses), *_capped(control_addresses)])
+                    obs.control = await self._control(target.url, asked, m.clock)
+            await m.late.wait()
+        finally:
+            m.late.cancel()
+        obs.runtime = m.clock()
         _sort(obs)
         return obs
 
@@ -191,12 +244,7 @@ class Measurer:
         return await self.helpers.control(request, clock)
 
     async def _fetch(
-        self,
-        obs: Observations,
-        url: str,
-        addresses: list[str],
-        clock: Clock,
-        headers: dict[str, str],
+        self, m: _Measurement, url: str, addresses: list[str], headers: dict[str, str]
     ) -> None:
         """The connectivity steps and the GET, hop after hop."""
         known = {urlsplit(url).hostname: addresses}
@@ -208,35 +256,37 @@ class Measurer:
                 known[host] = (
                     [host]
                     if is_ip_literal(host)
-                    else await self._resolve(obs, self.settings.system_resolver, host, clock, depth)
+                    else await self._resolve(m, self.settings.system_resolver, host, depth)
                 )
             if not known[host]:
                 return  # the DNS records say why
-            hop = await self._hop(obs, url, known[host], clock, depth, headers, cookies.get(host))
-            obs.http.append(hop)
+            hop = await self._hop(m, url, known[host], depth, headers, cookies.get(host))
+            m.obs.http.append(hop)
             _remember_cookies(cookies, host, hop)
             if hop.failure or hop.status_code not in http11.REDIRECT_CODES:
                 return
             if hop.location is None:
                 return
-            if not urlsplit(hop.location).hostname:
-                hop.failure = failures.HTTP_INVALID_REDIRECT
-                return
             if depth == self.settings.max_redirects:
                 hop.failure = failures.TOO_MANY_REDIRECTS
                 return
-            url = hop.location
+            next_url, problem = redirect_target(hop.location)
+            if next_url is None:
+                hop.failure = problem
+                return
+            url = next_url
 
     async def _hop(
         self,
-        obs: Observations,
+        m: _Measurement,
         url: str,
         addresses: list[str],
-        clock: Clock,
         depth: int,
         headers: dict[str, str],
         cookie_jar: dict[str, str] | None,
     ) -> HTTPRequest:
+        obs, clock = m.obs, m.clock
+        addresses = _capped(addresses)
         parts = urlsplit(url)
         secure = parts.scheme == "https"
         port = parts.port or (443 if secure else 80)
@@ -245,7 +295,7 @@ class Measurer:
         cookie = "; ".join(f"{k}={v}" for k, v in (cookie_jar or {}).items()) or None
 
         async def endpoint(ip: str) -> HTTPRequest | None:
-            if not self._allowed(obs, ip, port, clock, depth):
+            if not self._allowed(m, ip, port, depth):
                 return None
             async with self.slot(ip):
                 tcp, conn = await tcp_connect(
@@ -277,7 +327,7 @@ class Measurer:
                 )
 
         async def validate(ip: str) -> None:
-            if not self._allowed(obs, ip, 443, clock, depth):
+            if not self._allowed(m, ip, 443, depth):
                 return
             async with self.slot(ip):
                 tcp, conn = await tcp_connect(
@@ -299,12 +349,14 @@ class Measurer:
                 return result
         return HTTPRequest(url=url, depth=depth, failure=_first_failure(obs, depth, addresses))
 
-    def _allowed(self, obs: Observations, ip: str, port: int, clock: Clock, depth: int) -> bool:
-        allowed = self.settings.address_allowed
-        if allowed is None or allowed(ip):
+    def _allowed(self, m: _Measurement, ip: str, port: int, depth: int) -> bool:
+        """Whether ``ip`` may be connected to; a refusal is recorded as a TCP connect."""
+        policy = self.settings.address_allowed
+        bogon_ok = not is_bogon(ip) or _canonical(ip) in m.bogons_allowed
+        if bogon_ok and (policy is None or policy(ip)):
             return True
-        now = clock()
-        obs.tcp.append(TCPConnect(ip, port, failures.REFUSED_BOGON, depth, now, now))
+        now = m.clock()
+        m.obs.tcp.append(TCPConnect(ip, port, failures.REFUSED_BOGON, depth, now, now))
         return False
 
     async def _tls(
@@ -327,6 +379,46 @@ class Measurer:
                 ip, port, host, self.settings.timeouts.tls
             )
         return record
+
+
+def redirect_target(location: str) -> tuple[str | None, str | None]:
+    """``(url, None)``: the normalised URL a redirect leads to, when the probe may follow it;
+    else ``(None, failure)``. Only http(s), a valid host and port, never a port in BAD_PORTS."""
+    try:
+        parts = urlsplit(location)
+        port = parts.port
+    except ValueError:  # a port out of range, a broken IPv6 literal
+        return None, REDIRECT_INVALID
+    if parts.scheme.lower() not in ("http", "https"):
+        return None, REDIRECT_NOT_HTTP
+    if not parts.hostname:
+        return None, failures.HTTP_INVALID_REDIRECT
+    if port is not None and (port == 0 or port in BAD_PORTS):
+        return None, REDIRECT_BAD_PORT
+    try:
+        url, _domain = normalise(location)
+    except ValueError:
+        return None, REDIRECT_INVALID
+    return url, None
+
+
+def _capped(addresses: list[str]) -> list[str]:
+    """The first MAX_ADDRESSES_PER_FAMILY IPv4 and IPv6 addresses, in their order."""
+    v4 = [a for a in addresses if ":" not in a][:MAX_ADDRESSES_PER_FAMILY]
+    v6 = [a for a in addresses if ":" in a][:MAX_ADDRESSES_PER_FAMILY]
+    kept = set(v4) | set(v6)
+    return [a for a in addresses if a in kept]
+
+
+def _canonical(ip: str) -> str:
+    """An address in one spelling (IPv4-mapped IPv6 as IPv4), to compare addresses."""
+    try:
+        addr = ipaddress.ip_address(ip.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
 
 
 def _first_failure(obs: Observations, depth: int, addresses: list[str]) -> str | None:

@@ -5,11 +5,17 @@ the number of targets: only the targets in flight are held, plus a small summary
 for the run-level offline flag; results are read back from the store. A per-address limit
 (in :class:`~probe.measure.measurer.Measurer`) keeps us from hammering one server, and an
 optional rate limit caps new network requests per second.
+
+Every measurement is scrubbed of the vantage's own addresses (:mod:`.privacy`) before it is
+analysed or stored. SIGTERM (``docker stop``, systemd) and SIGHUP end a run as Ctrl-C does:
+no new target starts, the targets in flight are cancelled (never stored half: each is stored
+in one transaction, or not at all), and the run is marked "interrupted".
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import traceback
 from collections import Counter
@@ -27,6 +33,7 @@ from ..store import Store
 from ..targets import Target
 from .control import HelperClient
 from .measurer import Measurer
+from .privacy import Scrubber
 
 if TYPE_CHECKING:
     from ..config import CheckConfig
@@ -49,6 +56,12 @@ class RunSummary:
     counts: Counter[str] = field(default_factory=Counter)
     offline: bool = False
     errors: list[str] = field(default_factory=list)
+    #: The signal (SIGTERM, SIGHUP) that stopped the run early, or None.
+    stopped_by: int | None = None
+
+
+#: Signals that end a run cleanly, as Ctrl-C does.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 async def run(
@@ -62,9 +75,15 @@ async def run(
     probe_asn: str | None = None,
     probe_cc: str | None = None,
     on_result: Callable[[Result], None] | None = None,
+    scrubber: Scrubber | None = None,
 ) -> RunSummary:
-    """Measure every target; returns counts, the offline flag and any internal errors."""
+    """Measure every target; returns counts, the offline flag and any internal errors.
+
+    ``scrubber`` removes the vantage's addresses from each measurement (default: its
+    interfaces' addresses).
+    """
     summary = RunSummary(run_id)
+    scrub = scrubber or Scrubber()
     pending = enumerate(targets)
     # Per target only what the offline flag needs, so memory stays flat.
     seen: list[analysis.OfflineSigns] = []
@@ -73,6 +92,7 @@ async def run(
         for position, target in pending:
             try:
                 obs = await measurer.measure(target)
+                scrub.observations(obs)
                 verdict = analysis.analyze(obs, fingerprints=fingerprints)
                 measurement_id = store.save(
                     run_id,
@@ -84,8 +104,8 @@ async def run(
                 )
             except Exception as exc:  # a bug must not lose the other targets
                 detail = "".join(traceback.format_exception_only(exc)).strip()
-                summary.errors.append(f"{target.url}: internal error: {detail}")
-                print(traceback.format_exc(), file=sys.stderr)
+                summary.errors.append(scrub.text(f"{target.url}: internal error: {detail}"))
+                print(scrub.text(traceback.format_exc()), file=sys.stderr)
                 continue
             seen.append(analysis.offline_signs(obs))
             summary.counts[verdict.verdict] += 1
@@ -109,8 +129,37 @@ async def check(
     """A whole ``probe check`` run: record it, measure every target, mark it finished.
 
     The run is marked "complete" only when every target was measured; an interruption
-    (Ctrl-C) marks it "interrupted" and keeps what was stored.
+    (Ctrl-C, SIGTERM, SIGHUP) marks it "interrupted" and keeps what was stored. After SIGTERM
+    or SIGHUP the summary's ``stopped_by`` names the signal (Ctrl-C raises, as asyncio does).
     """
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    stopped_by: list[int] = []
+
+    def stop(signum: int) -> None:
+        if not stopped_by:  # a second signal while stopping changes nothing
+            stopped_by.append(signum)
+            main.cancel()
+
+    for signum in STOP_SIGNALS:  # before the run exists, so it can never stay "running"
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await _check(targets, config, store, inputs, on_result, main, stopped_by)
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
+async def _check(
+    targets: Sequence[Target],
+    config: CheckConfig,
+    store: Store,
+    inputs: list[str],
+    on_result: Callable[[Result], None] | None,
+    main: asyncio.Task[RunSummary],
+    stopped_by: list[int],
+) -> RunSummary:
     settings = config.settings
     run_id = store.start_run(
         inputs=inputs,
@@ -159,8 +208,13 @@ async def check(
                 probe_asn=config.probe_asn,
                 probe_cc=config.probe_cc,
                 on_result=counted,
+                scrubber=Scrubber(towards=settings.system_resolver.host),
             )
         status = "complete"
+    except asyncio.CancelledError:
+        if not stopped_by or main.uncancel() > 0:
+            raise  # Ctrl-C (asyncio.run cancels us), or a cancellation from outside
+        summary = RunSummary(run_id, counts=Counter(counts), stopped_by=stopped_by[0])
     finally:
         store.finish_run(
             run_id,

@@ -15,27 +15,50 @@ asked are all recorded: they are the evidence.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-import dns.asyncquery
+import dns.exception
 import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
 import httpx
 
-from ..errors import DNSWrongQueryID, DoHError, ResolverError
+from ..errors import DNSWrongQueryID, DoHError, NetworkError, ResolverError
 from ..model import failures
 from ..model.addresses import bracket
 from ..model.records import DNSQuery
+from .bounded import read_capped
 from .classify import classify
 from .connections import Clock, open_tcp
 
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
+#: A DNS message is at most 64 KiB; a larger DoH answer is not DNS.
+MAX_DOH_ANSWER = 65535
+UDP_READ = 65535
+#: How long replies are still collected after a UDP lookup got its answer (OONI: 500 ms).
+DUPLICATE_WINDOW = 0.5
+#: Extra replies recorded per query (a flood is evidence enough after that), and the addresses
+#: kept of each.
+MAX_DUPLICATES = 16
+MAX_DUPLICATE_ADDRESSES = 16
+#: What a lookup can raise: dnspython (bad names, malformed replies), the network, httpx, ours.
+LOOKUP_ERRORS = (
+    dns.exception.DNSException,
+    OSError,
+    EOFError,
+    NetworkError,
+    httpx.HTTPError,
+    httpx.InvalidURL,
+    ValueError,
+    UnicodeError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +139,11 @@ async def _tcp_exchange(
 
 
 async def _doh_exchange(resolver: Resolver, wire: bytes, client: httpx.AsyncClient) -> bytes:
-    response = await client.post(
-        resolver.url,
-        content=wire,
-        headers={"content-type": "application/dns-message", "accept": "application/dns-message"},
-    )
-    if response.status_code != 200:
-        raise DoHError(f"DoH server answered HTTP {response.status_code}")
-    return response.content
+    headers = {"content-type": "application/dns-message", "accept": "application/dns-message"}
+    async with client.stream("POST", resolver.url, content=wire, headers=headers) as response:
+        if response.status_code != 200:
+            raise DoHError(f"DoH server answered HTTP {response.status_code}")
+        return await read_capped(response, MAX_DOH_ANSWER, DoHError)
 
 
 async def exchange(
@@ -134,16 +154,13 @@ async def exchange(
     ssl_context: ssl.SSLContext | None = None,
     doh_client: httpx.AsyncClient | None = None,
 ) -> dns.message.Message:
-    """Send ``query`` to ``resolver`` and return the reply; raises on failure."""
+    """Send ``query`` to ``resolver`` over TCP, DoT or DoH and return its reply; raises on
+    failure. A ``udp://`` resolver is asked over TCP (after a truncated UDP reply): over UDP,
+    :func:`lookup` listens for every reply itself."""
     scheme = urlsplit(resolver.url).scheme
+    wire = query.to_wire()
     async with asyncio.timeout(timeout):
-        if scheme == "udp":
-            reply, _ = await dns.asyncquery.udp_with_fallback(
-                query, resolver.host, timeout=timeout, port=resolver.port
-            )
-            return reply
-        wire = query.to_wire()
-        if scheme == "tcp":
+        if scheme in ("udp", "tcp"):
             raw = await _tcp_exchange(resolver, wire, timeout, None)
         elif scheme == "tls":
             if ssl_context is None:
@@ -156,7 +173,129 @@ async def exchange(
     reply = dns.message.from_wire(raw)
     if reply.id != query.id:
         raise DNSWrongQueryID()
+    if not query.is_response(reply):
+        raise dns.exception.FormError("the reply answers another question")  # type: ignore[no-untyped-call]
     return reply
+
+
+class LateReplies:
+    """Keeps listening, for ``window`` seconds after a UDP lookup returned, for more replies.
+
+    An injector on the path answers before the real resolver; the real answer comes later and
+    is evidence (OONI's ``x_dns_duplicate_responses``, collected for 500 ms). :func:`lookup`
+    hands its socket over; the replies are added to the record's ``duplicate_replies``, so
+    :meth:`wait` must return before the records are used. :meth:`cancel` stops everything.
+    """
+
+    def __init__(self, window: float = DUPLICATE_WINDOW) -> None:
+        self.window = window
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def listen(
+        self, sock: socket.socket, query: dns.message.Message, record: DNSQuery, clock: Clock
+    ) -> None:
+        """Take over ``sock`` (it is closed when the window ends)."""
+        task = asyncio.create_task(self._listen(sock, query, record, clock))
+        self._tasks.add(task)
+
+    async def _listen(
+        self, sock: socket.socket, query: dns.message.Message, record: DNSQuery, clock: Clock
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.window):
+                while len(record.duplicate_replies) < MAX_DUPLICATES:
+                    data = await loop.sock_recv(sock, UDP_READ)
+                    _reply, described = _judge(query, data, clock())
+                    record.duplicate_replies.append(described)
+        except (TimeoutError, OSError):
+            pass  # the window ended, or an ICMP error: nothing more will come
+        finally:
+            sock.close()
+
+    async def wait(self) -> None:
+        """Return once every window has ended."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks)
+            self._tasks = {task for task in self._tasks if not task.done()}
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+def _judge(
+    query: dns.message.Message, data: bytes, t: float
+) -> tuple[dns.message.Message | None, dict[str, Any]]:
+    """``(reply, description)``: the reply when it is the valid answer to ``query``, else None;
+    the description is what ``duplicate_replies`` records of it."""
+    described: dict[str, Any] = {"rcode": None, "addresses": [], "wrong_id": False, "t": t}
+    if len(data) >= 2 and int.from_bytes(data[:2], "big") != query.id:
+        described["wrong_id"] = True
+    try:
+        reply = dns.message.from_wire(data)
+    except (dns.exception.DNSException, ValueError, UnicodeError, struct.error):
+        return None, described  # not DNS
+    described["rcode"] = dns.rcode.to_text(reply.rcode())
+    described["addresses"] = [
+        rdata.address
+        for rrset in reply.answer
+        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
+        for rdata in rrset
+    ][:MAX_DUPLICATE_ADDRESSES]
+    if described["wrong_id"] or not query.is_response(reply):
+        return None, described
+    return reply, described
+
+
+async def _udp_exchange(
+    resolver: Resolver,
+    query: dns.message.Message,
+    timeout: float,
+    record: DNSQuery,
+    clock: Clock,
+    late: LateReplies | None,
+) -> dns.message.Message:
+    """Ask over UDP and wait for the first valid reply with the query's ID.
+
+    Every other datagram (a wrong ID, garbage, a reply to another question) is recorded in
+    ``record.duplicate_replies`` and the wait goes on: the first bad datagram must not hide
+    the genuine reply that follows. Runs until cancelled (the caller's timeout) when no valid
+    reply comes. A truncated reply is asked again over TCP.
+    """
+    family = socket.AF_INET6 if ":" in resolver.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    handed_over = False
+    try:
+        sock.setblocking(False)
+        sock.connect((resolver.host, resolver.port))  # only its replies reach the socket
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(sock, query.to_wire())
+        while True:
+            data = await loop.sock_recv(sock, UDP_READ)
+            reply, described = _judge(query, data, clock())
+            if reply is not None:
+                break
+            if len(record.duplicate_replies) < MAX_DUPLICATES:
+                record.duplicate_replies.append(described)
+        if reply.flags & dns.flags.TC:
+            return await exchange(resolver, query, timeout=timeout)  # plain DNS over TCP
+        if late is not None and late.window > 0:
+            late.listen(sock, query, record, clock)
+            handed_over = True
+        return reply
+    finally:
+        if not handed_over:
+            sock.close()
+
+
+def _silence(record: DNSQuery) -> str:
+    """The failure of a lookup that got no valid reply in time."""
+    if any(reply["wrong_id"] for reply in record.duplicate_replies):
+        return failures.DNS_WRONG_ID
+    if record.duplicate_replies:
+        return failures.DNS_MISBEHAVING
+    return failures.GENERIC_TIMEOUT
 
 
 _RCODE_FAILURES = {
@@ -176,8 +315,15 @@ async def lookup(
     depth: int = 0,
     ssl_context: ssl.SSLContext | None = None,
     doh_client: httpx.AsyncClient | None = None,
+    late: LateReplies | None = None,
 ) -> DNSQuery:
-    """Ask ``resolver`` for ``hostname``'s A or AAAA records; never raises."""
+    """Ask ``resolver`` for ``hostname``'s A or AAAA records; never raises.
+
+    Over UDP every reply is recorded: the first valid one with the query's ID is the answer,
+    the others go to ``duplicate_replies`` (with ``late``, also those arriving within its
+    window after the answer). When only bad replies came before the timeout, the failure
+    says what they were: ``dns_reply_with_wrong_query_id`` when any had a wrong ID.
+    """
     record = DNSQuery(
         hostname=hostname,
         query_type=query_type,
@@ -188,14 +334,19 @@ async def lookup(
     )
     rdtype = dns.rdatatype.from_text(query_type)
     try:
-        reply = await exchange(
-            resolver,
-            _make_query(hostname, query_type),
-            timeout=timeout,
-            ssl_context=ssl_context,
-            doh_client=doh_client,
-        )
-    except Exception as exc:
+        query = _make_query(hostname, query_type)
+        async with asyncio.timeout(timeout):
+            if urlsplit(resolver.url).scheme == "udp":
+                reply = await _udp_exchange(resolver, query, timeout, record, clock, late)
+            else:
+                reply = await exchange(
+                    resolver, query, timeout=timeout, ssl_context=ssl_context, doh_client=doh_client
+                )
+    except TimeoutError:
+        record.failure = _silence(record)
+        record.t = clock()
+        return record
+    except LOOKUP_ERRORS as exc:
         record.failure = classify(exc)
         record.t = clock()
         return record

@@ -17,7 +17,8 @@ Pure: no network, so the analysis and a collector can use it.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from types import UnionType
+from typing import Any, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
 
 from ..model import failures as F
 from ..model.addresses import endpoint
@@ -123,19 +124,104 @@ def endpoints_for(addresses: list[str], port: int, scheme: str, explicit_port: b
 # ------------------------------------------------------------------ responses
 
 
+#: The keys an answer must have (as OONI's helpers always send them); the others default.
+REQUIRED_KEYS = ("tcp_connect", "http_request", "dns")
+#: How deep JSON may nest in the parts typed ``Any`` (QUIC, HTTP/3: kept, never read).
+MAX_ANY_DEPTH = 32
+_INT64 = range(-(2**63), 2**63)
+
+
 def check_response(data: Any) -> dict[str, Any]:
-    """Validate the shape of a helper's answer; raises ``ValueError``."""
+    """A helper's decoded JSON answer, validated against :class:`ControlResponse`.
+
+    Returns a new dict of exactly the declared shape and types, or raises ``ValueError``
+    naming the first bad field (``$.http_request.status_code: expected int, got str``).
+    The rules are those of Go's ``encoding/json`` decoding into OONI's structs, so an answer
+    OONI's probe accepts is accepted here: a missing field or a ``null`` takes the type's zero
+    value (``""``, ``0``, ``False``, ``{}``, ``[]``; ``None`` where the type allows it), keys
+    not in the protocol are dropped, and a value of the wrong type is an error (no ``"200"``
+    for 200, no ``true`` for 1, no 200.5, nothing beyond 64 bits). Only ``tcp_connect``,
+    ``http_request`` and ``dns`` must be present: an answer without them is no answer.
+    """
     if not isinstance(data, dict):
-        raise ValueError("helper answer is not a JSON object")
-    for key, kind in (("tcp_connect", dict), ("http_request", dict), ("dns", dict)):
-        if not isinstance(data.get(key), kind):
-            raise ValueError(f"helper answer lacks {key!r}")
-    for key in ("tls_handshake", "ip_info"):
+        raise ValueError("$: expected a JSON object")
+    for key in REQUIRED_KEYS:
         if data.get(key) is None:
-            data[key] = {}
-        if not isinstance(data[key], dict):
-            raise ValueError(f"helper answer has a bad {key!r}")
-    return data
+            raise ValueError(f"$.{key}: missing")
+    checked: dict[str, Any] = _check(data, ControlResponse, "$")
+    return checked
+
+
+def _check(value: Any, kind: Any, path: str) -> Any:
+    """``value`` as ``kind`` (a type hint of the protocol's TypedDicts); raises ValueError."""
+    if kind is Any:
+        _check_depth(value, path, MAX_ANY_DEPTH)
+        return value
+    args = get_args(kind)
+    if get_origin(kind) in (Union, UnionType):  # only ``X | None`` in the protocol
+        if value is None:
+            return None
+        (inner,) = (a for a in args if a is not type(None))
+        return _check(value, inner, path)
+    if value is None:
+        return _zero(kind)
+    if is_typeddict(kind):
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected an object, got {_name(value)}")
+        hints = get_type_hints(kind)
+        return {key: _check(value.get(key), hint, f"{path}.{key}") for key, hint in hints.items()}
+    origin = get_origin(kind)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected an object, got {_name(value)}")
+        return {str(k): _check(v, args[1], f"{path}[{str(k)[:64]!r}]") for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{path}: expected an array, got {_name(value)}")
+        return [_check(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path}: expected bool, got {_name(value)}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value not in _INT64:
+            raise ValueError(f"{path}: expected int, got {_name(value)}")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{path}: expected str, got {_name(value)}")
+        return value
+    raise TypeError(f"no validator for {kind!r}")  # a protocol type this module forgot
+
+
+def _zero(kind: Any) -> Any:
+    """Go's zero value of ``kind``: what a missing field or a ``null`` decodes to."""
+    if is_typeddict(kind):
+        return {key: _zero(hint) for key, hint in get_type_hints(kind).items()}
+    origin = get_origin(kind)
+    if kind is Any or origin in (Union, UnionType):
+        return None
+    if origin is dict:
+        return {}
+    if origin is list:
+        return []
+    return {bool: False, int: 0, str: ""}[kind]
+
+
+def _check_depth(value: Any, path: str, room: int) -> None:
+    if room < 0:
+        raise ValueError(f"{path}: nested too deeply")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_depth(item, path, room - 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_depth(item, path, room - 1)
+
+
+def _name(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "str", bool: "bool", int: "int", float: "float"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def entry_ok(entry: Any) -> bool | None:
