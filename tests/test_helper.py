@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from probe.errors import AsnDBError, BadRequest
+from probe.config import parse_helper_url
+from probe.errors import AsnDBError, BadRequest, InputError
 from probe.helper.asn import AsnDB
 from probe.helper.measurement import HelperContext, handle_request, http_result
 from probe.helper.requests import (
@@ -935,3 +936,53 @@ def test_lab_serves_https(lab, tmp_path):
         assert b"Hello OONItarian" not in reply
     finally:
         assert h.stop() == 0
+
+
+# ---------------------------------------------------------------- the helper's URL (probe check)
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("http://192.88.99.80:0/", "bad port"),
+        ("http://192.88.99.80:99999/", "bad port"),
+        ("https://[2001:db8::1]:65536/", "bad port"),
+        ("http://helper.example:-1/", "bad port"),
+        ("http://helper.example:+80/", "bad port"),
+        ("http://:80/", "no host"),
+        ("https:///", "no host"),
+        ("https://user:secret@helper.example/", "user names and passwords"),
+        ("https://user@helper.example/", "user names and passwords"),
+        ("https://helper.example\n/", "white space or control"),
+        ("https://helper.exa\x00mple/", "white space or control"),
+        ("https://[2001:db8::1/", "Invalid IPv6"),
+        ("ftp://helper.example/", "http:// or https://"),
+        ("helper.example:443", "http:// or https://"),
+    ],
+)
+def test_bad_helper_urls_are_input_errors(url, reason):
+    with pytest.raises(InputError, match=reason) as info:
+        parse_helper_url(url)
+    assert str(info.value).startswith(f"--helper {url!r}: ")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://0.th.ooni.org/", "http://192.88.99.80:8080/", "https://[2001:db8::1]:443/"]
+)
+def test_good_helper_urls_pass(url):
+    assert parse_helper_url(url) == url
+
+
+def test_cli_bad_helper_url_exits_2_before_measuring(tmp_path):
+    from click.testing import CliRunner
+
+    from probe.cli import cli
+
+    db = tmp_path / "probe.db"
+    result = CliRunner().invoke(
+        cli, ["check", "--input", "https://24.kg/", "--helper", "http://h.kg:0/", "--db", db]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--helper 'http://h.kg:0/': bad port" in result.output
+    assert "Traceback" not in result.output
+    assert not db.exists()
