@@ -8,6 +8,7 @@ is queried from the ``vantage`` with httpx, exactly as a probe would.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import signal
@@ -986,3 +987,107 @@ def test_cli_bad_helper_url_exits_2_before_measuring(tmp_path):
     assert "--helper 'http://h.kg:0/': bad port" in result.output
     assert "Traceback" not in result.output
     assert not db.exists()
+
+
+# ---------------------------------------------------------------- hostile sites and clients
+
+
+@contextlib.contextmanager
+def own_server(lab, ip: str, code: str):
+    """Run ``code`` (a server listening on ``ip``) in net, ``ip`` added to net's loopback;
+    yields the process (stdout piped); killed and the address removed afterwards."""
+    lab.run(lab.net, ["ip", "addr", "add", f"{ip}/32", "dev", "lo"]).check_returncode()
+    proc = lab.spawn(lab.net, [sys.executable, "-u", "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"ready", "the server did not start"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(5)
+        lab.run(lab.net, ["ip", "addr", "del", f"{ip}/32", "dev", "lo"])
+
+
+ENDLESS = """
+import socket, threading
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(({ip!r}, 80))
+srv.listen(64)
+def serve(conn):
+    try:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Type: text/html\\r\\n" + {head!r})
+        body = {body}
+        while True:
+            conn.sendall(body)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+print("ready", flush=True)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+# Empty stored deflate blocks: a gzip body that never decompresses to a single byte, so a
+# client counting decoded bytes against its cap reads forever.
+ENDLESS_BODIES = {
+    "gzip-of-nothing": (
+        b"Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"a\r\n\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff\r\n",
+        'b"c350\\r\\n" + b"\\x00\\x00\\x00\\xff\\xff" * 10000 + b"\\r\\n"',
+    ),
+    # one chunk of 2**48 bytes, sent as fast as the socket takes it
+    "huge-chunk": (b"Transfer-Encoding: chunked\r\n\r\nffffffffffff\r\n", 'b"x" * 65536'),
+}
+
+CONCURRENT = """
+import httpx, json, threading, time
+def ask(body, out):
+    try:
+        r = httpx.post({url!r}, json=body, timeout={timeout})
+        out.append([r.status_code, r.json()])
+    except httpx.HTTPError as exc:
+        out.append([None, repr(exc)])
+hostile, normal = [], []
+t = threading.Thread(target=ask, args=({{"http_request": {hostile!r}, "tcp_connect": []}}, hostile))
+t.start()
+time.sleep(1.0)  # the hostile fetch is under way
+ask({{"http_request": {normal!r}, "tcp_connect": []}}, normal)
+t.join()
+print(json.dumps([hostile[0], normal[0]]))
+"""
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "gzip-of-nothing",
+        pytest.param(
+            "huge-chunk",
+            marks=pytest.mark.xfail(strict=True, reason="needs the streaming HTTP client"),
+        ),
+    ],
+)
+def test_lab_endless_body_does_not_freeze_the_helper(lab, kind):
+    # The helper's deadline is 8 s; the site streams a gzip body that never ends. Another
+    # client's request, sent while that fetch runs, must be answered, and so must the hostile
+    # one (a failure string, or a 504 at the deadline).
+    ip = "192.88.99.91"
+    h = Helper(lab, 8090, f"udp://{lab.CONTROL_RESOLVER}", timeout=8.0)
+    try:
+        head, body = ENDLESS_BODIES[kind]
+        with own_server(lab, ip, ENDLESS.format(ip=ip, head=head, body=body)):
+            code = CONCURRENT.format(
+                url=h.url, timeout=30, hostile=f"http://{ip}/", normal=lab.site("24.kg").url()
+            )
+            out = lab.python(lab.vantage, code, timeout=90)
+        hostile, normal = json.loads(out.strip().splitlines()[-1])
+    finally:
+        h.proc.kill()  # a frozen helper does not answer SIGTERM
+        h.wait()
+    assert normal[0] == 200, normal
+    assert normal[1]["http_request"]["status_code"] == 200
+    assert hostile[0] in (200, 504), hostile
+    if hostile[0] == 200:
+        assert hostile[1]["http_request"]["failure"] is not None
