@@ -1091,3 +1091,23 @@ def test_lab_endless_body_does_not_freeze_the_helper(lab, kind):
     assert hostile[0] in (200, 504), hostile
     if hostile[0] == 200:
         assert hostile[1]["http_request"]["failure"] is not None
+
+
+@pytest.mark.parametrize(
+    "location", ["http://192.88.99.92:99999/", "http://24.kg:99999/x", "http://[::1/", "http://:0/"]
+)
+def test_lab_redirect_to_a_malformed_url_is_a_failure_string(lab, helper, location):
+    ip = "192.88.99.92"
+    code = REDIRECTOR.format(ip=ip, location=location).replace(
+        "http.server.HTTPServer(", 'print("ready", flush=True)\nhttp.server.HTTPServer('
+    )
+    logged = len(helper.lines)
+    with own_server(lab, ip, code):
+        reply = post(lab, helper.url, request(f"http://{ip}/start"))
+    assert reply["status"] == 200, reply  # not a 500
+    answer = check_response(reply["json"])
+    http = answer["http_request"]
+    assert (http["status_code"], http["body_length"]) == (-1, -1)
+    assert isinstance(http["failure"], str) and http["failure"]
+    assert answer["tcp_connect"][f"{ip}:80"] == {"status": True, "failure": None}
+    assert "Traceback" not in "".join(helper.lines[logged:])
