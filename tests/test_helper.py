@@ -32,6 +32,7 @@ from probe.helper.requests import (
     parse_request,
     url_ports,
 )
+from probe.helper.server import printable
 from probe.model import failures
 from probe.model.records import HTTPRequest
 from probe.net import connections
@@ -1111,3 +1112,28 @@ def test_lab_redirect_to_a_malformed_url_is_a_failure_string(lab, helper, locati
     assert isinstance(http["failure"], str) and http["failure"]
     assert answer["tcp_connect"][f"{ip}:80"] == {"status": True, "failure": None}
     assert "Traceback" not in "".join(helper.lines[logged:])
+
+
+def test_log_escapes_what_clients_send():
+    assert printable("GET /ok?q=1") == "GET /ok?q=1"
+    assert printable("Яндекс.рф") == "Яндекс.рф"  # printable text is kept
+    assert printable("/\x1b[31mred\x00\nnext\r") == "/\\x1b[31mred\\x00\\nnext\\r"
+    assert printable("\u2028\u202e\x85\x7f\t") == "\\u2028\\u202e\\x85\\x7f\\t"
+    assert printable("a\\x1b") == "a\\\\x1b"  # a literal backslash cannot pass for an escape
+
+
+def test_lab_log_lines_escape_request_paths(lab, small_helper):
+    logged = len(small_helper.lines)
+    _, out = raw(lab, small_helper, b"GET /\x1b[2J\x1b[31mx\x00\nFAKE-200-line HTTP/1.1\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 404 ")
+    _, out = raw(lab, small_helper, b"\x1b]0;title\x07 / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 405 ")
+    deadline = time.monotonic() + 5
+    while len(small_helper.lines) < logged + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = small_helper.lines[logged:]
+    text = "".join(lines)
+    assert len(lines) == 2, lines  # one line per request, no injected one
+    assert "GET /\\x1b[2J\\x1b[31mx\\x00\\nFAKE-200-line 404 " in text
+    assert "\\x1b]0;title\\x07 / 405 " in text
+    assert not any(c in text for c in "\x1b\x00\x07")

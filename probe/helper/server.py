@@ -354,9 +354,28 @@ def _describe(data: dict[str, Any], answer: dict[str, Any]) -> str:
 
 
 def _log(request: _Request | None, status: int, started: float, note: str, size: int = 0) -> None:
-    # Never the client's address: volunteers' privacy.
+    # Never the client's address: volunteers' privacy. What the client sent is escaped: one
+    # request is one log line, with no terminal escape sequences in it.
     what = f"{request.method} {request.path[:64]}" if request else "-"
-    log.info("%s %d %.3fs %dB %s", what, status, time.monotonic() - started, size, note)
+    log.info(
+        "%s %d %.3fs %dB %s",
+        printable(what),
+        status,
+        time.monotonic() - started,
+        size,
+        printable(note),
+    )
+
+
+def printable(text: str) -> str:
+    """``text`` with backslashes and every non-printable character escaped (``\\x1b``,
+    ``\\n``, ``\\u2028``), so what a stranger sent can be logged safely."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(
+        c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
 
 
 # ---------------------------------------------------------------- entry point
