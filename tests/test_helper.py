@@ -1137,3 +1137,67 @@ def test_lab_log_lines_escape_request_paths(lab, small_helper):
     assert "GET /\\x1b[2J\\x1b[31mx\\x00\\nFAKE-200-line 404 " in text
     assert "\\x1b]0;title\\x07 / 405 " in text
     assert not any(c in text for c in "\x1b\x00\x07")
+
+
+FLOOD = """
+import json, resource, socket, threading, httpx
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+host, port = {host!r}, {port}
+slow = []
+def measure_slowly():
+    r = httpx.post({url!r}, json={{"http_request": {slow_url!r}, "tcp_connect": []}}, timeout=60)
+    slow.append([r.status_code, r.json()["http_request"]["status_code"]])
+worker = threading.Thread(target=measure_slowly)
+worker.start()
+def hello(s):
+    s.sendall(b"GET / HTTP/1.1\\r\\nHost: helper\\r\\n\\r\\n")
+    data = b""
+    while not data.endswith(b"}}"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]) if data else None
+idle, statuses = [], []
+for _ in range({n}):  # each answered once, then left open and idle (keep-alive)
+    s = socket.create_connection((host, port), 5)
+    s.settimeout(10)
+    statuses.append(hello(s))
+    idle.append(s)
+for _ in range(8):  # and slow senders, stuck in their request head
+    s = socket.create_connection((host, port), 5)
+    s.sendall(b"POST / HTTP/1.1\\r\\nContent-Length: 100\\r\\n")
+    idle.append(s)
+r = httpx.post({url!r}, json={{"http_request": {real_url!r}, "tcp_connect": []}}, timeout=60)
+real = [r.status_code, r.json()]
+def closed(s):
+    s.setblocking(False)
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+worker.join()
+print(json.dumps({{"statuses": statuses, "real": real, "slow": slow,
+                  "first_closed": closed(idle[0]), "last_open": not closed(idle[{n} - 1])}}))
+"""
+
+
+def test_lab_idle_connections_do_not_starve_active_ones(lab, helper):
+    # 1,030 keep-alive connections left idle plus 8 stuck mid-request, over a helper allowing
+    # 1,024: every new client still gets in (the idlest connections are closed for it), and
+    # a measurement in flight meanwhile is not disturbed.
+    slow = lab.site("akipress.org").url("https", "/delay/4000")
+    code = FLOOD.format(
+        host=lab.HELPER_IP,
+        port=80,
+        url=helper.url,
+        n=1030,
+        slow_url=slow,
+        real_url=lab.site("kloop.kg").url(),
+    )
+    out = json.loads(lab.python(lab.vantage, code, timeout=120).strip().splitlines()[-1])
+    assert out["statuses"] == [200] * 1030  # before: 503 for the last 6
+    assert out["real"][0] == 200, out["real"]
+    assert out["real"][1]["http_request"]["status_code"] == 200
+    assert out["slow"] == [[200, 200]]  # busy: never pushed out
+    assert out["first_closed"] and out["last_open"]  # the oldest idle went first

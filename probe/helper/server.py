@@ -26,8 +26,10 @@ probe's endpoints only on the ports the URL uses (the URL's port and 443; others
 :data:`~probe.helper.requests.REFUSED_PORT`). Requests are bounded: body size (413), JSON shape
 (400), at most ``max_endpoints`` entries in ``tcp_connect`` (more is refused with 400, so a
 probe learns its request was not measured instead of getting a silently partial answer),
-requests in flight (503), and time (504). It logs one line per request and never the client's
-address.
+requests in flight (503), and time (504). Open connections are bounded too, without letting
+idle or slow clients starve active ones: when ``max_connections`` are open, a new connection
+closes the longest-idle one (else the slowest sender), never one being measured or answered.
+It logs one line per request, escaped (:func:`printable`), and never the client's address.
 
 Differences from OONI's oohelperd, on purpose: bogons the probe lists are answered (refused)
 rather than silently left out; TCP and HTTP failures keep our more precise strings where the
@@ -85,7 +87,7 @@ class HelperConfig:
     max_request_bytes: int = 64 * 1024  # larger bodies: 413
     max_endpoints: int = 64  # longer tcp_connect lists: 400
     timeout: float = 30.0  # one whole measurement; beyond: 504
-    max_connections: int = 1024  # open client connections; beyond: 503 and close
+    max_connections: int = 1024  # open client connections; beyond: the idlest is closed
     certfile: str | None = None  # serve HTTPS with this certificate chain (PEM) ...
     keyfile: str | None = None  # ... and key; None: plain HTTP (e.g. behind a TLS proxy)
     idle_timeout: float = 15.0  # waiting for a (next) request on an open connection
@@ -120,12 +122,28 @@ class _Request:
     keep_alive: bool = True
 
 
+IDLE, READING, BUSY = "idle", "reading", "busy"
+
+
+@dataclass(eq=False)
+class _Client:
+    """One admitted client connection and what it is doing since when."""
+
+    task: asyncio.Task[Any]
+    state: str = IDLE  # IDLE: waiting for a request; READING one; BUSY: measuring or answering
+    since: float = field(default_factory=time.monotonic)
+
+    def enter(self, state: str) -> None:
+        self.state, self.since = state, time.monotonic()
+
+
 @dataclass
 class _Stats:
     in_flight: int = 0
-    connections: int = 0
     served: int = 0
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    evicted: int = 0  # connections closed to make room for a new one
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # every connection's task
+    clients: dict[asyncio.Task[Any], _Client] = field(default_factory=dict)  # admitted ones
 
 
 class HelperServer:
@@ -173,14 +191,14 @@ class HelperServer:
         task = asyncio.current_task()
         assert task is not None
         self.stats.tasks.add(task)
-        self.stats.connections += 1
         try:
-            if self.stats.connections > self.config.max_connections:
+            if len(self.stats.clients) >= self.config.max_connections and not self._evict():
                 await self._send(writer, 503, {"error": "too many connections"}, close=True)
                 await _linger(reader, writer)
                 return
+            client = self.stats.clients[task] = _Client(task)
             while True:
-                keep = await self._one_request(reader, writer)
+                keep = await self._one_request(reader, writer, client)
                 if not keep:
                     return
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
@@ -190,14 +208,32 @@ class HelperServer:
         except Exception:
             log.exception("internal error on a connection")
         finally:
-            self.stats.connections -= 1
+            self.stats.clients.pop(task, None)
             self.stats.tasks.discard(task)
             writer.close()
 
+    def _evict(self) -> bool:
+        """Make room for a new connection: close the longest-idle one, else the one that has
+        been sending its request the longest; never one being measured or answered. False
+        when every connection is busy.
+
+        So idle keep-alive connections and slow senders cannot hold every slot: a client with
+        a request always gets in, and the ones pushed out are the ones doing nothing.
+        """
+        waiting = [c for c in self.stats.clients.values() if c.state != BUSY]
+        if not waiting:
+            return False
+        victim = min(waiting, key=lambda c: (c.state != IDLE, c.since))
+        del self.stats.clients[victim.task]
+        victim.task.cancel()
+        self.stats.evicted += 1
+        return True
+
     async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: _Client
     ) -> bool:
         """Serve one request; whether to keep the connection open."""
+        client.enter(IDLE)
         try:
             async with asyncio.timeout(self.config.idle_timeout):
                 line = await reader.readuntil(b"\r\n")
@@ -210,6 +246,7 @@ class HelperServer:
         except asyncio.LimitOverrunError:
             await self._send(writer, 400, {"error": "request line too long"}, close=True)
             return False
+        client.enter(READING)
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.config.read_timeout):
@@ -222,6 +259,7 @@ class HelperServer:
         except TimeoutError:
             await self._send(writer, 408, {"error": "request not received in time"}, close=True)
             return False
+        client.enter(BUSY)
         status, payload, note = await self._route(request)
         keep = request.keep_alive and status not in (500, 504)
         size = await self._send(writer, status, payload, close=not keep)
