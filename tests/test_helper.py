@@ -1201,3 +1201,125 @@ def test_lab_idle_connections_do_not_starve_active_ones(lab, helper):
     assert out["real"][1]["http_request"]["status_code"] == 200
     assert out["slow"] == [[200, 200]]  # busy: never pushed out
     assert out["first_closed"] and out["last_open"]  # the oldest idle went first
+
+
+SPIN_CLIENTS = """
+import httpx, json, threading, time
+def ask(body, out):
+    try:
+        r = httpx.post({url!r}, json=body, timeout=30)
+        out.append(r.status_code)
+    except httpx.HTTPError as exc:
+        out.append(repr(exc))
+hostile, normal = [], []
+t = threading.Thread(target=ask, args=({{"http_request": {hostile!r}}}, hostile))
+t.start()
+time.sleep(1.0)  # the hostile fetch now holds the measurements' loop
+n = threading.Thread(target=ask, args=({{"http_request": {normal!r}}}, normal))
+n.start()
+hello = httpx.get({url!r}, timeout=10).status_code
+t.join()
+n.join()
+print(json.dumps([hostile[0], normal[0], hello]))
+"""
+
+
+def test_lab_helper_answers_at_its_deadline_while_a_measurement_spins(lab):
+    # The 2**48-byte chunk makes today's HTTP client read without ever yielding (see the xfail
+    # above): whatever the measurement does, the server answers every client (hello at once,
+    # each measurement by its 8 s deadline) and stops on SIGTERM.
+    ip = "192.88.99.91"
+    h = Helper(lab, 8091, f"udp://{lab.CONTROL_RESOLVER}", timeout=8.0)
+    try:
+        head, body = ENDLESS_BODIES["huge-chunk"]
+        with own_server(lab, ip, ENDLESS.format(ip=ip, head=head, body=body)):
+            code = SPIN_CLIENTS.format(
+                url=h.url, hostile=f"http://{ip}/", normal=lab.site("24.kg").url()
+            )
+            hostile, normal, hello = json.loads(lab.python(lab.vantage, code, timeout=90))
+            assert hello == 200
+            assert hostile == 504
+            assert normal in (200, 504)  # 200 once the HTTP client streams
+            h.proc.send_signal(signal.SIGTERM)
+            assert h.wait() == 0
+    finally:
+        h.proc.kill()
+        h.wait()
+    assert "Traceback" not in h.log()
+
+
+TLS_ABUSE = """
+import asyncio, json, os, socket, ssl, httpx
+from probe.measure.control import HelperClient
+from probe.net.connections import Clock, client_context
+from probe.ooni.helper_protocol import control_request
+
+host, port, url = {host!r}, {port}, {url!r}
+
+def abusers():
+    socks = []
+    for kind in range(4):
+        for _ in range(20):
+            s = socket.create_connection((host, port), 5)
+            if kind == 0:  # garbage where a ClientHello belongs
+                s.sendall(os.urandom(2048))
+            elif kind == 1:  # plain HTTP to the TLS port
+                s.sendall(b"POST / HTTP/1.1\\r\\nContent-Length: 2\\r\\n\\r\\n{{}}")
+            elif kind == 2:  # the start of a TLS record, then nothing
+                s.sendall(bytes.fromhex("160301020001"))
+            socks.append(s)  # kind 3: connect and say nothing
+    return socks
+
+async def main():
+    socks = abusers()
+    context = client_context({ca_file!r})
+    async with httpx.AsyncClient(verify=context, timeout=30) as client:
+        helpers = HelperClient([url], client, concurrency=4, timeout=40)
+        requests = [control_request(u, [], {{"User-Agent": "probe-test"}})
+                    for u in ({site_url!r}, {site_url2!r})]
+        records = await asyncio.gather(*(helpers.control(r, Clock()) for r in requests))
+    # what the abusers got: nothing useful, and no answer over plain HTTP
+    got = []
+    for s in socks[:40]:
+        s.settimeout(15)
+        try:
+            got.append(s.recv(65536)[:16].hex())
+        except OSError as exc:
+            got.append(type(exc).__name__)
+    print(json.dumps({{
+        "failures": [r.failure for r in records],
+        "titles": [r.response["http_request"]["title"] if r.response else None for r in records],
+        "abusers": got,
+    }}))
+    for s in socks:
+        s.close()
+
+asyncio.run(main())
+"""
+
+
+def test_lab_https_helper_with_abusive_clients(lab):
+    # The helper serves HTTPS with a certificate from the lab's CA; probe's own helper client
+    # (httpx, trusting the lab CA) gets complete answers while 80 other connections to the
+    # same port send garbage, plain HTTP, half a TLS record or nothing at all.
+    cert, key = lab._leaf("probe-helper-tls", [lab.HELPER_IP])
+    h = Helper(lab, 8444, f"udp://{lab.CONTROL_RESOLVER}", certfile=cert, keyfile=key)
+    try:
+        code = TLS_ABUSE.format(
+            host=lab.HELPER_IP,
+            port=8444,
+            url=f"https://{lab.HELPER_IP}:8444/",
+            ca_file=lab.ca_file,
+            site_url=lab.site("24.kg").url(),
+            site_url2=lab.site("kloop.kg").url("http"),
+        )
+        out = json.loads(lab.python(lab.vantage, code, timeout=120).strip().splitlines()[-1])
+    finally:
+        assert h.stop() == 0
+    assert out["failures"] == [None, None]
+    assert out["titles"] == ["24.kg — lab news", "kloop.kg — lab news"]
+    # garbage and plain HTTP get a TLS alert, a close or a reset: never an HTTP answer
+    assert len(out["abusers"]) == 40
+    assert not any(reply.startswith(b"HTTP/".hex()) for reply in out["abusers"])
+    assert "TimeoutError" not in out["abusers"]  # refused at once, not left hanging
+    assert "Traceback" not in h.log()

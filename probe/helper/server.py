@@ -47,9 +47,11 @@ import logging
 import signal
 import ssl
 import sys
+import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .. import __version__
@@ -146,14 +148,55 @@ class _Stats:
     clients: dict[asyncio.Task[Any], _Client] = field(default_factory=dict)  # admitted ones
 
 
+T = TypeVar("T")
+
+
+class MeasurementThread:
+    """An event loop in a thread of its own, where every measurement runs.
+
+    The server's loop (accepting, reading requests, answering) never runs measurement code, so
+    it answers at each request's deadline (504) even when a measurement misbehaves: ignores its
+    cancellation, or holds its loop without ever yielding (a client reading a never-ending body
+    as fast as it arrives). Such a measurement still holds the measurements' loop until it ends:
+    the other requests then get their 504 in time rather than no answer at all.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="probe-helper-measurements", daemon=True
+        )
+        self.thread.start()
+
+    async def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        """Run ``coro`` in the thread; ``TimeoutError`` after ``timeout`` seconds whatever it
+        does (it is then cancelled, and ends in its own time)."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+
+    async def stop(self, cleanup: Coroutine[Any, Any, None], timeout: float) -> None:
+        """Run ``cleanup`` in the thread, then stop its loop; gives up after ``timeout`` (a
+        stuck measurement cannot keep the process from exiting: the thread is a daemon)."""
+        try:
+            await self.run(cleanup, timeout)
+        except TimeoutError:
+            log.warning("measurements still running at exit")
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        await asyncio.to_thread(self.thread.join, timeout)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
 class HelperServer:
-    """A small HTTP/1.1 server (asyncio streams) in front of :func:`handle_request`."""
+    """A small HTTP/1.1 server (asyncio streams) in front of :func:`handle_request`, which
+    runs in a :class:`MeasurementThread`."""
 
     def __init__(self, config: HelperConfig, context: HelperContext) -> None:
         self.config = config
         self.context = context
         self.stats = _Stats()
         self.server: asyncio.Server | None = None
+        self.measurements: MeasurementThread | None = None
 
     async def start(self) -> tuple[str, int]:
         """Bind and listen; returns the bound (host, port)."""
@@ -172,11 +215,13 @@ class HelperServer:
             ssl=ssl_ctx,
             ssl_handshake_timeout=self.config.read_timeout if ssl_ctx else None,
         )
+        self.measurements = MeasurementThread()
         sockname = self.server.sockets[0].getsockname()
         return self.config.host, sockname[1]
 
     async def close(self) -> None:
-        """Stop accepting, let measurements finish (a few seconds), then drop connections."""
+        """Stop accepting, let measurements finish (a few seconds), then drop connections and
+        close the context (in the measurements' thread, where it was used)."""
         if self.server is not None:
             self.server.close()
         deadline = time.monotonic() + SHUTDOWN_GRACE
@@ -186,6 +231,10 @@ class HelperServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.measurements is not None:
+            await self.measurements.stop(self.context.aclose(), SHUTDOWN_GRACE)
+        else:  # never started
+            await self.context.aclose()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -328,10 +377,12 @@ class HelperServer:
             return 400, {"error": "the body is not JSON"}, "bad JSON"
         if self.stats.in_flight >= self.config.max_in_flight:
             return 503, {"error": "too many requests in flight, retry later"}, "busy"
+        assert self.measurements is not None, "start() first"
         self.stats.in_flight += 1
         try:
-            async with asyncio.timeout(self.config.timeout):
-                answer = await handle_request(data, self.context)
+            answer = await self.measurements.run(
+                handle_request(data, self.context), self.config.timeout
+            )
         except BadRequest as exc:
             return 400, {"error": str(exc)}, f"bad request: {exc}"
         except TimeoutError:
@@ -471,6 +522,5 @@ async def _serve(config: HelperConfig) -> None:
         log.info("stopping")
     finally:
         await server.close()
-        await context.aclose()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
