@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .analysis.fingerprints import Fingerprints
 from .errors import ConfigError, InputError
@@ -71,6 +72,35 @@ def parse_cc(value: str) -> str:
     return value.upper()
 
 
+def parse_helper_url(url: str) -> str:
+    """A test helper's URL, checked; raises :class:`InputError` saying what is wrong.
+
+    It must be an ``http://`` or ``https://`` URL with a host, a port (if any) in 1..65535,
+    no user name or password (a secret that would end up in the stored run settings), and no
+    white space or control characters.
+    """
+    where = f"--helper {url!r}"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise InputError(f"{where}: contains white space or control characters")
+    if not url.lower().startswith(("http://", "https://")):
+        raise InputError(f"{where}: must be an http:// or https:// URL")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # unbalanced [ ] around an IPv6 address
+        raise InputError(f"{where}: {exc}") from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if "@" in parts.netloc:
+        raise InputError(f"{where}: user names and passwords are not supported")
+    if not parts.hostname:
+        raise InputError(f"{where}: has no host")
+    if port == 0:
+        raise InputError(f"{where}: bad port (must be 1-65535)")
+    return url
+
+
 def check_config(
     *,
     resolver: str | None = None,
@@ -96,10 +126,7 @@ def check_config(
     controls = [
         resolvers.parse_resolver(url) for url in (control_resolvers or DEFAULT_CONTROL_RESOLVERS)
     ]
-    helper_urls = list(helpers or DEFAULT_HELPERS)
-    for url in helper_urls:
-        if not url.startswith(("http://", "https://")):
-            raise InputError(f"--helper {url!r}: must be an http:// or https:// URL")
+    helper_urls = [parse_helper_url(url) for url in (helpers or DEFAULT_HELPERS)]
     if helper_concurrency is None:
         helper_concurrency = OWN_HELPER_CONCURRENCY if helpers else DEFAULT_HELPER_CONCURRENCY
     return CheckConfig(

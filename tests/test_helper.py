@@ -8,6 +8,7 @@ is queried from the ``vantage`` with httpx, exactly as a probe would.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import signal
@@ -18,7 +19,8 @@ import time
 
 import pytest
 
-from probe.errors import AsnDBError, BadRequest
+from probe.config import parse_helper_url
+from probe.errors import AsnDBError, BadRequest, InputError
 from probe.helper.asn import AsnDB
 from probe.helper.measurement import HelperContext, handle_request, http_result
 from probe.helper.requests import (
@@ -30,6 +32,7 @@ from probe.helper.requests import (
     parse_request,
     url_ports,
 )
+from probe.helper.server import printable
 from probe.model import failures
 from probe.model.records import HTTPRequest
 from probe.net import connections
@@ -935,3 +938,386 @@ def test_lab_serves_https(lab, tmp_path):
         assert b"Hello OONItarian" not in reply
     finally:
         assert h.stop() == 0
+
+
+# ---------------------------------------------------------------- the helper's URL (probe check)
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("http://192.88.99.80:0/", "bad port"),
+        ("http://192.88.99.80:99999/", "bad port"),
+        ("https://[2001:db8::1]:65536/", "bad port"),
+        ("http://helper.example:-1/", "bad port"),
+        ("http://helper.example:+80/", "bad port"),
+        ("http://:80/", "no host"),
+        ("https:///", "no host"),
+        ("https://user:secret@helper.example/", "user names and passwords"),
+        ("https://user@helper.example/", "user names and passwords"),
+        ("https://helper.example\n/", "white space or control"),
+        ("https://helper.exa\x00mple/", "white space or control"),
+        ("https://[2001:db8::1/", "Invalid IPv6"),
+        ("ftp://helper.example/", "http:// or https://"),
+        ("helper.example:443", "http:// or https://"),
+    ],
+)
+def test_bad_helper_urls_are_input_errors(url, reason):
+    with pytest.raises(InputError, match=reason) as info:
+        parse_helper_url(url)
+    assert str(info.value).startswith(f"--helper {url!r}: ")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://0.th.ooni.org/", "http://192.88.99.80:8080/", "https://[2001:db8::1]:443/"]
+)
+def test_good_helper_urls_pass(url):
+    assert parse_helper_url(url) == url
+
+
+def test_cli_bad_helper_url_exits_2_before_measuring(tmp_path):
+    from click.testing import CliRunner
+
+    from probe.cli import cli
+
+    db = tmp_path / "probe.db"
+    result = CliRunner().invoke(
+        cli, ["check", "--input", "https://24.kg/", "--helper", "http://h.kg:0/", "--db", db]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--helper 'http://h.kg:0/': bad port" in result.output
+    assert "Traceback" not in result.output
+    assert not db.exists()
+
+
+# ---------------------------------------------------------------- hostile sites and clients
+
+
+@contextlib.contextmanager
+def own_server(lab, ip: str, code: str):
+    """Run ``code`` (a server listening on ``ip``) in net, ``ip`` added to net's loopback;
+    yields the process (stdout piped); killed and the address removed afterwards."""
+    lab.run(lab.net, ["ip", "addr", "add", f"{ip}/32", "dev", "lo"]).check_returncode()
+    proc = lab.spawn(lab.net, [sys.executable, "-u", "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"ready", "the server did not start"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(5)
+        lab.run(lab.net, ["ip", "addr", "del", f"{ip}/32", "dev", "lo"])
+
+
+ENDLESS = """
+import socket, threading
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(({ip!r}, 80))
+srv.listen(64)
+def serve(conn):
+    try:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Type: text/html\\r\\n" + {head!r})
+        body = {body}
+        while True:
+            conn.sendall(body)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+print("ready", flush=True)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+# Empty stored deflate blocks: a gzip body that never decompresses to a single byte, so a
+# client counting decoded bytes against its cap reads forever.
+ENDLESS_BODIES = {
+    "gzip-of-nothing": (
+        b"Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"a\r\n\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff\r\n",
+        'b"c350\\r\\n" + b"\\x00\\x00\\x00\\xff\\xff" * 10000 + b"\\r\\n"',
+    ),
+    # one chunk of 2**48 bytes, sent as fast as the socket takes it
+    "huge-chunk": (b"Transfer-Encoding: chunked\r\n\r\nffffffffffff\r\n", 'b"x" * 65536'),
+}
+
+CONCURRENT = """
+import httpx, json, threading, time
+def ask(body, out):
+    try:
+        r = httpx.post({url!r}, json=body, timeout={timeout})
+        out.append([r.status_code, r.json()])
+    except httpx.HTTPError as exc:
+        out.append([None, repr(exc)])
+hostile, normal = [], []
+t = threading.Thread(target=ask, args=({{"http_request": {hostile!r}, "tcp_connect": []}}, hostile))
+t.start()
+time.sleep(1.0)  # the hostile fetch is under way
+ask({{"http_request": {normal!r}, "tcp_connect": []}}, normal)
+t.join()
+print(json.dumps([hostile[0], normal[0]]))
+"""
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "gzip-of-nothing",
+        "huge-chunk",
+    ],
+)
+def test_lab_endless_body_does_not_freeze_the_helper(lab, kind):
+    # The helper's deadline is 8 s; the site streams a gzip body that never ends. Another
+    # client's request, sent while that fetch runs, must be answered, and so must the hostile
+    # one (a failure string, or a 504 at the deadline).
+    ip = "192.88.99.91"
+    h = Helper(lab, 8090, f"udp://{lab.CONTROL_RESOLVER}", timeout=8.0)
+    try:
+        head, body = ENDLESS_BODIES[kind]
+        with own_server(lab, ip, ENDLESS.format(ip=ip, head=head, body=body)):
+            code = CONCURRENT.format(
+                url=h.url, timeout=30, hostile=f"http://{ip}/", normal=lab.site("24.kg").url()
+            )
+            out = lab.python(lab.vantage, code, timeout=90)
+        hostile, normal = json.loads(out.strip().splitlines()[-1])
+    finally:
+        h.proc.kill()  # a frozen helper does not answer SIGTERM
+        h.wait()
+    assert normal[0] == 200, normal
+    assert normal[1]["http_request"]["status_code"] == 200
+    assert hostile[0] in (200, 504), hostile
+    if hostile[0] == 200:  # a failure string, or the page cut at the cap
+        http = hostile[1]["http_request"]
+        assert http["failure"] is not None or http["status_code"] == 200, http
+
+
+@pytest.mark.parametrize(
+    "location", ["http://192.88.99.92:99999/", "http://24.kg:99999/x", "http://[::1/", "http://:0/"]
+)
+def test_lab_redirect_to_a_malformed_url_is_a_failure_string(lab, helper, location):
+    ip = "192.88.99.92"
+    code = REDIRECTOR.format(ip=ip, location=location).replace(
+        "http.server.HTTPServer(", 'print("ready", flush=True)\nhttp.server.HTTPServer('
+    )
+    logged = len(helper.lines)
+    with own_server(lab, ip, code):
+        reply = post(lab, helper.url, request(f"http://{ip}/start"))
+    assert reply["status"] == 200, reply  # not a 500
+    answer = check_response(reply["json"])
+    http = answer["http_request"]
+    assert (http["status_code"], http["body_length"]) == (-1, -1)
+    assert isinstance(http["failure"], str) and http["failure"]
+    assert answer["tcp_connect"][f"{ip}:80"] == {"status": True, "failure": None}
+    assert "Traceback" not in "".join(helper.lines[logged:])
+
+
+def test_log_escapes_what_clients_send():
+    assert printable("GET /ok?q=1") == "GET /ok?q=1"
+    assert printable("Яндекс.рф") == "Яндекс.рф"  # printable text is kept
+    assert printable("/\x1b[31mred\x00\nnext\r") == "/\\x1b[31mred\\x00\\nnext\\r"
+    assert printable("\u2028\u202e\x85\x7f\t") == "\\u2028\\u202e\\x85\\x7f\\t"
+    assert printable("a\\x1b") == "a\\\\x1b"  # a literal backslash cannot pass for an escape
+
+
+def test_lab_log_lines_escape_request_paths(lab, small_helper):
+    logged = len(small_helper.lines)
+    _, out = raw(lab, small_helper, b"GET /\x1b[2J\x1b[31mx\x00\nFAKE-200-line HTTP/1.1\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 404 ")
+    _, out = raw(lab, small_helper, b"\x1b]0;title\x07 / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 405 ")
+    deadline = time.monotonic() + 5
+    while len(small_helper.lines) < logged + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = small_helper.lines[logged:]
+    text = "".join(lines)
+    assert len(lines) == 2, lines  # one line per request, no injected one
+    assert "GET /\\x1b[2J\\x1b[31mx\\x00\\nFAKE-200-line 404 " in text
+    assert "\\x1b]0;title\\x07 / 405 " in text
+    assert not any(c in text for c in "\x1b\x00\x07")
+
+
+FLOOD = """
+import json, resource, socket, threading, httpx
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+host, port = {host!r}, {port}
+slow = []
+def measure_slowly():
+    r = httpx.post({url!r}, json={{"http_request": {slow_url!r}, "tcp_connect": []}}, timeout=60)
+    slow.append([r.status_code, r.json()["http_request"]["status_code"]])
+worker = threading.Thread(target=measure_slowly)
+worker.start()
+def hello(s):
+    s.sendall(b"GET / HTTP/1.1\\r\\nHost: helper\\r\\n\\r\\n")
+    data = b""
+    while not data.endswith(b"}}"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]) if data else None
+idle, statuses = [], []
+for _ in range({n}):  # each answered once, then left open and idle (keep-alive)
+    s = socket.create_connection((host, port), 5)
+    s.settimeout(10)
+    statuses.append(hello(s))
+    idle.append(s)
+for _ in range(8):  # and slow senders, stuck in their request head
+    s = socket.create_connection((host, port), 5)
+    s.sendall(b"POST / HTTP/1.1\\r\\nContent-Length: 100\\r\\n")
+    idle.append(s)
+r = httpx.post({url!r}, json={{"http_request": {real_url!r}, "tcp_connect": []}}, timeout=60)
+real = [r.status_code, r.json()]
+def closed(s):
+    s.setblocking(False)
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+worker.join()
+print(json.dumps({{"statuses": statuses, "real": real, "slow": slow,
+                  "first_closed": closed(idle[0]), "last_open": not closed(idle[{n} - 1])}}))
+"""
+
+
+def test_lab_idle_connections_do_not_starve_active_ones(lab, helper):
+    # 1,030 keep-alive connections left idle plus 8 stuck mid-request, over a helper allowing
+    # 1,024: every new client still gets in (the idlest connections are closed for it), and
+    # a measurement in flight meanwhile is not disturbed.
+    slow = lab.site("akipress.org").url("https", "/delay/4000")
+    code = FLOOD.format(
+        host=lab.HELPER_IP,
+        port=80,
+        url=helper.url,
+        n=1030,
+        slow_url=slow,
+        real_url=lab.site("kloop.kg").url(),
+    )
+    out = json.loads(lab.python(lab.vantage, code, timeout=120).strip().splitlines()[-1])
+    assert out["statuses"] == [200] * 1030  # before: 503 for the last 6
+    assert out["real"][0] == 200, out["real"]
+    assert out["real"][1]["http_request"]["status_code"] == 200
+    assert out["slow"] == [[200, 200]]  # busy: never pushed out
+    assert out["first_closed"] and out["last_open"]  # the oldest idle went first
+
+
+SPIN_CLIENTS = """
+import httpx, json, threading, time
+def ask(body, out):
+    try:
+        r = httpx.post({url!r}, json=body, timeout=30)
+        out.append(r.status_code)
+    except httpx.HTTPError as exc:
+        out.append(repr(exc))
+hostile, normal = [], []
+t = threading.Thread(target=ask, args=({{"http_request": {hostile!r}}}, hostile))
+t.start()
+time.sleep(1.0)  # the hostile fetch now holds the measurements' loop
+n = threading.Thread(target=ask, args=({{"http_request": {normal!r}}}, normal))
+n.start()
+hello = httpx.get({url!r}, timeout=10).status_code
+t.join()
+n.join()
+print(json.dumps([hostile[0], normal[0], hello]))
+"""
+
+
+def test_lab_helper_answers_at_its_deadline_while_a_measurement_spins(lab):
+    # The 2**48-byte chunk once made the HTTP client read without ever yielding; measurements
+    # now run on a loop of their own, so whatever one does, the server answers every client
+    # (hello at once, each measurement by its 8 s deadline) and stops on SIGTERM.
+    ip = "192.88.99.91"
+    h = Helper(lab, 8091, f"udp://{lab.CONTROL_RESOLVER}", timeout=8.0)
+    try:
+        head, body = ENDLESS_BODIES["huge-chunk"]
+        with own_server(lab, ip, ENDLESS.format(ip=ip, head=head, body=body)):
+            code = SPIN_CLIENTS.format(
+                url=h.url, hostile=f"http://{ip}/", normal=lab.site("24.kg").url()
+            )
+            hostile, normal, hello = json.loads(lab.python(lab.vantage, code, timeout=90))
+            assert hello == 200
+            assert hostile in (200, 504)  # the page cut at the cap, or the deadline
+            assert normal == 200
+            h.proc.send_signal(signal.SIGTERM)
+            assert h.wait() == 0
+    finally:
+        h.proc.kill()
+        h.wait()
+    assert "Traceback" not in h.log()
+
+
+TLS_ABUSE = """
+import asyncio, json, os, socket, ssl, httpx
+from probe.measure.control import HelperClient
+from probe.net.connections import Clock, client_context
+from probe.ooni.helper_protocol import control_request
+
+host, port, url = {host!r}, {port}, {url!r}
+
+def abusers():
+    socks = []
+    for kind in range(4):
+        for _ in range(20):
+            s = socket.create_connection((host, port), 5)
+            if kind == 0:  # garbage where a ClientHello belongs
+                s.sendall(os.urandom(2048))
+            elif kind == 1:  # plain HTTP to the TLS port
+                s.sendall(b"POST / HTTP/1.1\\r\\nContent-Length: 2\\r\\n\\r\\n{{}}")
+            elif kind == 2:  # the start of a TLS record, then nothing
+                s.sendall(bytes.fromhex("160301020001"))
+            socks.append(s)  # kind 3: connect and say nothing
+    return socks
+
+async def main():
+    socks = abusers()
+    context = client_context({ca_file!r})
+    async with httpx.AsyncClient(verify=context, timeout=30) as client:
+        helpers = HelperClient([url], client, concurrency=4, timeout=40)
+        requests = [control_request(u, [], {{"User-Agent": "probe-test"}})
+                    for u in ({site_url!r}, {site_url2!r})]
+        records = await asyncio.gather(*(helpers.control(r, Clock()) for r in requests))
+    # what the abusers got: nothing useful, and no answer over plain HTTP
+    got = []
+    for s in socks[:40]:
+        s.settimeout(15)
+        try:
+            got.append(s.recv(65536)[:16].hex())
+        except OSError as exc:
+            got.append(type(exc).__name__)
+    print(json.dumps({{
+        "failures": [r.failure for r in records],
+        "titles": [r.response["http_request"]["title"] if r.response else None for r in records],
+        "abusers": got,
+    }}))
+    for s in socks:
+        s.close()
+
+asyncio.run(main())
+"""
+
+
+def test_lab_https_helper_with_abusive_clients(lab):
+    # The helper serves HTTPS with a certificate from the lab's CA; probe's own helper client
+    # (httpx, trusting the lab CA) gets complete answers while 80 other connections to the
+    # same port send garbage, plain HTTP, half a TLS record or nothing at all.
+    cert, key = lab._leaf("probe-helper-tls", [lab.HELPER_IP])
+    h = Helper(lab, 8444, f"udp://{lab.CONTROL_RESOLVER}", certfile=cert, keyfile=key)
+    try:
+        code = TLS_ABUSE.format(
+            host=lab.HELPER_IP,
+            port=8444,
+            url=f"https://{lab.HELPER_IP}:8444/",
+            ca_file=lab.ca_file,
+            site_url=lab.site("24.kg").url(),
+            site_url2=lab.site("kloop.kg").url("http"),
+        )
+        out = json.loads(lab.python(lab.vantage, code, timeout=120).strip().splitlines()[-1])
+    finally:
+        assert h.stop() == 0
+    assert out["failures"] == [None, None]
+    assert out["titles"] == ["24.kg — lab news", "kloop.kg — lab news"]
+    # garbage and plain HTTP get a TLS alert, a close or a reset: never an HTTP answer
+    assert len(out["abusers"]) == 40
+    assert not any(reply.startswith(b"HTTP/".hex()) for reply in out["abusers"])
+    assert "TimeoutError" not in out["abusers"]  # refused at once, not left hanging
+    assert "Traceback" not in h.log()

@@ -134,7 +134,7 @@ SCENARIOS = [
     # handshake on 443 is another port's story, in the verdict and in the stored fetch.
     Scenario("port 80 blackholed, 443 refused", "http://port80-drop.kg/", "blocked", "tcp_ip",
              "generic_timeout_error", hop_failure="generic_timeout_error",
-             issue="issue 7 #9: the stored HTTP hop says connection_refused, the refusal of the "
+             was="issue 7 #9: the stored HTTP hop says connection_refused, the refusal of the "
                    "validation connect on 443 (probe/measure/measurer.py _first_failure ignores "
                    "the port); the verdict's failure is right"),
     # 10. Transfer and content codings are the server's business; the page is the same.

@@ -175,24 +175,27 @@ def check(
     )
     try:
         config = check_config(timeouts=timeouts, **options)
-        target_list = targets.load(files, inputs)
+        total = targets.count(files, inputs)  # every line checked before anything is stored
     except InputError as exc:
         raise BadInput(str(exc)) from None
-    if not target_list:
+    if not total:
         raise BadInput("no targets: the lists are empty")
     started = time.monotonic()
     store = Store(open_db(db))
-    progress = _Progress(len(target_list))
+    progress = _Progress(total)
     try:
         summary = asyncio.run(
             runner.check(
-                target_list,
+                targets.iter_targets(files, inputs),
                 config,
                 store,
+                total=total,
                 inputs=[str(f) for f in files] + list(inputs),
                 on_result=progress,
             )
         )
+    except InputError as exc:  # a list that changed since it was counted
+        raise BadInput(str(exc)) from None
     except KeyboardInterrupt:
         raise Interrupted(STOPPED) from None
     finally:

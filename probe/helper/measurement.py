@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,8 @@ from .requests import (
     canonical,
     parse_request,
 )
+
+log = logging.getLogger("probe.helper")
 
 #: Endpoint checks at once, over all requests (each holds a socket).
 MAX_CONNECTS = 512
@@ -184,6 +187,12 @@ async def _fetch(req: HelperRequest, context: HelperContext) -> HTTPRequest | No
             obs: Observations = await context.measurer.measure(target, headers=req.headers)
     except TimeoutError:
         return HTTPRequest(url=req.url, failure=failures.GENERIC_TIMEOUT)
+    except ValueError as exc:
+        # The request's URL was validated, so this comes from a hop the site chose: a redirect
+        # to a URL nothing can fetch (port 99999, an unbalanced "["). The site's answer is a
+        # failure of the fetch, never a 500 for the client.
+        log.warning("the fetch stopped on an unusable URL: %r", str(exc))
+        return HTTPRequest(url=req.url, failure=failures.unknown(f"unusable URL: {exc}"))
     return obs.http[-1] if obs.http else None
 
 

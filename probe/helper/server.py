@@ -26,8 +26,10 @@ probe's endpoints only on the ports the URL uses (the URL's port and 443; others
 :data:`~probe.helper.requests.REFUSED_PORT`). Requests are bounded: body size (413), JSON shape
 (400), at most ``max_endpoints`` entries in ``tcp_connect`` (more is refused with 400, so a
 probe learns its request was not measured instead of getting a silently partial answer),
-requests in flight (503), and time (504). It logs one line per request and never the client's
-address.
+requests in flight (503), and time (504). Open connections are bounded too, without letting
+idle or slow clients starve active ones: when ``max_connections`` are open, a new connection
+closes the longest-idle one (else the slowest sender), never one being measured or answered.
+It logs one line per request, escaped (:func:`printable`), and never the client's address.
 
 Differences from OONI's oohelperd, on purpose: bogons the probe lists are answered (refused)
 rather than silently left out; TCP and HTTP failures keep our more precise strings where the
@@ -45,9 +47,11 @@ import logging
 import signal
 import ssl
 import sys
+import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .. import __version__
@@ -85,7 +89,7 @@ class HelperConfig:
     max_request_bytes: int = 64 * 1024  # larger bodies: 413
     max_endpoints: int = 64  # longer tcp_connect lists: 400
     timeout: float = 30.0  # one whole measurement; beyond: 504
-    max_connections: int = 1024  # open client connections; beyond: 503 and close
+    max_connections: int = 1024  # open client connections; beyond: the idlest is closed
     certfile: str | None = None  # serve HTTPS with this certificate chain (PEM) ...
     keyfile: str | None = None  # ... and key; None: plain HTTP (e.g. behind a TLS proxy)
     idle_timeout: float = 15.0  # waiting for a (next) request on an open connection
@@ -120,22 +124,79 @@ class _Request:
     keep_alive: bool = True
 
 
+IDLE, READING, BUSY = "idle", "reading", "busy"
+
+
+@dataclass(eq=False)
+class _Client:
+    """One admitted client connection and what it is doing since when."""
+
+    task: asyncio.Task[Any]
+    state: str = IDLE  # IDLE: waiting for a request; READING one; BUSY: measuring or answering
+    since: float = field(default_factory=time.monotonic)
+
+    def enter(self, state: str) -> None:
+        self.state, self.since = state, time.monotonic()
+
+
 @dataclass
 class _Stats:
     in_flight: int = 0
-    connections: int = 0
     served: int = 0
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    evicted: int = 0  # connections closed to make room for a new one
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # every connection's task
+    clients: dict[asyncio.Task[Any], _Client] = field(default_factory=dict)  # admitted ones
+
+
+T = TypeVar("T")
+
+
+class MeasurementThread:
+    """An event loop in a thread of its own, where every measurement runs.
+
+    The server's loop (accepting, reading requests, answering) never runs measurement code, so
+    it answers at each request's deadline (504) even when a measurement misbehaves: ignores its
+    cancellation, or holds its loop without ever yielding (a client reading a never-ending body
+    as fast as it arrives). Such a measurement still holds the measurements' loop until it ends:
+    the other requests then get their 504 in time rather than no answer at all.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="probe-helper-measurements", daemon=True
+        )
+        self.thread.start()
+
+    async def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        """Run ``coro`` in the thread; ``TimeoutError`` after ``timeout`` seconds whatever it
+        does (it is then cancelled, and ends in its own time)."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+
+    async def stop(self, cleanup: Coroutine[Any, Any, None], timeout: float) -> None:
+        """Run ``cleanup`` in the thread, then stop its loop; gives up after ``timeout`` (a
+        stuck measurement cannot keep the process from exiting: the thread is a daemon)."""
+        try:
+            await self.run(cleanup, timeout)
+        except TimeoutError:
+            log.warning("measurements still running at exit")
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        await asyncio.to_thread(self.thread.join, timeout)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 class HelperServer:
-    """A small HTTP/1.1 server (asyncio streams) in front of :func:`handle_request`."""
+    """A small HTTP/1.1 server (asyncio streams) in front of :func:`handle_request`, which
+    runs in a :class:`MeasurementThread`."""
 
     def __init__(self, config: HelperConfig, context: HelperContext) -> None:
         self.config = config
         self.context = context
         self.stats = _Stats()
         self.server: asyncio.Server | None = None
+        self.measurements: MeasurementThread | None = None
 
     async def start(self) -> tuple[str, int]:
         """Bind and listen; returns the bound (host, port)."""
@@ -154,11 +215,13 @@ class HelperServer:
             ssl=ssl_ctx,
             ssl_handshake_timeout=self.config.read_timeout if ssl_ctx else None,
         )
+        self.measurements = MeasurementThread()
         sockname = self.server.sockets[0].getsockname()
         return self.config.host, sockname[1]
 
     async def close(self) -> None:
-        """Stop accepting, let measurements finish (a few seconds), then drop connections."""
+        """Stop accepting, let measurements finish (a few seconds), then drop connections and
+        close the context (in the measurements' thread, where it was used)."""
         if self.server is not None:
             self.server.close()
         deadline = time.monotonic() + SHUTDOWN_GRACE
@@ -168,19 +231,23 @@ class HelperServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.measurements is not None:
+            await self.measurements.stop(self.context.aclose(), SHUTDOWN_GRACE)
+        else:  # never started
+            await self.context.aclose()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.stats.tasks.add(task)
-        self.stats.connections += 1
         try:
-            if self.stats.connections > self.config.max_connections:
+            if len(self.stats.clients) >= self.config.max_connections and not self._evict():
                 await self._send(writer, 503, {"error": "too many connections"}, close=True)
                 await _linger(reader, writer)
                 return
+            client = self.stats.clients[task] = _Client(task)
             while True:
-                keep = await self._one_request(reader, writer)
+                keep = await self._one_request(reader, writer, client)
                 if not keep:
                     return
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
@@ -190,14 +257,32 @@ class HelperServer:
         except Exception:
             log.exception("internal error on a connection")
         finally:
-            self.stats.connections -= 1
+            self.stats.clients.pop(task, None)
             self.stats.tasks.discard(task)
             writer.close()
 
+    def _evict(self) -> bool:
+        """Make room for a new connection: close the longest-idle one, else the one that has
+        been sending its request the longest; never one being measured or answered. False
+        when every connection is busy.
+
+        So idle keep-alive connections and slow senders cannot hold every slot: a client with
+        a request always gets in, and the ones pushed out are the ones doing nothing.
+        """
+        waiting = [c for c in self.stats.clients.values() if c.state != BUSY]
+        if not waiting:
+            return False
+        victim = min(waiting, key=lambda c: (c.state != IDLE, c.since))
+        del self.stats.clients[victim.task]
+        victim.task.cancel()
+        self.stats.evicted += 1
+        return True
+
     async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: _Client
     ) -> bool:
         """Serve one request; whether to keep the connection open."""
+        client.enter(IDLE)
         try:
             async with asyncio.timeout(self.config.idle_timeout):
                 line = await reader.readuntil(b"\r\n")
@@ -210,6 +295,7 @@ class HelperServer:
         except asyncio.LimitOverrunError:
             await self._send(writer, 400, {"error": "request line too long"}, close=True)
             return False
+        client.enter(READING)
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.config.read_timeout):
@@ -222,6 +308,7 @@ class HelperServer:
         except TimeoutError:
             await self._send(writer, 408, {"error": "request not received in time"}, close=True)
             return False
+        client.enter(BUSY)
         status, payload, note = await self._route(request)
         keep = request.keep_alive and status not in (500, 504)
         size = await self._send(writer, status, payload, close=not keep)
@@ -290,10 +377,12 @@ class HelperServer:
             return 400, {"error": "the body is not JSON"}, "bad JSON"
         if self.stats.in_flight >= self.config.max_in_flight:
             return 503, {"error": "too many requests in flight, retry later"}, "busy"
+        assert self.measurements is not None, "start() first"
         self.stats.in_flight += 1
         try:
-            async with asyncio.timeout(self.config.timeout):
-                answer = await handle_request(data, self.context)
+            answer = await self.measurements.run(
+                handle_request(data, self.context), self.config.timeout
+            )
         except BadRequest as exc:
             return 400, {"error": str(exc)}, f"bad request: {exc}"
         except TimeoutError:
@@ -354,9 +443,28 @@ def _describe(data: dict[str, Any], answer: dict[str, Any]) -> str:
 
 
 def _log(request: _Request | None, status: int, started: float, note: str, size: int = 0) -> None:
-    # Never the client's address: volunteers' privacy.
+    # Never the client's address: volunteers' privacy. What the client sent is escaped: one
+    # request is one log line, with no terminal escape sequences in it.
     what = f"{request.method} {request.path[:64]}" if request else "-"
-    log.info("%s %d %.3fs %dB %s", what, status, time.monotonic() - started, size, note)
+    log.info(
+        "%s %d %.3fs %dB %s",
+        printable(what),
+        status,
+        time.monotonic() - started,
+        size,
+        printable(note),
+    )
+
+
+def printable(text: str) -> str:
+    """``text`` with backslashes and every non-printable character escaped (``\\x1b``,
+    ``\\n``, ``\\u2028``), so what a stranger sent can be logged safely."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(
+        c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
 
 
 # ---------------------------------------------------------------- entry point
@@ -414,6 +522,5 @@ async def _serve(config: HelperConfig) -> None:
         log.info("stopping")
     finally:
         await server.close()
-        await context.aclose()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

@@ -347,7 +347,8 @@ class Measurer:
         for result in results:
             if isinstance(result, HTTPRequest):
                 return result
-        return HTTPRequest(url=url, depth=depth, failure=_first_failure(obs, depth, addresses))
+        failure = _first_failure(obs, depth, port, addresses)
+        return HTTPRequest(url=url, depth=depth, failure=failure)
 
     def _allowed(self, m: _Measurement, ip: str, port: int, depth: int) -> bool:
         """Whether ``ip`` may be connected to; a refusal is recorded as a TCP connect."""
@@ -421,16 +422,18 @@ def _canonical(ip: str) -> str:
     return str(addr)
 
 
-def _first_failure(obs: Observations, depth: int, addresses: list[str]) -> str | None:
-    """The failure that stopped the first address (TLS if it got that far, else TCP)."""
+def _first_failure(obs: Observations, depth: int, port: int, addresses: list[str]) -> str | None:
+    """The failure that stopped the fetch at the first address (TLS if it got that far, else
+    TCP), on the fetch's own port: not the :443 validation of an http:// URL's addresses."""
     for ip in addresses:
         for handshake in obs.tls:
             if handshake.depth == depth and handshake.ip == ip and handshake.purpose == "fetch":
                 if handshake.failure:
                     return handshake.failure
         for connect in obs.tcp:
-            if connect.depth == depth and connect.ip == ip and connect.failure:
-                return connect.failure
+            if connect.depth == depth and connect.ip == ip and connect.port == port:
+                if connect.failure:
+                    return connect.failure
     return failures.unknown("no connection")
 
 

@@ -19,7 +19,7 @@ import signal
 import sys
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -119,14 +119,17 @@ async def run(
 
 
 async def check(
-    targets: Sequence[Target],
+    targets: Iterable[Target],
     config: CheckConfig,
     store: Store,
     *,
+    total: int,
     inputs: list[str],
     on_result: Callable[[Result], None] | None = None,
 ) -> RunSummary:
     """A whole ``probe check`` run: record it, measure every target, mark it finished.
+
+    ``targets`` may be a stream (a long list is never held whole); ``total`` is its length.
 
     The run is marked "complete" only when every target was measured; an interruption
     (Ctrl-C, SIGTERM, SIGHUP) marks it "interrupted" and keeps what was stored. After SIGTERM
@@ -145,14 +148,15 @@ async def check(
     for signum in STOP_SIGNALS:  # before the run exists, so it can never stay "running"
         loop.add_signal_handler(signum, stop, signum)
     try:
-        return await _check(targets, config, store, inputs, on_result, main, stopped_by)
+        return await _check(targets, total, config, store, inputs, on_result, main, stopped_by)
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
 
 
 async def _check(
-    targets: Sequence[Target],
+    targets: Iterable[Target],
+    total: int,
     config: CheckConfig,
     store: Store,
     inputs: list[str],
@@ -164,7 +168,7 @@ async def _check(
     run_id = store.start_run(
         inputs=inputs,
         settings=config.describe(),
-        targets=len(targets),
+        targets=total,
         probe_asn=config.probe_asn,
         probe_cc=config.probe_cc,
     )

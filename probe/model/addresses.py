@@ -2,8 +2,10 @@
 
 A *bogon* here is an address that should never be the public address of a website: private,
 loopback, link-local, CGNAT, "this network", multicast, reserved, broadcast, documentation
-and benchmarking ranges, and their IPv6 counterparts (including IPv4-mapped bogons and the
-NAT64 well-known prefix). A resolver that answers a public name with one of these is a strong
+and benchmarking ranges, and their IPv6 counterparts. IPv6 forms that carry an IPv4 address
+(IPv4-mapped, IPv4-compatible, 6to4, Teredo) are judged by the IPv4 address they carry, so
+``2002:7f00:1::`` is as much a bogon as ``127.0.0.1``; the NAT64 prefixes are bogons whole.
+A resolver that answers a public name with one of these is a strong
 (though not conclusive) sign of DNS tampering.
 
 The list is explicit rather than :attr:`ipaddress.IPv4Address.is_global`, whose definition moves
@@ -41,6 +43,7 @@ _BOGONS_V6 = tuple(
         "::/128",  # unspecified
         "::1/128",  # loopback
         "64:ff9b::/96",  # NAT64 well-known prefix
+        "64:ff9b:1::/48",  # NAT64 local-use prefix
         "100::/64",  # discard-only
         "2001:db8::/32",  # documentation
         "fc00::/7",  # unique local
@@ -51,6 +54,8 @@ _BOGONS_V6 = tuple(
 )
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+#: IPv4-compatible addresses (RFC 4291, deprecated): ``::a.b.c.d``.
+_COMPATIBLE = ipaddress.IPv6Network("::/96")
 
 
 def _parse(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -89,18 +94,40 @@ def is_loopback(ip: str) -> bool:
     return bool(addr and addr.is_loopback)
 
 
+def embedded_ipv4(addr: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries, by its form; empty for other addresses.
+
+    IPv4-mapped (``::ffff:a.b.c.d``) and IPv4-compatible (``::a.b.c.d``) carry one; 6to4
+    (``2002:AABB:CCDD::/48``) carries its relay-side address; Teredo (``2001:0::/32``) carries
+    two, the Teredo server's and the client's (obfuscated in the address, returned plain).
+    """
+    if addr in _MAPPED:
+        return [ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)]
+    if addr in _COMPATIBLE:
+        return [ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)]
+    if addr.sixtofour is not None:
+        return [addr.sixtofour]
+    if addr.teredo is not None:
+        return list(addr.teredo)
+    return []
+
+
 def is_bogon(ip: str) -> bool:
     """True when ``ip`` is in a range a public website can never legitimately use.
 
-    IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are judged by their IPv4 part. A string
-    that is not an IP address is not a bogon.
+    IPv6 addresses carrying an IPv4 address (:func:`embedded_ipv4`) are bogons when any IPv4
+    address they carry is one (or when they are in an IPv6 bogon range). A string that is not
+    an IP address is not a bogon.
     """
     addr = _parse(ip)
     if addr is None:
         return False
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr in _MAPPED:
-            mapped = addr.ipv4_mapped
-            return mapped is not None and any(mapped in net for net in _BOGONS_V4)
-        return any(addr in net for net in _BOGONS_V6)
+    if isinstance(addr, ipaddress.IPv4Address):
+        return _is_bogon_v4(addr)
+    if any(addr in net for net in _BOGONS_V6):
+        return True
+    return any(_is_bogon_v4(v4) for v4 in embedded_ipv4(addr))
+
+
+def _is_bogon_v4(addr: ipaddress.IPv4Address) -> bool:
     return any(addr in net for net in _BOGONS_V4)
