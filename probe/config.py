@@ -44,6 +44,7 @@ class CheckConfig:
     rate: float | None = None  # new network requests per second; None: unlimited
     probe_asn: str | None = None  # "AS8449"
     probe_cc: str | None = None  # "KG"
+    max_runtime: float | None = None  # seconds; then no new target, and the run is "partial"
 
     def describe(self) -> dict[str, object]:
         """The settings stored with the run (JSON-able; nothing about the volunteer)."""
@@ -54,6 +55,7 @@ class CheckConfig:
             "timeouts": vars(self.settings.timeouts),
             "concurrency": self.concurrency,
             "rate": self.rate,
+            "max_runtime": self.max_runtime,
         }
 
 
@@ -114,6 +116,7 @@ def check_config(
     probe_asn: str | None = None,
     probe_cc: str | None = None,
     timeouts: Timeouts | None = None,
+    max_runtime: float | None = None,
 ) -> CheckConfig:
     """Validate a run's options; raises :class:`InputError` naming the option at fault."""
     asn = parse_asn(probe_asn) if probe_asn is not None else None
@@ -143,6 +146,7 @@ def check_config(
         rate=rate,
         probe_asn=asn,
         probe_cc=cc,
+        max_runtime=max_runtime,
     )
 
 
@@ -164,6 +168,10 @@ CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
     "concurrency": int,
     "rate": (int, float),
     "fingerprints": list,
+    "max_runtime": (int, float),
+    "jitter": (int, float),
+    "quiet": bool,
+    "log_file": str,
     "timeouts": dict,
 }
 TIMEOUT_STEPS = ("dns", "tcp", "tls", "http", "control")
@@ -250,7 +258,7 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
         if key not in CONFIG_KEYS:
             raise ConfigError(f"{where}: unknown key {key!r}")
         expected = CONFIG_KEYS[key]
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise ConfigError(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: {key!r} must be a list of strings")
