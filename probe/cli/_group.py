@@ -55,9 +55,13 @@ def cli(ctx: click.Context) -> None:
 
 
 def db_path(db: Path | None) -> Path:
+    """The database: ``--db`` (or $PROBE_DB), else the configuration's, else the default."""
     from ..config import default_db
 
-    return db if db is not None else default_db()
+    if db is not None:
+        return db
+    configured = (click.get_current_context().obj or {}).get("db")
+    return Path(configured) if configured else default_db()
 
 
 def existing_db(db: Path | None) -> Path:
