@@ -191,14 +191,14 @@ def check(
     from ..store import Store, open_db
 
     settings = click.get_current_context().obj or {}
+    db = db_path(db)
+    _require_consent(settings, db)
     if not files and not inputs:
         files = tuple(Path(p) for p in settings.get("targets") or ())
     if not files and not inputs:
         raise click.UsageError("give at least one target FILE or --input URL")
-    db = db_path(db)
     quiet, wait, jitter = options.pop("quiet"), options.pop("wait"), options.pop("jitter")
     log = _logger(options.pop("log_file"))
-    _require_consent(settings, db)
     steps = ("dns", "tcp", "tls", "http", "control")
     timeouts = Timeouts(**{step: options.pop(f"{step}_timeout") for step in steps})
     try:
