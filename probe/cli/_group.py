@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from .. import __version__
 from ..errors import InputError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class BadInput(click.ClickException):
@@ -52,6 +56,17 @@ def cli(ctx: click.Context) -> None:
     except InputError as exc:
         raise BadInput(str(exc)) from None
     ctx.default_map = click_defaults(ctx.obj)
+
+
+def db_option(what: str = "The SQLite database") -> Callable[[F], F]:
+    """``--db`` (or $PROBE_DB), as every command that reads or writes results takes it."""
+    return click.option(
+        "--db",
+        envvar="PROBE_DB",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"{what} (also $PROBE_DB) [default: the configured one, else "
+        "~/.local/share/probe/probe.db].",
+    )
 
 
 def db_path(db: Path | None) -> Path:

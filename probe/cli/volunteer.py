@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ._group import BadInput, cli, db_path, existing_db
+from ._group import BadInput, cli, db_option, db_path, existing_db
 
 
 @cli.command()
@@ -22,12 +22,7 @@ from ._group import BadInput, cli, db_path, existing_db
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Target lists to measure when `probe check` is given none (repeatable).",
 )
-@click.option(
-    "--db",
-    envvar="PROBE_DB",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where results go [default: ~/.local/share/probe/probe.db].",
-)
+@db_option("Where results go")
 @click.option("--probe-asn", metavar="ASN", help="The network's AS number, if you know it.")
 @click.option("--probe-cc", metavar="CC", help="The network's country code, e.g. KG.")
 @click.pass_context
@@ -79,14 +74,6 @@ def init(
     click.echo(f"Configuration written to {written}; results will go to {path}.")
 
 
-_db_option = click.option(
-    "--db",
-    envvar="PROBE_DB",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The SQLite database (also $PROBE_DB) [default: the configured one].",
-)
-
-
 def _open(db: Path | None) -> Any:
     from ..errors import StoreError
     from ..store import open_db
@@ -98,7 +85,7 @@ def _open(db: Path | None) -> Any:
 
 
 @cli.command()
-@_db_option
+@db_option()
 @click.option("--since", metavar="TIME", help="Only runs started from TIME (UTC, YYYY-MM-DD).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
@@ -133,7 +120,7 @@ def runs(db: Path | None, since: str | None, limit: int, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("ident", metavar="ID")
-@_db_option
+@db_option()
 @click.option("--json", "as_json", is_flag=True, help="The whole record as one JSON object.")
 def show(ident: str, db: Path | None, as_json: bool) -> None:
     """Show a run, or one measurement with all its evidence.
@@ -215,7 +202,7 @@ def _show_measurement(m: dict[str, Any]) -> None:
 
 
 @cli.command()
-@_db_option
+@db_option()
 @click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
 def status(db: Path | None, as_json: bool) -> None:
     """The last run and its state, whether one runs now, and the database's size."""
@@ -247,7 +234,7 @@ def status(db: Path | None, as_json: bool) -> None:
 @cli.command()
 @click.option("--older-than", required=True, metavar="AGE", help="e.g. 90d, 12h, 2w.")
 @click.option("--all", "everything", is_flag=True, help="Drop the verdicts too.")
-@_db_option
+@db_option()
 def prune(older_than: str, everything: bool, db: Path | None) -> None:
     """Drop the raw observations of old measurements, keeping their verdicts.
 
