@@ -173,6 +173,9 @@ CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
     "quiet": bool,
     "log_file": str,
     "timeouts": dict,
+    "upload": bool,  # upload to the collector at the end of each run (probe upload)
+    "collector": str,  # the collector's URL
+    "collector_token": str,  # the volunteer's token from the collector's operator
 }
 TIMEOUT_STEPS = ("dns", "tcp", "tls", "http", "control")
 
@@ -306,7 +309,7 @@ def click_defaults(config: dict[str, Any]) -> dict[str, Any]:
     names = {"fingerprints": "fingerprint_files"}
     check: dict[str, Any] = {}
     for key, value in config.items():
-        if key in ("consent", "vantage", "targets", "timeouts"):
+        if key in ("consent", "vantage", "targets", "timeouts", "collector", "collector_token"):
             continue
         check[names.get(key, key)] = value
     for step, seconds in (config.get("timeouts") or {}).items():

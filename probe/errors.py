@@ -73,6 +73,16 @@ class StoreError(ProbeError):
     ``str()`` names the file; the run stops (what was stored stays) and the CLI says so."""
 
 
+class CollectorDatabaseError(ProbeError):
+    """The collector's PostgreSQL cannot be used (unreachable, refused, a newer schema);
+    ``str()`` says why, without the password."""
+
+
+class UploadError(ProbeError):
+    """An upload that cannot go on: the collector refuses the token, or stays unreachable.
+    What was not accepted stays in the database for the next upload."""
+
+
 # ------------------------------------------------------------------ the network's fault
 
 

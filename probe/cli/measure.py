@@ -155,6 +155,11 @@ def _require_consent(settings: dict[str, Any], db: Path) -> None:
 )
 @click.option("--quiet", is_flag=True, help="Print errors only (for cron).")
 @click.option(
+    "--upload/--no-upload",
+    default=False,
+    help="Upload to the configured collector after the run (config: upload = true).",
+)
+@click.option(
     "--log-file", metavar="FILE", help="Append a log line per target and the summary (UTC)."
 )
 @_timeout_options
@@ -193,6 +198,7 @@ def check(
     if not files and not inputs:
         raise click.UsageError("give at least one target FILE or --input URL")
     quiet, wait, jitter = options.pop("quiet"), options.pop("wait"), options.pop("jitter")
+    upload = options.pop("upload")
     log = _logger(options.pop("log_file"))
     steps = ("dns", "tcp", "tls", "http", "control")
     timeouts = Timeouts(**{step: options.pop(f"{step}_timeout") for step in steps})
@@ -222,11 +228,29 @@ def check(
         raise stop[summary.stopped_by](STOPPED)
     _report(summary, store, elapsed, db, as_json, quiet)
     log.info("%s", _summary_line(summary, elapsed, db))
+    if upload:
+        _upload(db, settings, quiet, log)
     if summary.store_error is not None:
         raise click.ClickException(f"{summary.store_error}; the run stopped, {STOPPED}")
     if summary.errors:
         count = len(summary.errors)
         raise click.ClickException(f"{count} targets hit an internal error (see above)")
+
+
+def _upload(db: Path, settings: dict[str, Any], quiet: bool, log: logging.Logger) -> None:
+    """Upload after the run; a failure is said, never fatal (the results wait locally)."""
+    from .collector import run_upload, summary_line
+
+    try:
+        uploaded = run_upload(db, settings)
+    except click.ClickException as exc:
+        click.echo(f"Upload: {exc.format_message()}", err=True)
+        log.info("upload failed: %s", exc.format_message())
+        return
+    if uploaded is not None:
+        if not quiet:
+            click.echo(f"Upload: {summary_line(uploaded)}", err=True)
+        log.info("upload: %s", summary_line(uploaded))
 
 
 def _run(

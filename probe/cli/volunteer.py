@@ -214,6 +214,10 @@ def status(db: Path | None, as_json: bool) -> None:
     state = results.status(database, path)
     holder = is_locked(lock_path(path, "run"))
     state["running_since"] = holder.get("since", "?") if holder is not None else None
+    from ..upload import pending
+
+    settings = click.get_current_context().obj or {}
+    state["upload_pending"] = pending(database, settings.get("collector"))
     if as_json:
         click.echo(json.dumps(state))
         return
@@ -227,6 +231,7 @@ def status(db: Path | None, as_json: bool) -> None:
         click.echo("No run yet.")
     if state["running_since"]:
         click.echo(f"A run is in progress since {state['running_since']} UTC.")
+    click.echo(f"{state['upload_pending']} measurements wait for upload.")
     click.echo(f"Database {path}: {state['measurements']} measurements, "
                f"{state['bytes'] / 1e6:.1f} MB.")  # fmt: skip
 

@@ -207,6 +207,23 @@ def m020_local_results(db: Database) -> None:
     db.table("measurements").add_column("pruned", int, not_null_default=0)
 
 
+@migrations()
+def m030_uploads(db: Database) -> None:
+    # probe upload: per collector, each measurement it accepted (its uid) or refused for
+    # good (the reason); a measurement with no row here waits for upload.
+    db.table("uploads").create(
+        {
+            "measurement_id": str,
+            "collector": str,  # the collector's base URL
+            "status": str,  # accepted | refused
+            "measurement_uid": str,
+            "reason": str,
+            "at": str,  # UTC "YYYY-MM-DD HH:MM:SS"
+        },
+        pk=("measurement_id", "collector"),
+    )
+
+
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT = 30.0
 

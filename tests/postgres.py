@@ -1,0 +1,106 @@
+"""A throwaway PostgreSQL cluster for tests and benchmarks (Debian's ``postgresql`` package).
+
+``with Cluster() as pg:`` runs initdb in a temporary directory (as the ``postgres`` user:
+initdb refuses root), starts the server on a Unix socket in that directory only (no TCP port:
+nothing else on the machine can reach it, and namespaces share the file system, so a
+collector in the lab's ``net`` namespace connects through it too), and on exit stops it
+(immediate shutdown) and deletes the directory, also when the test failed. ``pg.create()``
+gives a fresh database's connection string.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+_counter = itertools.count()
+
+
+def _bin() -> Path:
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
+    )
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql")
+    return Path(found[-1]).parent
+
+
+class Cluster:
+    def __init__(self, *, durable: bool = False, settings: dict[str, str] | None = None) -> None:
+        """``durable``: fsync as in production (benchmarks); tests run without it."""
+        self.durable = durable
+        self.settings = settings or {}
+        self.dir: Path | None = None
+        self.bin = _bin()
+        self.started = False
+
+    def _as_postgres(self, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, **kwargs)
+
+    def __enter__(self) -> Cluster:
+        self.dir = Path(tempfile.mkdtemp(prefix="probe-pg-"))
+        try:
+            if os.geteuid() == 0:
+                pw = pwd.getpwnam("postgres")
+                os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            data = self.dir / "data"
+            r = self._as_postgres([str(self.bin / "initdb"), "-D", str(data), "-A", "trust",
+                                   "-U", "postgres", "-E", "UTF8", "--no-sync"])  # fmt: skip
+            if r.returncode:
+                raise RuntimeError(f"initdb failed: {r.stderr}")
+            options = {
+                "listen_addresses": "''",
+                "unix_socket_directories": f"'{self.dir}'",
+                "fsync": "on" if self.durable else "off",
+                "synchronous_commit": "on" if self.durable else "off",
+                "full_page_writes": "on" if self.durable else "off",
+                "max_connections": "200",
+                "shared_buffers": "512MB" if self.durable else "128MB",
+                **self.settings,
+            }
+            conf = "".join(f"{k} = {v}\n" for k, v in options.items())
+            with open(data / "postgresql.conf", "a") as f:
+                f.write(conf)
+            r = self._as_postgres([str(self.bin / "pg_ctl"), "-D", str(data), "-w", "-t", "60",
+                                   "-l", str(self.dir / "log"), "start"])  # fmt: skip
+            if r.returncode:
+                log = (self.dir / "log").read_text() if (self.dir / "log").exists() else ""
+                raise RuntimeError(f"pg_ctl start failed: {r.stderr}\n{log}")
+            self.started = True
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.dir is None:
+            return
+        if self.started:
+            self._as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m",
+                               "immediate", "-w", "stop"])  # fmt: skip
+            self.started = False
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql:///{database}?host={self.dir}&user=postgres"
+
+    def create(self, name: str | None = None) -> str:
+        """A new empty database; its connection string."""
+        import psycopg
+
+        name = name or f"t{os.getpid()}_{next(_counter)}"
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'create database "{name}"')
+        return self.dsn(name)
