@@ -104,3 +104,63 @@ class Cluster:
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
             conn.execute(f'create database "{name}"')
         return self.dsn(name)
+
+
+class Collector:
+    """``probe collector serve`` as a process (in a lab namespace when ``lab`` is given):
+    ``url``, ``log`` (its stderr), :meth:`stop` (SIGKILL: it goes away) and :meth:`start`."""
+
+    def __init__(self, dsn: str, log: Path, *, host: str = "127.0.0.1", port: int = 0,
+                 args: tuple[str, ...] = (), lab=None) -> None:  # fmt: skip
+        self.dsn, self.log_path, self.host, self.port = dsn, log, host, port
+        self.args, self.lab = args, lab
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Collector:
+        import sys
+        import time
+
+        argv = [sys.executable, "-m", "probe.cli", "collector", "serve", "--listen",
+                f"{self.host}:{self.port}", "--database", self.dsn, *self.args]  # fmt: skip
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "a") as log:
+            if self.lab is not None:
+                self.process = self.lab.spawn(self.lab.net, argv, stderr=log)
+            else:
+                self.process = subprocess.Popen(argv, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text()[offset:]
+            for line in text.splitlines():
+                if line.startswith("listening on "):
+                    self.port = int(line.rsplit(":", 1)[1])
+                    return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the collector exited: {text}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("the collector did not start")
+
+    def stop(self) -> None:
+        """SIGKILL, as a crash or a pulled cable would end it."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, 9)
+            except ProcessLookupError:
+                pass
+            self.process.wait(10)
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            self.process.wait(10)
+
+    def __enter__(self) -> Collector:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

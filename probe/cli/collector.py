@@ -67,6 +67,15 @@ def collector() -> None:
     help="Requests handled at once; more get 503 with Retry-After.",
 )
 @click.option(
+    "--client-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A client that takes longer to send a request head, or stops sending its body for "
+    "longer, gets 408 and is disconnected; an idle connection is closed after 3x this.",
+)
+@click.option(
     "--fingerprints",
     "fingerprint_files",
     multiple=True,
@@ -79,6 +88,7 @@ def serve(
     public_reads: bool,
     max_body: int,
     max_in_flight: int,
+    client_timeout: float,
     fingerprint_files: tuple[str, ...],
 ) -> None:
     """Collect volunteers' measurements (OONI's collector protocol) into PostgreSQL.
@@ -104,7 +114,13 @@ def serve(
         host=host.strip("[]") or "0.0.0.0",
         port=int(port),
         dsn=database,
-        limits=Limits(max_body=max_body, max_in_flight=max_in_flight),
+        limits=Limits(
+            max_body=max_body,
+            max_in_flight=max_in_flight,
+            head_timeout=client_timeout,
+            stall_timeout=client_timeout,
+            idle_timeout=3 * client_timeout,
+        ),
         public_reads=public_reads,
         fingerprint_files=fingerprint_files,
     )

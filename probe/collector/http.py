@@ -47,7 +47,8 @@ class Limits:
     max_connections: int = 2048  # open connections; beyond: 503 and closed
     idle_timeout: float = 30.0  # waiting for the next request on an open connection
     head_timeout: float = 10.0  # from a request's first byte to the end of its head
-    body_timeout: float = 60.0  # receiving one request body
+    stall_timeout: float = 10.0  # a body that stops coming in for this long
+    body_timeout: float = 120.0  # receiving one whole request body
     write_timeout: float = 30.0  # a response being read by the client
     retry_after: int = 1  # seconds, in 503 answers
 
@@ -174,9 +175,14 @@ class Server:
         return False
 
     async def _events(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, deadline: float
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        deadline: float,
+        stall: float | None = None,
     ) -> Any:
-        """The next h11 event, reading as needed until ``deadline`` (monotonic)."""
+        """The next h11 event, reading as needed until ``deadline`` (monotonic), each read
+        within ``stall`` seconds."""
         while True:
             try:
                 event = conn.next_event()
@@ -185,6 +191,8 @@ class Server:
             if event is not h11.NEED_DATA:
                 return event
             remaining = deadline - time.monotonic()
+            if stall is not None:
+                remaining = min(remaining, stall)
             if remaining <= 0:
                 raise TimeoutError
             async with asyncio.timeout(remaining):
@@ -229,7 +237,7 @@ class Server:
         deadline = time.monotonic() + limits.body_timeout
         while True:
             try:
-                event = await self._events(conn, reader, deadline)
+                event = await self._events(conn, reader, deadline, limits.stall_timeout)
             except TimeoutError:
                 raise _Refused(error(408, "request body not received in time")) from None
             if isinstance(event, h11.EndOfMessage):

@@ -150,7 +150,7 @@ COLUMNS = (
 _TYPES = (
     "text", "timestamptz", "text", "text", "bigint", "text", "text", "text", "text", "text",
     "text", "text", "text", "text", "text", "boolean", "text", "text", "text", "boolean",
-    "text", "jsonb", "text", "jsonb", "text",
+    "text", "json", "text", "jsonb", "text",
 )  # fmt: skip
 
 

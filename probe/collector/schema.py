@@ -87,7 +87,7 @@ STEPS: list[tuple[str, str]] = [
             blockpage text,
             confirmed boolean not null,
             reason text not null,
-            evidence jsonb not null,
+            evidence json not null,  -- json, not jsonb: kept as written (key order too)
             analysis_version text not null,
             submitted_verdict jsonb not null,
             content text not null,
