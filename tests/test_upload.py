@@ -60,8 +60,9 @@ def test_two_vantages_upload_through_a_collector_that_goes_away(
     dsn = cluster.create()
     tokens = {}
     for name in ("bishkek-elcat", "osh-megacom"):
-        made = subprocess.run([sys.executable, "-m", "probe.cli", "collector", "add-volunteer",
-                               name, "--database", dsn], capture_output=True, text=True)  # fmt: skip
+        argv = [sys.executable, "-m", "probe.cli", "collector", "add-volunteer", name,
+                "--database", dsn]  # fmt: skip
+        made = subprocess.run(argv, capture_output=True, text=True)
         assert made.returncode == 0, made.stderr
         tokens[name] = made.stdout.strip()
     log = tmp_path / "collector.log"
