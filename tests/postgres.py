@@ -33,7 +33,8 @@ def _bin() -> Path:
 
 class Cluster:
     def __init__(self, *, durable: bool = False, settings: dict[str, str] | None = None) -> None:
-        """``durable``: fsync as in production (benchmarks); tests run without it."""
+        """``durable``: fsync and the README's settings, as in production (benchmarks);
+        tests run without fsync."""
         self.durable = durable
         self.settings = settings or {}
         self.dir: Path | None = None
@@ -63,6 +64,17 @@ class Cluster:
                 "synchronous_commit": "on" if self.durable else "off",
                 "full_page_writes": "on" if self.durable else "off",
                 "max_connections": "200",
+                # The README's production settings: fewer, compressed full-page writes.
+                **(
+                    {
+                        "wal_compression": "lz4",
+                        "max_wal_size": "'4GB'",
+                        "checkpoint_timeout": "'15min'",
+                        "wal_buffers": "'64MB'",
+                    }
+                    if self.durable
+                    else {}
+                ),
                 "shared_buffers": "512MB" if self.durable else "128MB",
                 **self.settings,
             }

@@ -67,6 +67,14 @@ def collector() -> None:
     help="Requests handled at once; more get 503 with Retry-After.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Processes serving the port: analysing measurements takes a core each; leave "
+    "PostgreSQL its cores (on 2 cores, 1 worker ingests fastest).",
+)
+@click.option(
     "--client-timeout",
     type=click.FloatRange(min=0.1),
     default=10.0,
@@ -88,6 +96,7 @@ def serve(
     public_reads: bool,
     max_body: int,
     max_in_flight: int,
+    workers: int,
     client_timeout: float,
     fingerprint_files: tuple[str, ...],
 ) -> None:
@@ -123,6 +132,7 @@ def serve(
         ),
         public_reads=public_reads,
         fingerprint_files=fingerprint_files,
+        workers=workers,
     )
     try:
         serve_collector(config)

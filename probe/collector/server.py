@@ -32,6 +32,7 @@ import datetime
 import io
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -72,7 +73,8 @@ class CollectorConfig:
     public_reads: bool = False
     max_reads: int = 2  # timelines and reports computed at once; beyond: 503
     fingerprint_files: tuple[str, ...] = ()
-    writers: int = 3  # concurrent group-commit transactions
+    writers: int = 3  # concurrent group-commit transactions (per process)
+    workers: int = 1  # processes serving the same socket (the analysis is CPU-bound)
 
 
 def _json(status: int, payload: Any, note: str = "") -> Response:
@@ -340,7 +342,13 @@ def listen(host: str, port: int) -> socket.socket:
 
 def serve(config: CollectorConfig) -> None:
     """Migrate, then serve until SIGINT or SIGTERM; prints ``listening on HOST:PORT`` to
-    stderr. Raises :class:`CollectorDatabaseError` or ``OSError``."""
+    stderr. Raises :class:`CollectorDatabaseError` or ``OSError``.
+
+    With ``workers`` > 1, that many processes accept on the one listening socket (the
+    kernel spreads the connections): parsing and analysing measurements is CPU-bound
+    Python, one core per process. This process is one of them and the others' parent: they
+    die with it (``PR_SET_PDEATHSIG``), and it stops them when it stops.
+    """
     if not logging.getLogger().handlers and not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -351,10 +359,39 @@ def serve(config: CollectorConfig) -> None:
     if applied:
         log.info("schema steps applied: %s", ", ".join(applied))
     sock = listen(config.host, config.port)
-    asyncio.run(_serve(config, sock))
+    children = []
+    for _ in range(config.workers - 1):
+        pid = os.fork()
+        if pid == 0:  # a worker: serve, and never return into the parent's code
+            _die_with_parent()
+            code = 0
+            try:
+                asyncio.run(_serve(config, sock, announce=False))
+            except BaseException:
+                log.exception("worker failed")
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    try:
+        asyncio.run(_serve(config, sock))
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
 
-async def _serve(config: CollectorConfig, sock: socket.socket) -> None:
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+async def _serve(config: CollectorConfig, sock: socket.socket, announce: bool = True) -> None:
     pool = await open_pool(config.dsn, config.writers + 8)
     collector = Collector(config, pool)
     server = Server(collector.handle, config.limits)
@@ -366,7 +403,8 @@ async def _serve(config: CollectorConfig, sock: socket.socket) -> None:
         await server.start(sock)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        print(f"listening on {shown}:{port}", file=sys.stderr, flush=True)
+        if announce:
+            print(f"listening on {shown}:{port}", file=sys.stderr, flush=True)
         await stop.wait()
         log.info("stopping")
     finally:
