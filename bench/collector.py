@@ -14,7 +14,9 @@ cores as possible from the collector and PostgreSQL.
 
 ``timeline``: MEASUREMENTS measurements from VANTAGES vantages (on 5 networks, 200 domains,
 a year: 12 month partitions) written with COPY, then ``GET /timeline`` and
-``GET /report?format=html`` (and json) timed, each the median of 3.
+``GET /report?format=html`` (and json) timed, each the median of 3. Blocking is a network's
+(a third of the domains, each blocked on some networks for 10-150 days, by the network's
+method), with noise: 3% inconclusive or down, 0.2% blocked at random (anomalies).
 
 Prints one JSON line per figure. Loopback only; nothing else on the network.
 """
@@ -189,10 +191,18 @@ def fill(dsn: str, measurements: int, vantages: int) -> None:
     prepare(dsn)
     rng = random.Random(12)
     networks = ["AS8449", "AS50223", "AS12997", "AS41750", "AS39659"]
+    methods = dict(zip(networks, ["dns", "tls", "http-diff", "tcp_ip", "dns"], strict=True))
     domains = [f"site-{i}.kg" for i in range(200)]
-    blocked_domains = set(domains[:30])
     start = datetime.datetime(2025, 12, 1, tzinfo=datetime.UTC)
     year = 365 * 86400
+    # Blocking is a network's: a third of the domains are blocked on some networks, each
+    # from a day to another; every vantage on the network sees it, with some noise.
+    windows: dict[tuple[str, str], tuple[int, int]] = {}
+    for domain in domains[: len(domains) // 3]:
+        for asn in networks:
+            if rng.random() < 0.6:
+                begin = rng.randrange(0, 300) * 86400
+                windows[asn, domain] = (begin, begin + rng.randrange(10, 150) * 86400)
     with schema.connect(dsn) as conn:
         conn.execute("insert into volunteers (name, token_sha256) values ('bench', 'x')")
         conn.execute(
@@ -214,15 +224,20 @@ def fill(dsn: str, measurements: int, vantages: int) -> None:
                 vantage = i % vantages
                 asn = networks[vantage % len(networks)]
                 domain = domains[rng.randrange(len(domains))]
-                t = start + datetime.timedelta(seconds=rng.randrange(year))
-                block_on = domain in blocked_domains and (t.month % 3 == vantage % 3)
-                verdict = "blocked" if block_on else rng.choice(
-                    ["accessible"] * 18 + ["inconclusive", "down"])  # fmt: skip
+                offset = rng.randrange(year)
+                t = start + datetime.timedelta(seconds=offset)
+                begin, end = windows.get((asn, domain), (year, year))
+                verdict = "blocked" if begin <= offset < end else "accessible"
+                noise = rng.random()
+                if noise < 0.03:
+                    verdict = "inconclusive" if noise < 0.02 else "down"
+                elif noise < 0.032:
+                    verdict = "blocked"  # a false positive: an anomaly, not an event
                 copy.write_row((
                     str(uuid.UUID(int=rng.getrandbits(128))), t, f"uid{i}", "r", 1,
                     f"vantage-{vantage}", f"run-{vantage}-{t:%Y%m%d%H}", asn, "KG",
                     f"https://{domain}/", f"https://{domain}/", domain, verdict,
-                    "dns" if verdict == "blocked" else None,
+                    methods[asn] if verdict == "blocked" else None,
                     "dns_nxdomain_error" if verdict == "blocked" else None, False,
                     "reason", evidence if verdict == "blocked" else "[]", "bench", "{}", "{}",
                 ))  # fmt: skip
