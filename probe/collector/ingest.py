@@ -375,10 +375,12 @@ class Writer:
                 first[row.id] = row
                 outcomes[i] = Outcome("added", row.values[2])
             else:  # sent before, or twice in this batch: whose is it?
+                uid: str | None = None
+                owner: int | None = None
                 if row.id in first:
                     uid, owner = first[row.id].values[2], first[row.id].volunteer_id
-                else:
-                    uid, owner = existing.get(row.id, (None, None))
+                elif row.id in existing:
+                    uid, owner = existing[row.id]
                 same = owner == row.volunteer_id
                 outcomes[i] = Outcome("present", uid) if same else Outcome("taken")
         return [outcomes[i] for i in range(len(rows))]

@@ -74,7 +74,10 @@ def volunteers(conn: psycopg.Connection) -> list[Volunteer]:
     rows = conn.execute(
         """select v.name, to_char(v.created_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
                   to_char(v.revoked_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
-                  (select count(*) from measurements m where m.volunteer_id = v.id)
-           from volunteers v order by v.name"""
+                  coalesce(c.n, 0)
+           from volunteers v
+           left join (select volunteer_id, count(*) as n from measurements group by 1) c
+             on c.volunteer_id = v.id
+           order by v.name"""
     )
     return [Volunteer(*row) for row in rows]
