@@ -40,7 +40,11 @@ def _extra() -> None:
 
 @cli.group()
 def collector() -> None:
-    """The collector: many volunteers' measurements in one PostgreSQL database."""
+    """The collector: many volunteers' measurements in one PostgreSQL.
+
+    Run it with `probe collector serve`; give each volunteer a token with `probe collector
+    add-volunteer NAME`. Needs the collector extra: pip install 'probe[collector]'.
+    """
 
 
 @collector.command()
@@ -100,7 +104,9 @@ def serve(
     client_timeout: float,
     fingerprint_files: tuple[str, ...],
 ) -> None:
-    """Collect volunteers' measurements (OONI's collector protocol) into PostgreSQL.
+    """Collect volunteers' measurements into PostgreSQL.
+
+    The collector speaks OONI's collector protocol (open a report, submit, close).
 
     The schema is created or migrated first. Every upload needs a volunteer's token (see
     add-volunteer); measurements are analysed again on arrival with this probe's analysis;
@@ -174,10 +180,11 @@ def migrate(database: str) -> None:
 @click.argument("name")
 @_database_option
 def add_volunteer(name: str, database: str) -> None:
-    """Let volunteer NAME upload: prints their token (shown once; only its hash is kept).
+    """Let volunteer NAME upload: prints their token.
 
-    NAME is your label for them (e.g. bishkek-elcat-1), never an address. Give the token
-    to the volunteer privately; they put it in their config.toml as collector_token.
+    The token is shown once (only its hash is kept). NAME is your label for them (e.g.
+    bishkek-elcat-1), never an address. Give the token to the volunteer privately; they put
+    it in their config.toml as collector_token.
     """
     from ..collector import tokens
 
@@ -193,8 +200,10 @@ def add_volunteer(name: str, database: str) -> None:
 @click.argument("name")
 @_database_option
 def revoke(name: str, database: str) -> None:
-    """Revoke volunteer NAME's token at once: their uploads are refused from now on
-    (their measurements already collected stay)."""
+    """Revoke volunteer NAME's token at once.
+
+    Their uploads are refused from the next request on, also in a report already open;
+    their measurements already collected stay."""
     from ..collector import tokens
 
     with _connect(database) as conn:
@@ -206,7 +215,7 @@ def revoke(name: str, database: str) -> None:
 @collector.command()
 @_database_option
 def volunteers(database: str) -> None:
-    """List the volunteers: since when, revoked or not, measurements collected."""
+    """List the volunteers: since when, revoked or not, and measurements collected."""
     from ..collector import tokens
 
     with _connect(database) as conn:
