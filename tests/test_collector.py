@@ -504,3 +504,43 @@ def test_upload_refused_token_and_absent_collector_keep_everything(dsn, collecto
     assert result.returncode == 0 and "2 measurements uploaded" in result.stdout
     assert json.loads(probe("status", "--db", str(db), "--json").stdout)["upload_pending"] == 0
     assert count(dsn) == 2
+
+
+def test_workers_share_the_port_and_stop_with_the_collector(dsn, tmp_path):
+    token = add_volunteer(dsn, "alice")
+    db = volunteer_db(
+        tmp_path / "a.db",
+        "AS8449",
+        [("2026-11-01 10:00:00", {f"s{i}.kg": i % 2 == 0 for i in range(12)})],
+    )
+    running = Collector(dsn, tmp_path / "c.log", args=("--workers", "3")).start()
+    try:
+        assert running.process is not None
+        parent = running.process.pid
+        workers = [
+            int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+            and (p / "stat").exists() and _ppid(p) == parent
+        ]  # fmt: skip
+        assert len(workers) == 2
+        result = probe("upload", "--db", str(db), "--collector", running.url, "--token", token)
+        assert result.returncode == 0 and "12 measurements uploaded" in result.stdout
+    finally:
+        running.terminate()
+    assert running.process.returncode == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in _state(Path(f"/proc/{pid}"))
+    assert count(dsn) == 12
+
+
+def _ppid(proc: Path) -> int:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _state(proc: Path) -> str:
+    try:
+        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
