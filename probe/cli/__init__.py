@@ -1,13 +1,14 @@
 """The ``probe`` command line: one click group, thin over the library.
 
 Commands live by family: :mod:`~probe.cli.measure` (check, reanalyze),
-:mod:`~probe.cli.volunteer` (init), :mod:`~probe.cli.helper` (helper serve).
+:mod:`~probe.cli.volunteer` (init), :mod:`~probe.cli.helper` (helper serve),
+:mod:`~probe.cli.research` (timeline, report, export, import, merge).
 """
 
-from . import helper, measure, volunteer
+from . import helper, measure, research, volunteer
 from ._group import cli
 
-__all__ = ["cli", "helper", "main", "measure", "volunteer"]
+__all__ = ["cli", "helper", "main", "measure", "research", "volunteer"]
 
 
 def main() -> None:

@@ -318,9 +318,11 @@ class Store:
         probe_asn: str | None = None,
         probe_cc: str | None = None,
         position: int | None = None,
+        measurement_id: str | None = None,
     ) -> str:
-        """Write one measurement and its observations in one transaction; its id."""
-        measurement_id = str(uuid.uuid4())
+        """Write one measurement and its observations in one transaction; its id (a new one
+        unless ``measurement_id`` is given, as an import keeps the id it was exported with)."""
+        measurement_id = measurement_id or str(uuid.uuid4())
         with self._writing(), self.db.atomic():
             self.db.table("measurements").insert(
                 {
