@@ -586,7 +586,7 @@ def from_ooni(data: Any) -> Imported:
     """
     doc = _Doc.obj(data, "$", required=True)
     test_name = doc.get("test_name")
-    if test_name not in TEST_NAMES:
+    if not isinstance(test_name, str) or test_name not in TEST_NAMES:
         raise OONIFormatError(f"$.test_name: {str(test_name)[:64]!r} is not web_connectivity")
     fmt = _Doc.string(doc.get("data_format_version"), "$.data_format_version")
     if not fmt.startswith("0.2."):
