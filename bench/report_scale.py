@@ -50,8 +50,11 @@ def generate(
     db = open_db(path)
     names = [f"site{i}.kg" for i in range(domains)]
     asns = [f"AS{8440 + i}" for i in range(networks)]
-    vantages = [(asn, str(uuid.UUID(int=rng.getrandbits(128)))) for asn in asns
-                for _ in range(vantages_per_network)]  # fmt: skip
+    vantages = [
+        (asn, str(uuid.UUID(int=rng.getrandbits(128))))
+        for asn in asns
+        for _ in range(vantages_per_network)
+    ]
     for index, (_asn, vid) in enumerate(vantages):
         db.execute(
             "insert into vantages (id, name, kind, added_at) values (?, ?, 'remote', ?)",
@@ -85,7 +88,7 @@ def generate(
                     int(offline),
                     domains,
                     vantage,
-                ],  # fmt: skip
+                ],
             )
             rows = []
             for position, domain in enumerate(names):
@@ -117,7 +120,7 @@ def generate(
                                 "control": {"addresses": ["192.0.2.1"]},
                             }
                         ]
-                    )  # fmt: skip
+                    )
                     if blocking
                     else "[]"
                 )
@@ -137,7 +140,7 @@ def generate(
                         failure,
                         "bench measurement",
                         evidence,
-                    )  # fmt: skip
+                    )
                 )
             db.conn.executemany(
                 "insert into measurements (id, run_id, position, input, url, domain, start_time,"
@@ -163,9 +166,11 @@ def timed(argv: list[str], out: Path) -> tuple[float, float]:
     started = time.perf_counter()
     with open(out, "wb") as sink:
         done = subprocess.run(
-            [sys.executable, "-c", _WRAPPER, *argv], stdout=sink, stderr=subprocess.PIPE,
+            [sys.executable, "-c", _WRAPPER, *argv],
+            stdout=sink,
+            stderr=subprocess.PIPE,
             check=True,
-        )  # fmt: skip
+        )
     elapsed = time.perf_counter() - started
     return elapsed, int(done.stderr.split()[-1]) / 1024
 

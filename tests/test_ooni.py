@@ -60,15 +60,26 @@ def test_import_lte_measurements_reanalysed_by_us(tmp_path):
         "http://to-https.kg/": ("blocked", "http-failure", "connection_refused"),
     }
     # Our verdict, not OONI's: OONI called the SNI reset "http-failure" (kept aside only).
-    ((ooni,),) = rows(db, "select ooni_blocking from ooni_imports i join measurements m "
-                      "on m.id = i.measurement_id where m.url = 'https://sni-reset.kg/'")  # fmt: skip
+    ((ooni,),) = rows(
+        db,
+        "select ooni_blocking from ooni_imports i join measurements m "
+        "on m.id = i.measurement_id where m.url = 'https://sni-reset.kg/'",
+    )
     assert json.loads(ooni) == "http-failure"
     by_url = {line["url"]: line for line in lines}
     assert by_url["http://blockpage.kg/"]["confirmed"] is True
     assert by_url["http://to-https.kg/"]["source"] == f"{LTE}:5"
     assert {line["probe_asn"] for line in lines} == {"AS8449", "AS12997"}
-    assert set(lines[0]) >= {"input", "verdict", "blocking", "accessible", "reason",
-                             "measurement_id", "run_id", "offline"}  # fmt: skip
+    assert set(lines[0]) >= {
+        "input",
+        "verdict",
+        "blocking",
+        "accessible",
+        "reason",
+        "measurement_id",
+        "run_id",
+        "offline",
+    }
     # Malformed or unsupported lines are reported by file and line and skipped.
     for line, words in ((7, "0.3.1"), (8, "not JSON"), (9, "probe_asn")):
         assert f"{LTE}:{line}: " in result.stderr and words in result.stderr
@@ -80,8 +91,9 @@ def test_lte_connections_to_other_resolvers_addresses_are_left_out(tmp_path):
     run_import(db, LTE)
 
     def of(url: str, sql: str) -> list[tuple]:
-        return rows(db, sql + " where measurement_id = (select id from measurements where url = ?)",
-                    url)  # fmt: skip
+        return rows(
+            db, sql + " where measurement_id = (select id from measurements where url = ?)", url
+        )
 
     # The failed connect to the helper-only address is not ours to judge.
     assert of("https://www.azattyk.org/", "select ip, failure from tcp_connects") == [
@@ -98,9 +110,12 @@ def test_lte_connections_to_other_resolvers_addresses_are_left_out(tmp_path):
     assert of("https://sni-reset.kg/", "select depth, ip, failure from http_requests") == [
         (0, None, "connection_reset")
     ]
-    assert of("http://to-https.kg/", "select depth, url, status_code, failure from "
-              "http_requests") == [(0, "http://to-https.kg/", 301, None),
-                                   (1, "https://to-https.kg/", None, "connection_refused")]  # fmt: skip
+    assert of(
+        "http://to-https.kg/", "select depth, url, status_code, failure from http_requests"
+    ) == [
+        (0, "http://to-https.kg/", 301, None),
+        (1, "https://to-https.kg/", None, "connection_refused"),
+    ]
     # The :443 validation handshake of an http:// URL.
     assert of("http://blockpage.kg/", "select port, purpose, failure from tls_handshakes") == [
         (443, "validate", None)
@@ -121,8 +136,11 @@ def test_import_v04_one_object_file_and_gzip_json_lines(tmp_path):
     assert {line["url"]: line["confirmed"] for line in lines}["http://24.kg/"] is True
     assert "5 measurements imported, 0 already in the database, 0 skipped" in result.stderr
     # One run per OONI report, stored on the report's network, filed under OONI's vantage.
-    assert rows(db, "select status, probe_asn, targets, v.kind from runs r "
-                "join vantages v on v.id = r.vantage_id") == [("imported", "AS12997", 5, "ooni")]  # fmt: skip
+    assert rows(
+        db,
+        "select status, probe_asn, targets, v.kind from runs r "
+        "join vantages v on v.id = r.vantage_id",
+    ) == [("imported", "AS12997", 5, "ooni")]
 
 
 def test_importing_twice_adds_nothing(tmp_path):
@@ -169,10 +187,11 @@ def test_a_malformed_field_is_named(path, value, words):
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                 max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
-)  # fmt: skip
+)
 
 
 def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
@@ -233,16 +252,18 @@ def lab_run(lab, helper, tmp_path_factory):
     lab.reset()
     censor(lab)
     try:
-        lines = probe_check(lab, db, [s.url for s in SCENARIOS], "--probe-asn", "AS64500",
-                            "--probe-cc", "KG")  # fmt: skip
+        lines = probe_check(
+            lab, db, [s.url for s in SCENARIOS], "--probe-asn", "AS64500", "--probe-cc", "KG"
+        )
     finally:
         lab.reset()
     return db, {line["input"]: line for line in lines}
 
 
 def _export(db: Path, out: Path, *extra: str) -> list[dict[str, Any]]:
-    result = CliRunner().invoke(cli, ["export", "--format", "ooni", "--db", str(db), "-o",
-                                      str(out), *extra])  # fmt: skip
+    result = CliRunner().invoke(
+        cli, ["export", "--format", "ooni", "--db", str(db), "-o", str(out), *extra]
+    )
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -254,13 +275,25 @@ def test_export_is_ooni_web_connectivity(lab_run, lab, tmp_path):
     for m in exported.values():
         assert (m["data_format_version"], m["test_name"]) == ("0.2.0", "web_connectivity")
         assert (m["probe_ip"], m["probe_asn"], m["probe_cc"]) == ("127.0.0.1", "AS64500", "KG")
-        for key in ("queries", "tcp_connect", "tls_handshakes", "requests", "control",
-                    "control_failure", "blocking", "accessible", "dns_consistency"):  # fmt: skip
+        for key in (
+            "queries",
+            "tcp_connect",
+            "tls_handshakes",
+            "requests",
+            "control",
+            "control_failure",
+            "blocking",
+            "accessible",
+            "dns_consistency",
+        ):
             assert key in m["test_keys"], key
     # Our "tls" is OONI's "http-failure"; ours is kept in an x_ key.
     sni = exported["https://sni-reset.kg/"]["test_keys"]
     assert (sni["blocking"], sni["accessible"], sni["x_probe_blocking"]) == (
-        "http-failure", False, "tls")  # fmt: skip
+        "http-failure",
+        False,
+        "tls",
+    )
     # No requests entry for a hop where no connection succeeded.
     assert sni["requests"] == []
     assert exported["https://factcheck.kg/"]["test_keys"]["requests"] == []
@@ -284,14 +317,17 @@ def test_export_then_import_gives_back_the_same_verdicts(lab_run, tmp_path):
     copy_db = tmp_path / "copy.db"
     result, lines = run_import(copy_db, exported)
     assert len(lines) == len(results), result.stderr
-    original = {r[0]: r[1:] for r in rows(db, f"select id, {', '.join(COMPARED)} from "
-                                           "measurements")}  # fmt: skip
-    again = {r[0]: r[1:] for r in rows(copy_db, f"select id, {', '.join(COMPARED)} from "
-                                       "measurements")}  # fmt: skip
+    original = {
+        r[0]: r[1:] for r in rows(db, f"select id, {', '.join(COMPARED)} from measurements")
+    }
+    again = {
+        r[0]: r[1:] for r in rows(copy_db, f"select id, {', '.join(COMPARED)} from measurements")
+    }
     assert again == original  # same ids, same verdicts
     # The same runs and vantage; re-importing into the original database adds nothing.
     assert rows(copy_db, "select id, vantage_id from runs") == rows(
-        db, "select id, vantage_id from runs")  # fmt: skip
+        db, "select id, vantage_id from runs"
+    )
     result, lines = run_import(db, exported)
     assert lines == [] and f"0 measurements imported, {len(results)} already" in result.stderr
     # Imported measurements are OONI's (or another probe's) to publish: left out of an export.

@@ -35,17 +35,31 @@ def m(
 ) -> MeasurementSummary:
     t = T0 + int(hour * HOUR)
     return MeasurementSummary(
-        t, domain, asn, vantage, run or f"run-{hour}", verdict, blocking,
+        t,
+        domain,
+        asn,
+        vantage,
+        run or f"run-{hour}",
+        verdict,
+        blocking,
         measurement_id=f"{domain}-{asn}-{hour}",
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------ the rules (pure)
 
 
 def test_block_then_unblock_is_one_event_ending_at_the_first_accessible_measurement():
-    result = timeline([m(0, "accessible"), m(1, "blocked", "dns"), m(2, "blocked", "dns"),
-                       m(3, "blocked", "dns"), m(4, "accessible"), m(5, "accessible")])  # fmt: skip
+    result = timeline(
+        [
+            m(0, "accessible"),
+            m(1, "blocked", "dns"),
+            m(2, "blocked", "dns"),
+            m(3, "blocked", "dns"),
+            m(4, "accessible"),
+            m(5, "accessible"),
+        ]
+    )
     (event,) = result.events
     assert (event.start, event.end, event.last_blocked) == (T0 + HOUR, T0 + 4 * HOUR, T0 + 3 * HOUR)
     assert (event.blocking, event.measurements, event.runs) == ("dns", 3, 3)
@@ -62,8 +76,12 @@ def test_an_isolated_blocked_measurement_is_an_anomaly_not_an_event():
 
 
 def test_two_vantages_agreeing_make_an_event_when_required_measurements_are_more():
-    rows = [m(0, "accessible"), m(1, "blocked", "dns", vantage="a"),
-            m(1.5, "blocked", "dns", vantage="b"), m(2, "accessible")]  # fmt: skip
+    rows = [
+        m(0, "accessible"),
+        m(1, "blocked", "dns", vantage="a"),
+        m(1.5, "blocked", "dns", vantage="b"),
+        m(2, "accessible"),
+    ]
     assert timeline(rows, Options(min_measurements=3, min_vantages=2)).events
     same = [r._replace(vantage="a") for r in rows]
     result = timeline(same, Options(min_measurements=3, min_vantages=2))
@@ -72,8 +90,15 @@ def test_two_vantages_agreeing_make_an_event_when_required_measurements_are_more
 
 @pytest.mark.parametrize("between", ["inconclusive", "down"])
 def test_inconclusive_and_down_neither_end_nor_split_an_event(between):
-    result = timeline([m(0, "blocked", "dns"), m(1, between), m(2, between),
-                       m(3, "blocked", "dns"), m(4, "accessible")])  # fmt: skip
+    result = timeline(
+        [
+            m(0, "blocked", "dns"),
+            m(1, between),
+            m(2, between),
+            m(3, "blocked", "dns"),
+            m(4, "accessible"),
+        ]
+    )
     (event,) = result.events
     assert (event.measurements, event.inconclusive, event.end) == (2, 2, T0 + 4 * HOUR)
     # Nor do they open one.
@@ -81,19 +106,32 @@ def test_inconclusive_and_down_neither_end_nor_split_an_event(between):
 
 
 def test_a_method_change_is_listed_in_order():
-    result = timeline([m(0, "blocked", "dns"), m(1, "blocked", "dns"), m(2, "blocked", "tls"),
-                       m(3, "blocked", "tls")])  # fmt: skip
+    result = timeline(
+        [
+            m(0, "blocked", "dns"),
+            m(1, "blocked", "dns"),
+            m(2, "blocked", "tls"),
+            m(3, "blocked", "tls"),
+        ]
+    )
     (event,) = result.events
     assert event.blocking == ["dns", "tls"]
     assert [(p.blocking, p.start, p.measurements) for p in event.phases] == [
-        ("dns", T0, 2), ("tls", T0 + 2 * HOUR, 2)]  # fmt: skip
+        ("dns", T0, 2),
+        ("tls", T0 + 2 * HOUR, 2),
+    ]
     assert event.end is None
 
 
 def test_networks_are_separate_and_may_interleave():
-    rows = [m(0, "blocked", "dns", asn="AS1"), m(0, "blocked", "dns", asn="AS2"),
-            m(1, "blocked", "dns", asn="AS1"), m(1, "blocked", "dns", asn="AS2"),
-            m(2, "accessible", asn="AS1"), m(2, "blocked", "dns", asn="AS2")]  # fmt: skip
+    rows = [
+        m(0, "blocked", "dns", asn="AS1"),
+        m(0, "blocked", "dns", asn="AS2"),
+        m(1, "blocked", "dns", asn="AS1"),
+        m(1, "blocked", "dns", asn="AS2"),
+        m(2, "accessible", asn="AS1"),
+        m(2, "blocked", "dns", asn="AS2"),
+    ]
     result = timeline(rows)
     by_asn = {e.asn: e for e in result.events}
     assert by_asn["AS1"].end == T0 + 2 * HOUR
@@ -101,8 +139,13 @@ def test_networks_are_separate_and_may_interleave():
 
 
 def test_the_longest_gap_and_unknown_periods_are_reported_never_assumed_accessible():
-    rows = [m(0, "accessible"), m(1, "blocked", "dns"), m(1.5, "blocked", "dns"),
-            m(30, "blocked", "dns"), m(31, "accessible")]  # fmt: skip
+    rows = [
+        m(0, "accessible"),
+        m(1, "blocked", "dns"),
+        m(1.5, "blocked", "dns"),
+        m(30, "blocked", "dns"),
+        m(31, "accessible"),
+    ]
     result = timeline(rows, Options(max_gap=24 * HOUR))
     (event,) = result.events
     assert event.longest_gap == int(28.5 * HOUR)
@@ -261,7 +304,9 @@ def test_lab_method_change(lab_events):
     event = events[("www.azattyk.org", NET_A, "event")]
     assert event["blocking"] == ["dns", "tls"]
     assert [p["start"] for p in event["methods"]] == [
-        _time(starts, "r1", METHOD), _time(starts, "r3", METHOD)]  # fmt: skip
+        _time(starts, "r1", METHOD),
+        _time(starts, "r3", METHOD),
+    ]
     assert event["end"] is None
 
 

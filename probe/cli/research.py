@@ -185,8 +185,18 @@ def timeline(
         for event in shown:
             click.echo(json.dumps(event.to_dict(), ensure_ascii=False))
     else:
-        header = ("KIND", "DOMAIN", "NETWORK", "START (UTC)", "END (UTC)", "METHOD", "BLOCKED",
-                  "VANTAGES", "RUNS", "LONGEST GAP")  # fmt: skip
+        header = (
+            "KIND",
+            "DOMAIN",
+            "NETWORK",
+            "START (UTC)",
+            "END (UTC)",
+            "METHOD",
+            "BLOCKED",
+            "VANTAGES",
+            "RUNS",
+            "LONGEST GAP",
+        )
         rows = [
             (
                 e.kind,

@@ -90,9 +90,19 @@ MAX_ENTRIES = 10_000
 #: Longest line (and largest single-object file) read, in bytes.
 MAX_LINE_BYTES = 32 * 1024 * 1024
 
-_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
-           5: "REFUSED", 6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH",
-           10: "NOTZONE"}  # fmt: skip
+_RCODES = {
+    0: "NOERROR",
+    1: "FORMERR",
+    2: "SERVFAIL",
+    3: "NXDOMAIN",
+    4: "NOTIMP",
+    5: "REFUSED",
+    6: "YXDOMAIN",
+    7: "YXRRSET",
+    8: "NXRRSET",
+    9: "NOTAUTH",
+    10: "NOTZONE",
+}
 _RCODE_NUMBERS = {name: number for number, name in _RCODES.items()}
 #: Our DNS engines as OONI names them, and back (OONI's system-resolver names all mean ours).
 _TO_OONI_ENGINE = {"system": "system", "udp": "udp", "tcp": "tcp", "tls": "dot", "https": "doh"}
@@ -102,8 +112,14 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 _ASN = re.compile(r"^AS\d{1,10}$")
 _CC = re.compile(r"^[A-Z]{2}$")
-_EXTENSIONS = {"dnst": 0, "httpt": 0, "netevents": 0, "tcpconnect": 0, "tlshandshake": 0,
-               "tunnel": 0}  # fmt: skip
+_EXTENSIONS = {
+    "dnst": 0,
+    "httpt": 0,
+    "netevents": 0,
+    "tcpconnect": 0,
+    "tlshandshake": 0,
+    "tunnel": 0,
+}
 
 
 # ------------------------------------------------------------------ export
@@ -286,7 +302,7 @@ def _test_keys(obs: Observations, verdict: Verdict, p: Provenance) -> dict[str, 
                     "failure": hop.failure,
                     "t0": hop.t0,
                     "t": hop.t,
-                }  # fmt: skip
+                }
             )
             continue
         requests.append(_request(obs, hop))
@@ -659,8 +675,11 @@ def _identity(
 ) -> tuple[str, dict[str, str | None]]:
     """OONI's identity of the measurement, and our ids when the file is our own export."""
     ids: dict[str, str | None] = {}
-    for key, name in (("x_probe_measurement_id", "measurement_id"), ("x_probe_run_id", "run_id"),
-                      ("x_probe_vantage", "vantage_id")):  # fmt: skip
+    for key, name in (
+        ("x_probe_measurement_id", "measurement_id"),
+        ("x_probe_run_id", "run_id"),
+        ("x_probe_vantage", "vantage_id"),
+    ):
         value = _Doc.text(keys.get(key), f"$.test_keys.{key}")
         if value is not None:
             try:
@@ -730,10 +749,14 @@ def _queries(keys: dict[str, Any], ctx: _Context) -> list[DNSQuery]:
         entry = _Doc.obj(raw, path, required=True)
         for dup in _query(entry, path, ctx):
             original = next(
-                (q for q in out if (q.engine, q.resolver, q.hostname, q.query_type, q.depth)
-                 == (dup.engine, dup.resolver, dup.hostname, dup.query_type, dup.depth)),
+                (
+                    q
+                    for q in out
+                    if (q.engine, q.resolver, q.hostname, q.query_type, q.depth)
+                    == (dup.engine, dup.resolver, dup.hostname, dup.query_type, dup.depth)
+                ),
                 None,
-            )  # fmt: skip
+            )
             if original is not None:
                 original.duplicate_replies.append(
                     {
@@ -741,7 +764,7 @@ def _queries(keys: dict[str, Any], ctx: _Context) -> list[DNSQuery]:
                         "addresses": dup.addresses,
                         "wrong_id": entry.get("x_wrong_id") is True,
                         "t": dup.t,
-                    }  # fmt: skip
+                    }
                 )
     return out
 
@@ -771,9 +794,19 @@ def _query(entry: dict[str, Any], path: str, ctx: _Context) -> list[DNSQuery]:
 
     def query(qtype: str, addresses: list[str]) -> DNSQuery:
         return DNSQuery(
-            hostname, qtype, engine, resolver, failure, rcode, addresses, list(cnames), ttl,
-            depth=depth, t0=t0, t=t,
-        )  # fmt: skip
+            hostname,
+            qtype,
+            engine,
+            resolver,
+            failure,
+            rcode,
+            addresses,
+            list(cnames),
+            ttl,
+            depth=depth,
+            t0=t0,
+            t=t,
+        )
 
     if qtype == "ANY":  # getaddrinfo: one lookup, both families
         a = query("A", v4)
@@ -989,8 +1022,12 @@ def _first_failure(obs: Observations, depth: int, url: str) -> str | None:
     ):
         return None
     host = (parts.hostname or "").lower()
-    order = [a for q in obs.dns if q.engine == "system" and q.depth == depth
-             and q.hostname.rstrip(".").lower() == host for a in q.addresses]  # fmt: skip
+    order = [
+        a
+        for q in obs.dns
+        if q.engine == "system" and q.depth == depth and q.hostname.rstrip(".").lower() == host
+        for a in q.addresses
+    ]
     ranked = sorted(connects, key=lambda c: order.index(c.ip) if c.ip in order else len(order))
     for c in ranked:
         handshake = next((h for h in handshakes if h.ip == c.ip and h.failure), None)

@@ -231,10 +231,23 @@ def write_json(report: Report, out: TextIO) -> None:
 
 
 CSV_COLUMNS = (
-    "domain", "asn", "start", "end", "last_blocked", "blocking", "measurements", "vantages",
-    "runs", "inconclusive", "longest_gap_seconds", "blockpages", "failures",
-    "first_measurement", "url", "reason",
-)  # fmt: skip
+    "domain",
+    "asn",
+    "start",
+    "end",
+    "last_blocked",
+    "blocking",
+    "measurements",
+    "vantages",
+    "runs",
+    "inconclusive",
+    "longest_gap_seconds",
+    "blockpages",
+    "failures",
+    "first_measurement",
+    "url",
+    "reason",
+)
 
 
 def write_csv(report: Report, out: TextIO) -> None:

@@ -30,8 +30,15 @@ from ..model.records import utc_now
 from .sqlite import migrations
 
 #: Tables copied for each new measurement, keyed by ``measurement_id``.
-STEP_TABLES = ("dns_queries", "tcp_connects", "tls_handshakes", "http_requests", "controls",
-               "reanalyses", "ooni_imports")  # fmt: skip
+STEP_TABLES = (
+    "dns_queries",
+    "tcp_connects",
+    "tls_handshakes",
+    "http_requests",
+    "controls",
+    "reanalyses",
+    "ooni_imports",
+)
 
 
 @dataclass(frozen=True, slots=True)
