@@ -4,12 +4,12 @@ Runs and measurements carry random ids (UUIDs) made where they were measured, so
 a union by id: what is already here is left as it is, and merging the same file twice adds
 nothing. Each run keeps its vantage: the other database's runs are filed under the vantage
 that wrote them (its ``local`` vantage becomes a ``remote`` one here, named by its
-volunteer, else by the file's name); runs of a database older than the vantages table
-(schema before m005) get a vantage derived from that database's first run, so merging it
-again later files them under the same one. A run already here that has finished there since
-(it was merged while running) gets its end, status and counts from there, along with its new
-measurements. A measurement already here is never rewritten: ``probe reanalyze`` is how
-verdicts change.
+volunteer, else by the file's name). Runs of a database older than the vantages table
+(schema before m005) get a vantage derived from that database's first run: the id m005
+gives that database when it is upgraded, so its runs stay one vantage whenever they are
+merged. A run already here that has finished there since (it was merged while running) gets
+its end, status and counts from there, along with its new measurements. A measurement
+already here is never rewritten: ``probe reanalyze`` is how verdicts change.
 
 The other file is opened read-only and never changed. A database whose schema has a step
 this probe does not know (written by a newer probe) is refused: its columns would be lost.
@@ -17,7 +17,6 @@ this probe does not know (written by a newer probe) is refused: its columns woul
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from sqlite_utils import Database
 
 from ..errors import MergeError
 from ..model.records import utc_now
+from .research import derived_vantage
 from .sqlite import migrations
 
 #: Tables copied for each new measurement, keyed by ``measurement_id``.
@@ -136,8 +136,7 @@ def _merge(db: Database, path: Path, tables: set[str]) -> Merged:
         )
     else:  # before m005: one vantage for the whole file, stable across merges
         first = db.execute("select id from other.runs order by started_at, id limit 1").fetchone()
-        seed = first[0] if first else path.name
-        derived = "db-" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+        derived = derived_vantage(first[0] if first else path.name)
         db.execute(
             "insert or ignore into vantages (id, name, kind, added_at) values (?, ?, 'remote', ?)",
             [derived, path.stem, utc_now()],

@@ -23,6 +23,7 @@ over millions of measurements).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Iterator
@@ -53,7 +54,10 @@ def m005_vantages(db: Database) -> None:
         pk="id",
     )
     db.execute("create unique index vantages_one_local on vantages(kind) where kind = 'local'")
-    local = str(uuid.uuid4())
+    # A database that already has runs gets the id a merge gives it before this step
+    # (derived from its first run), so it stays one vantage when merged before and after.
+    first = db.execute("select id from runs order by started_at, id limit 1").fetchone()
+    local = derived_vantage(first[0]) if first else str(uuid.uuid4())
     db.table("vantages").insert({"id": local, "kind": "local", "added_at": utc_now()})
     db.table("runs").add_column("vantage_id", str, fk="vantages", fk_col="id")
     db.execute("update runs set vantage_id = ?", [local])
@@ -154,6 +158,11 @@ def m007_research_views(db: Database) -> None:
 
 
 # ------------------------------------------------------------------ vantages
+
+
+def derived_vantage(first_run_id: str) -> str:
+    """The vantage id of a database written before vantages existed, from its first run."""
+    return "db-" + hashlib.sha256(first_run_id.encode()).hexdigest()[:24]
 
 
 def local_vantage(db: Database) -> str:
