@@ -7,26 +7,15 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import click
 
 from ..errors import InputError, StoreError
-from ._group import BadInput, cli, db_path, existing_db
+from ._group import BadInput, cli, db_option, db_path, existing_db
 
 _ASN = re.compile(r"^(?:AS)?(\d{1,10})$", re.IGNORECASE)
-
-
-def _db_option(what: str) -> Callable[[Any], Any]:
-    return click.option(
-        "--db",
-        envvar="PROBE_DB",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help=f"SQLite database to {what} (also $PROBE_DB) [default: the configuration's, else "
-        "~/.local/share/probe/probe.db].",
-    )
 
 
 def _filter_options(f: Any) -> Any:
@@ -61,14 +50,6 @@ def _event_options(f: Any) -> Any:
         help="Blocked measurements in a row on a network that make an event...",
     )(f)
     return f
-
-
-def _database(db: Path | None, *, must_exist: bool = True) -> Path:
-    """--db, else the configuration's ``db``, else the default."""
-    if db is None:
-        configured = (click.get_current_context().obj or {}).get("db")
-        db = Path(configured).expanduser() if configured else None
-    return existing_db(db) if must_exist else db_path(db)
 
 
 def _open(path: Path) -> Any:
@@ -144,7 +125,7 @@ class _Output:
 
 
 @cli.command()
-@_db_option("read")
+@db_option("The SQLite database to read")
 @_filter_options
 @_event_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event (JSON Lines).")
@@ -178,7 +159,7 @@ def timeline(
     from ..store.research import iter_summaries
 
     filters = _filters(domains, asns, since, until)
-    database = _open(_database(db))
+    database = _open(existing_db(db))
     result = compute(iter_summaries(database, filters), _options(min_measurements, min_vantages))
     shown = [*result.events, *(result.anomalies if anomalies else [])]
     if as_json:
@@ -232,7 +213,7 @@ def _printable(text: str) -> str:
 
 
 @cli.command()
-@_db_option("read")
+@db_option("The SQLite database to read")
 @click.option(
     "--format",
     "fmt",
@@ -282,7 +263,7 @@ def report(
     from ..store.research import iter_summaries, measurement_details
 
     filters = _filters(domains, asns, since, until)
-    database = _open(_database(db))
+    database = _open(existing_db(db))
     shown = {"domain": list(domains), "asn": list(filters.asns), "since": since, "until": until}
     result = build_report(
         iter_summaries(database, filters),
@@ -301,7 +282,7 @@ def report(
 
 
 @cli.command()
-@_db_option("read")
+@db_option("The SQLite database to read")
 @click.option(
     "--format",
     "fmt",
@@ -346,7 +327,7 @@ def export(
     from ..store.research import iter_stored
 
     filters = _filters((), (), since, until)
-    database = _open(_database(db))
+    database = _open(existing_db(db))
     config_name = (click.get_current_context().obj or {}).get("vantage")
     count = 0
     with _Output(output) as out:
@@ -370,7 +351,7 @@ def export(
 
 
 @cli.command("import")
-@_db_option("write")
+@db_option("The SQLite database to import into")
 @click.option(
     "--format",
     "fmt",
@@ -421,7 +402,7 @@ def import_(
         fingerprints = Fingerprints.load(extra_files=fingerprint_files)
     except InputError as exc:
         raise BadInput(str(exc)) from None
-    database = _open(_database(db, must_exist=False))
+    database = _open(db_path(db))
     imported = present = skipped = 0
     for path in files:
         for source, item, raw in read_file(path):
@@ -460,7 +441,7 @@ def import_(
 
 
 @cli.command()
-@_db_option("merge into")
+@db_option("The SQLite database to merge into")
 @click.argument("others", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def merge(db: Path | None, others: tuple[Path, ...]) -> None:
     """Bring other volunteers' databases (OTHER.db...) into this one.
@@ -476,7 +457,7 @@ def merge(db: Path | None, others: tuple[Path, ...]) -> None:
     from ..store.merge import merge as merge_one
     from ..store.research import name_local_vantage
 
-    path = _database(db, must_exist=False)
+    path = db_path(db)
     database = _open(path)
     name_local_vantage(database, (click.get_current_context().obj or {}).get("vantage"))
     for other in others:

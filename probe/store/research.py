@@ -103,7 +103,7 @@ VIEWS = {
                m.confirmed, m.reason, m.run_id, r.started_at as run_started_at,
                r.finished_at as run_finished_at, r.status as run_status,
                r.offline as run_offline, r.vantage_id, v.name as vantage,
-               v.kind as vantage_kind, m.software_version
+               v.kind as vantage_kind, m.software_version, m.pruned
         from measurements m
         left join runs r on r.id = m.run_id
         left join vantages v on v.id = r.vantage_id
@@ -318,9 +318,10 @@ def iter_stored(
     """Stored measurements in time order, with their observations (one at a time).
 
     Measurements imported from OONI are left out unless ``include_imported``: they are
-    OONI's to publish, not ours.
+    OONI's to publish, not ours. Pruned measurements (observations dropped) are left out.
     """
     where, args = filters.where()
+    where += " and m.pruned = 0"  # their observations are gone: nothing to export
     if not include_imported:
         where += " and m.id not in (select measurement_id from ooni_imports)"
     ids = db.execute(
