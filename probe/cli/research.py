@@ -155,7 +155,7 @@ def timeline(
         probe timeline --domain www.azattyk.org --since 2026-10-01 --json
     """
     from ..report import timeline as compute
-    from ..report.render import duration, network_name, when
+    from ..report.render import duration, network_name, plural, when
     from ..store.research import iter_summaries
 
     filters = _filters(domains, asns, since, until)
@@ -198,8 +198,8 @@ def timeline(
             cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
             click.echo("  ".join(cells).rstrip())
     click.echo(
-        f"{len(result.events)} events, {len(result.anomalies)} anomalies in "
-        f"{result.measurements} measurements.",
+        f"{plural(len(result.events), 'event')}, {plural(len(result.anomalies), 'anomaly')} "
+        f"in {plural(result.measurements, 'measurement')}.",
         err=True,
     )
 

@@ -15,10 +15,11 @@ and nowhere else:
 
 The HTML report draws the timeline as inline SVG: a row per (target, network), bars coloured
 by method, the time between the last blocked and the first accessible measurement hatched in
-the method's colour (the block ended somewhere in it), periods without measurements hatched
-grey (unknown, not accessible), anomalies as diamonds, a legend and dates on the axis. Rows
-and bars carry ``data-`` attributes (domain, network, method, times) so a browser test can
-check the drawing through the DOM.
+the method's colour (the block ended somewhere in it), as is a long time without measurement
+inside a block; other periods without measurements are hatched grey (unknown, not
+accessible), anomalies are diamonds; a legend and dates on the axis. Rows and bars carry
+``data-`` attributes (domain, network, method, times) so a browser test can check the
+drawing through the DOM.
 """
 
 from __future__ import annotations
@@ -125,6 +126,13 @@ def duration(seconds: int) -> str:
     if minutes:
         return f"{minutes} min"
     return f"{secs} s"
+
+
+def plural(count: int, word: str) -> str:
+    """``1 run``, ``2 runs``, ``3 anomalies``."""
+    if count == 1:
+        return f"{count} {word}"
+    return f"{count} {word[:-1]}ies" if word.endswith("y") else f"{count} {word}s"
 
 
 def methods_text(event: Event) -> str:
@@ -331,8 +339,9 @@ def _md_event(report: Report, e: Event, w: Callable[[str], Any]) -> None:
     w(f"- Method: {md_text(methods_text(e))}\n")
     w(
         f"- Last blocked measurement: {when(e.last_blocked)} UTC; {e.measurements} blocked "
-        f"measurements from {e.vantages} vantages in {e.runs} runs, {e.inconclusive} "
-        f"inconclusive; longest gap between measurements {duration(e.longest_gap)}\n"
+        f"measurements from {plural(e.vantages, 'vantage')} in {plural(e.runs, 'run')}, "
+        f"{e.inconclusive} inconclusive; longest gap between measurements "
+        f"{duration(e.longest_gap)}\n"
     )
     if e.blockpages:
         w(f"- Block page fingerprints: {md_text(', '.join(e.blockpages))}\n")
@@ -356,9 +365,9 @@ def _intro(report: Report, escape: Callable[[Any], str]) -> str:
     span = f"from {when(t.first)} to {when(t.last)} UTC" if t.first is not None else ""
     filters = ", ".join(f"{k}={v}" for k, v in report.filters.items() if v)
     text = (
-        f"Generated {escape(report.generated_at)} from {t.measurements} measurements {span}; "
-        f"{len(t.networks)} target–network pairs, {len(t.events)} block events, "
-        f"{len(t.anomalies)} anomalies."
+        f"Generated {escape(report.generated_at)} from {plural(t.measurements, 'measurement')} "
+        f"{span}; {plural(len(t.networks), 'target–network pair')}, "
+        f"{plural(len(t.events), 'block event')}, {plural(len(t.anomalies), 'anomaly')}."
     )
     if filters:
         text += f" Filters: {escape(filters)}."
@@ -459,8 +468,9 @@ def _html_event(report: Report, e: Event, w: Callable[[str], Any]) -> None:
     )
     w(
         f"Last blocked measurement {when(e.last_blocked)} UTC. {e.measurements} blocked "
-        f"measurements from {e.vantages} vantages in {e.runs} runs; {e.inconclusive} "
-        f"inconclusive inside; longest gap between measurements {duration(e.longest_gap)}."
+        f"measurements from {plural(e.vantages, 'vantage')} in {plural(e.runs, 'run')}; "
+        f"{e.inconclusive} inconclusive inside; longest gap between measurements "
+        f"{duration(e.longest_gap)}."
     )
     if e.blockpages:
         w(f" Block page fingerprints: {html_text(', '.join(e.blockpages))}.")
@@ -652,6 +662,22 @@ def _row(
                 f"UTC ({phase.measurements} measurements)"
             )
             w(_rect(scale.x(phase.start), scale.x(until), bar_y, BAR_H, attrs, title))
+        for gap_from, gap_to in net.gaps:
+            if e.start <= gap_from and gap_to <= e.last_blocked:
+                method = next((p.blocking for p in reversed(phases) if p.start <= gap_from), "")
+                pattern = method if method in METHOD_COLOURS else "unknown"
+                w(
+                    _rect(
+                        scale.x(gap_from),
+                        scale.x(gap_to),
+                        bar_y,
+                        BAR_H,
+                        f'class="gap" data-blocking="{html_text(method)}" '
+                        f'fill="url(#ending-{pattern})"',
+                        f"no measurement from {when(gap_from)} to {when(gap_to)} UTC: blocked "
+                        "before and after, unknown in between",
+                    )
+                )
         if e.end is not None:
             method = phases[-1].blocking if phases else "unknown"
             pattern = method if method in METHOD_COLOURS else "unknown"
@@ -684,7 +710,7 @@ def _legend(y: int, w: Callable[[str], Any]) -> None:
     ]
     items += [
         (f'fill="{MEASURED_COLOUR}"', "measured, not blocked"),
-        ('fill="url(#ending-dns)"', "block ended in this time"),
+        ('fill="url(#ending-dns)"', "not measured during or at the end of a block"),
         ('fill="url(#unknown)"', "no measurement (unknown)"),
     ]
     w(f'<g class="legend" transform="translate({LABEL_W},{y})">\n')
