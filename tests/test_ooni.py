@@ -237,6 +237,9 @@ def test_unreadable_files_are_reported_not_raised(tmp_path):
     deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
     ((source, error, _),) = list(read_file(deep))
     assert source == f"{deep}:1" and isinstance(error, OONIFormatError)
+    result = CliRunner().invoke(cli, ["import", "--db", str(tmp_path / "p.db"), str(deep)])
+    assert result.exit_code == 2 and f"{deep}:1: " in result.output
+    assert "nothing could be imported" in result.output
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
     assert list(read_file(empty)) == []

@@ -386,7 +386,8 @@ def import_(
     raw observations are judged by probe's own analysis: OONI's verdict is kept aside (in the
     ooni_imports table) and never copied. A measurement that is malformed or of another test
     or version is reported as FILE:LINE and skipped; the others are imported. Importing the
-    same measurement twice adds nothing.
+    same measurement twice adds nothing. Exit status 0, with the skipped ones listed on
+    stderr; 2 when nothing at all could be read.
 
     Example:
 
@@ -435,6 +436,8 @@ def import_(
         f"{imported} measurements imported, {present} already in the database, {skipped} skipped.",
         err=True,
     )
+    if skipped and not imported and not present:
+        raise BadInput("nothing could be imported (see above)")
 
 
 # ------------------------------------------------------------------ merge

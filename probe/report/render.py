@@ -362,10 +362,10 @@ def _md_event(report: Report, e: Event, w: Callable[[str], Any]) -> None:
 
 def _intro(report: Report, escape: Callable[[Any], str]) -> str:
     t = report.timeline
-    span = f"from {when(t.first)} to {when(t.last)} UTC" if t.first is not None else ""
+    span = f" from {when(t.first)} to {when(t.last)} UTC" if t.first is not None else ""
     filters = ", ".join(f"{k}={v}" for k, v in report.filters.items() if v)
     text = (
-        f"Generated {escape(report.generated_at)} from {plural(t.measurements, 'measurement')} "
+        f"Generated {escape(report.generated_at)} from {plural(t.measurements, 'measurement')}"
         f"{span}; {plural(len(t.networks), 'target–network pair')}, "
         f"{plural(len(t.events), 'block event')}, {plural(len(t.anomalies), 'anomaly')}."
     )
