@@ -75,13 +75,23 @@ def _filters(
         networks.append(f"AS{int(match.group(1))}")
     try:
         return Filters(
-            domains=tuple(d.strip().lower().rstrip(".") for d in domains),
+            domains=tuple(_domain(d) for d in domains),
             asns=tuple(networks),
             since=parse_time(since) if since else None,
             until=parse_time(until) if until else None,
         )
     except InputError as exc:
         raise BadInput(str(exc)) from None
+
+
+def _domain(text: str) -> str:
+    """A domain as stored: lower case, punycode (``яндекс.рф`` is ``xn--d1acpjx3f.xn--p1ai``)."""
+    from ..targets import normalise
+
+    try:
+        return normalise(text.strip().rstrip("."))[1]
+    except ValueError as exc:
+        raise BadInput(f"--domain {text!r}: {exc}") from None
 
 
 def _options(min_measurements: int, min_vantages: int, max_gap_hours: float = 24.0) -> Any:
@@ -179,17 +189,20 @@ def timeline(
             "LONGEST GAP",
         )
         rows = [
-            (
-                e.kind,
-                _printable(e.domain),
-                network_name(e.asn),
-                when(e.start),
-                when(e.end) or "-",
-                " > ".join(e.methods),
-                str(e.measurements),
-                str(e.vantages),
-                str(e.runs),
-                duration(e.longest_gap),
+            tuple(
+                _printable(cell)
+                for cell in (
+                    e.kind,
+                    e.domain,
+                    network_name(e.asn),
+                    when(e.start),
+                    when(e.end) or "-",
+                    " > ".join(e.methods),
+                    str(e.measurements),
+                    str(e.vantages),
+                    str(e.runs),
+                    duration(e.longest_gap),
+                )
             )
             for e in shown
         ]

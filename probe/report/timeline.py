@@ -170,8 +170,9 @@ class Network:
     gaps: list[tuple[int, int]] = field(default_factory=list)
     events: int = 0
     anomalies: int = 0
-    _open: Event | None = None
-    _last_conclusive: int | None = None
+    #: The run of blocked measurements in progress, and the time of the last conclusive one.
+    open_event: Event | None = None
+    last_conclusive: int | None = None
 
     @property
     def measurements(self) -> int:
@@ -256,20 +257,20 @@ def timeline(summaries: Iterable[MeasurementSummary], options: Options | None = 
         verdict = s.verdict
         net.counts[verdict] += 1
         net.vantage_ids.add(s.vantage)
-        event = net._open
+        event = net.open_event
         if verdict == "blocked":
             blocking = s.blocking or "unknown"
             net.methods[blocking] += 1
             if event is None:
-                event = net._open = Event(
+                event = net.open_event = Event(
                     "event", s.domain, s.asn, t, t, first_measurement=s.measurement_id,
                     first_evidence=s.evidence,
                 )  # fmt: skip
-            _add_blocked(event, s, blocking, net._last_conclusive)
+            _add_blocked(event, s, blocking, net.last_conclusive)
         elif verdict == "accessible":
             if event is not None:
                 event.end = t
-                _gap(event, net._last_conclusive, t)
+                _gap(event, net.last_conclusive, t)
                 _close(net, event, opts, events, anomalies)
         elif event is not None:
             event.inconclusive += 1
@@ -277,14 +278,14 @@ def timeline(summaries: Iterable[MeasurementSummary], options: Options | None = 
         else:
             continue
         # a conclusive measurement
-        previous = net._last_conclusive
+        previous = net.last_conclusive
         if previous is not None and t - previous > max_gap:
             _keep_gap(net.gaps, (previous, t))
-        net._last_conclusive = t
+        net.last_conclusive = t
         net.state = (t, verdict, s.blocking if verdict == "blocked" else None)
     for net in networks.values():
-        if net._open is not None:
-            _close(net, net._open, opts, events, anomalies)
+        if net.open_event is not None:
+            _close(net, net.open_event, opts, events, anomalies)
     order = _event_order
     return Timeline(
         events=sorted(events, key=order),
@@ -332,7 +333,7 @@ def _gap(event: Event, previous: int | None, t: int) -> None:
 def _close(
     net: Network, event: Event, opts: Options, events: list[Event], anomalies: list[Event]
 ) -> None:
-    net._open = None
+    net.open_event = None
     if event.measurements >= opts.min_measurements or event.vantages >= opts.min_vantages:
         events.append(event)
         net.events += 1

@@ -238,6 +238,23 @@ def iter_summaries(db: Database, filters: Filters = Filters()) -> Iterator[Measu
         yield from map(make, rows)
 
 
+_DETAIL_KEYS = (
+    "id",
+    "input",
+    "url",
+    "start_time",
+    "verdict",
+    "blocking",
+    "failure",
+    "blockpage",
+    "confirmed",
+    "dns_consistency",
+    "reason",
+    "evidence",
+    "run_id",
+)
+
+
 def measurement_details(db: Database, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The stored facts a report shows for each measurement in ``ids``."""
     out: dict[str, dict[str, Any]] = {}
@@ -245,28 +262,12 @@ def measurement_details(db: Database, ids: Iterable[str]) -> dict[str, dict[str,
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
         rows = db.execute(
-            f"""select id, input, url, start_time, verdict, blocking, failure, blockpage,
-                       confirmed, dns_consistency, reason, evidence, run_id
-                from measurements where id in ({", ".join("?" * len(chunk))})""",
+            f"select {', '.join(_DETAIL_KEYS)} from measurements "
+            f"where id in ({', '.join('?' * len(chunk))})",
             chunk,
         )
         for row in rows:
-            keys = (
-                "id",
-                "input",
-                "url",
-                "start_time",
-                "verdict",
-                "blocking",
-                "failure",
-                "blockpage",
-                "confirmed",
-                "dns_consistency",
-                "reason",
-                "evidence",
-                "run_id",
-            )
-            detail = dict(zip(keys, row, strict=True))
+            detail = dict(zip(_DETAIL_KEYS, row, strict=True))
             try:
                 detail["evidence"] = json.loads(detail["evidence"] or "[]")
             except ValueError:
