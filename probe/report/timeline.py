@@ -237,6 +237,8 @@ def timeline(summaries: Iterable[MeasurementSummary], options: Options | None = 
     max_gap = opts.max_gap
     current_key: tuple[str, str | None] | None = None
     net: Network | None = None
+    # One string per run, however many events name it (memory stays flat in measurements).
+    run_names: dict[str, str] = {}
     for s in summaries:
         count += 1
         t = s.time
@@ -266,7 +268,8 @@ def timeline(summaries: Iterable[MeasurementSummary], options: Options | None = 
                     "event", s.domain, s.asn, t, t, first_measurement=s.measurement_id,
                     first_evidence=s.evidence,
                 )  # fmt: skip
-            _add_blocked(event, s, blocking, net.last_conclusive)
+            run = run_names.setdefault(s.run, s.run)
+            _add_blocked(event, s, run, blocking, net.last_conclusive)
         elif verdict == "accessible":
             if event is not None:
                 event.end = t
@@ -298,7 +301,9 @@ def timeline(summaries: Iterable[MeasurementSummary], options: Options | None = 
     )
 
 
-def _add_blocked(event: Event, s: MeasurementSummary, blocking: str, previous: int | None) -> None:
+def _add_blocked(
+    event: Event, s: MeasurementSummary, run: str, blocking: str, previous: int | None
+) -> None:
     t = s.time
     if event.measurements:
         _gap(event, previous, t)
@@ -306,7 +311,7 @@ def _add_blocked(event: Event, s: MeasurementSummary, blocking: str, previous: i
     event.last_blocked = t
     event.last_measurement = s.measurement_id
     event.vantage_ids.add(s.vantage)
-    event.run_ids.add(s.run)
+    event.run_ids.add(run)
     phases = event.phases
     if phases and phases[-1].blocking == blocking:
         phase = phases[-1]
