@@ -165,7 +165,9 @@ def to_ooni(obs: Observations, verdict: Verdict, p: Provenance) -> dict[str, Any
         "resolver_network_name": "",
         "software_name": SOFTWARE_NAME,
         "software_version": p.software_version,
-        "test_helpers": {"backend": {"address": helper, "type": "https"}} if helper else {},
+        "test_helpers": {"backend": {"address": helper, "type": urlsplit(helper).scheme}}
+        if helper
+        else {},
         "test_keys": _test_keys(obs, verdict, p),
         "test_name": TEST_NAME,
         "test_runtime": obs.runtime,
