@@ -44,6 +44,8 @@ class CheckConfig:
     rate: float | None = None  # new network requests per second; None: unlimited
     probe_asn: str | None = None  # "AS8449"
     probe_cc: str | None = None  # "KG"
+    #: Network-identity lookups (GET /whoami) asked before the helpers' own (measure.identity).
+    whoami: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, object]:
         """The settings stored with the run (JSON-able; nothing about the volunteer)."""
@@ -51,6 +53,7 @@ class CheckConfig:
             "resolver": self.settings.system_resolver.url,
             "control_resolvers": [r.url for r in self.settings.control_resolvers],
             "helpers": self.helpers,
+            "whoami": list(self.whoami),
             "timeouts": vars(self.settings.timeouts),
             "concurrency": self.concurrency,
             "rate": self.rate,
@@ -72,14 +75,15 @@ def parse_cc(value: str) -> str:
     return value.upper()
 
 
-def parse_helper_url(url: str) -> str:
-    """A test helper's URL, checked; raises :class:`InputError` saying what is wrong.
+def parse_helper_url(url: str, option: str = "--helper") -> str:
+    """A test helper's URL (or another server's: ``option`` names it in errors), checked;
+    raises :class:`InputError` saying what is wrong.
 
     It must be an ``http://`` or ``https://`` URL with a host, a port (if any) in 1..65535,
     no user name or password (a secret that would end up in the stored run settings), and no
     white space or control characters.
     """
-    where = f"--helper {url!r}"
+    where = f"{option} {url!r}"
     if any(c.isspace() or not c.isprintable() for c in url):
         raise InputError(f"{where}: contains white space or control characters")
     if not url.lower().startswith(("http://", "https://")):
@@ -114,6 +118,7 @@ def check_config(
     probe_asn: str | None = None,
     probe_cc: str | None = None,
     timeouts: Timeouts | None = None,
+    whoami: Sequence[str] = (),
 ) -> CheckConfig:
     """Validate a run's options; raises :class:`InputError` naming the option at fault."""
     asn = parse_asn(probe_asn) if probe_asn is not None else None
@@ -143,6 +148,7 @@ def check_config(
         rate=rate,
         probe_asn=asn,
         probe_cc=cc,
+        whoami=tuple(parse_helper_url(url, "--whoami") for url in whoami),
     )
 
 
@@ -161,6 +167,7 @@ CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
     "ca_file": str,
     "probe_asn": str,
     "probe_cc": str,
+    "whoami": list,  # network-identity lookups (GET /whoami URLs)
     "concurrency": int,
     "rate": (int, float),
     "fingerprints": list,

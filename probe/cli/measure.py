@@ -121,9 +121,24 @@ def _require_consent(settings: dict[str, Any], db: Path) -> None:
     help="At most this many new network requests (DNS queries, connections) per second.",
 )
 @click.option(
-    "--probe-asn", metavar="ASN", help="The network's AS number, e.g. AS8449, stored with results."
+    "--probe-asn",
+    metavar="ASN",
+    help="The network's AS number, e.g. AS8449, stored with results [default: found through "
+    "the helper's /whoami].",
 )
-@click.option("--probe-cc", metavar="CC", help="The network's country code, e.g. KG.")
+@click.option(
+    "--probe-cc",
+    metavar="CC",
+    help="The network's country code, e.g. KG [default: found through the helper's /whoami].",
+)
+@click.option(
+    "--whoami",
+    multiple=True,
+    metavar="URL",
+    help="A network-identity lookup (probe's helper's GET /whoami), repeatable, asked before "
+    "each --helper's own /whoami. They find the AS number, country and AS name unless "
+    "--probe-asn/--probe-cc say them.",
+)
 @click.option(
     "--fingerprints",
     "fingerprint_files",
@@ -277,7 +292,7 @@ def _report(summary: Any, store: Any, elapsed: float, db: Path, as_json: bool) -
 
 JSON_KEYS = (
     "input", "url", "domain", "category", "verdict", "blocking", "accessible",
-    "dns_consistency", "failure", "blockpage", "confirmed", "reason",
+    "dns_consistency", "failure", "blockpage", "confirmed", "reason", "probe_asn", "probe_cc",
 )  # fmt: skip
 
 

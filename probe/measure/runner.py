@@ -6,7 +6,9 @@ for the run-level offline flag; results are read back from the store. A per-addr
 (in :class:`~probe.measure.measurer.Measurer`) keeps us from hammering one server, and an
 optional rate limit caps new network requests per second.
 
-Every measurement is scrubbed of the vantage's own addresses (:mod:`.privacy`) before it is
+Before the first target, the run finds its network's AS number, country and name
+(:mod:`.identity`), and learns the volunteer's public address for the scrubber only. Every
+measurement is scrubbed of the vantage's own addresses (:mod:`.privacy`) before it is
 analysed or stored. SIGTERM (``docker stop``, systemd) and SIGHUP end a run as Ctrl-C does:
 no new target starts, the targets in flight are cancelled (never stored half: each is stored
 in one transaction, or not at all), and the run is marked "interrupted".
@@ -32,6 +34,7 @@ from ..model.records import Verdict
 from ..store import Store
 from ..targets import Target
 from .control import HelperClient
+from .identity import network_identity, record_identity
 from .measurer import Measurer
 from .privacy import Scrubber
 
@@ -190,6 +193,10 @@ async def _check(
                 verify=verify, limits=limits, timeout=settings.timeouts.control
             ) as helper_http,
         ):
+            # The network's identity; the public address goes into the scrubber, nowhere else.
+            scrubber = Scrubber(towards=settings.system_resolver.host)
+            identity = await network_identity(config, helper_http, scrubber)
+            record_identity(store, run_id, identity)
             helper_client = HelperClient(
                 config.helpers,
                 helper_http,
@@ -209,10 +216,10 @@ async def _check(
                 run_id,
                 concurrency=config.concurrency,
                 fingerprints=config.fingerprints,
-                probe_asn=config.probe_asn,
-                probe_cc=config.probe_cc,
+                probe_asn=identity.probe_asn,
+                probe_cc=identity.probe_cc,
                 on_result=counted,
-                scrubber=Scrubber(towards=settings.system_resolver.host),
+                scrubber=scrubber,
             )
         status = "complete"
     except asyncio.CancelledError:

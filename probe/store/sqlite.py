@@ -194,6 +194,18 @@ def m004_compressed_bodies_and_reanalyses(db: Database) -> None:
     db.table("reanalyses").create_index(["measurement_id"])
 
 
+@migrations()
+def m010_network_identity(db: Database) -> None:
+    # The network a run measured from (probe.measure.identity), beside probe_asn/probe_cc:
+    # names and the resolver's AS; never an address of the volunteer's.
+    runs = db.table("runs")
+    runs.add_column("probe_network_name", str)
+    runs.add_column("resolver_ip", str)  # the configured resolver, only when a public address
+    runs.add_column("resolver_asn", str)
+    runs.add_column("resolver_network_name", str)
+    runs.add_column("identity_source", str)  # lookup | override | lookup+override | NULL
+
+
 def open_db(path: str | Path) -> Database:
     """Open (creating folders and schema as needed) the database at ``path``, in WAL mode."""
     path = Path(path)
