@@ -12,6 +12,14 @@ although a lab site echoes the public address into its page and a header.
 from __future__ import annotations
 
 import json
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
 
 import pytest
 
@@ -244,3 +252,292 @@ def test_nothing_found():
     assert nothing.unknown() == ["AS number", "country"]
     assert decide(None, probe_asn="AS1").unknown() == ["country"]
     assert decide(None, probe_asn="AS1", probe_cc="KG").identity_source == "override"
+
+
+# ---------------------------------------------------------------- in the lab, behind a NAT
+
+# Short step timeouts keep runs quick; nothing here depends on them.
+TIMEOUTS = [
+    "--dns-timeout", "2", "--tcp-timeout", "2", "--tls-timeout", "2",
+    "--http-timeout", "4", "--control-timeout", "20",
+]  # fmt: skip
+ECHO = "echo.kg"  # a site that tells every client its address, in its page and a header
+
+
+def start_helper(lab, host: str, port: int, *args: str, log=None) -> subprocess.Popen:
+    """`probe helper serve` in net at host:port (lab resolver and CA; ``args`` added), its
+    output to ``log``; returns once it accepts connections from inside net."""
+    argv = [
+        sys.executable, "-m", "probe.cli", "helper", "serve", "--listen", f"{host}:{port}",
+        "--resolver", f"udp://{lab.CONTROL_RESOLVER}:53", "--ca-file", lab.ca_file, *args,
+    ]  # fmt: skip
+    proc = lab.spawn(lab.net, argv, stdout=log, stderr=subprocess.STDOUT)
+    code = f"import socket; socket.create_connection(({host!r}, {port}), timeout=1)"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            lab.python(lab.net, code, timeout=5)
+            return proc
+        except RuntimeError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("probe's test helper did not start") from None
+            time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def nat(lab, tmp_path_factory):
+    """The home network behind the NAT, the echoing site, and our helper (with the lab's ASN
+    table: 192.88.99.0-31 is AS64500 "Lab ISP", KG) logging to a file: (url, log path)."""
+    lab.home_network()
+    lab.add_site(ECHO, echo_ip=True)
+    log = tmp_path_factory.mktemp("helper") / "helper.log"
+    with open(log, "wb") as out:
+        proc = start_helper(lab, lab.HELPER_IP, 8090, "--asn-db", lab.asn_db, log=out)
+    try:
+        yield f"http://{lab.HELPER_IP}:8090/", log
+    finally:
+        stop(proc)
+        lab.remove_site(ECHO)
+
+
+@pytest.fixture
+def volunteer(tmp_path):
+    """A volunteer's home directory who gave consent: configuration and data in it."""
+    home = tmp_path / "volunteer"
+    (home / "config" / "probe").mkdir(parents=True)
+    (home / "config" / "probe" / "config.toml").write_text('consent = "2026-11-29 00:00:00"\n')
+    return home
+
+
+def env_of(home: Path) -> dict[str, str]:
+    return {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_DATA_HOME": str(home / "data"),
+        "PROBE_CONFIG": str(home / "config" / "probe" / "config.toml"),
+    }
+
+
+def probe(lab, home: Path, *args: str) -> subprocess.CompletedProcess:
+    """`probe ARGS` in the home network, as the volunteer whose home is ``home``."""
+    argv = [sys.executable, "-m", "probe.cli", *args]
+    return lab.run(lab.home, argv, env=env_of(home), timeout=180)
+
+
+def check(lab, home: Path, helper: str, *args: str) -> subprocess.CompletedProcess:
+    result = probe(
+        lab, home, "check", "--json", "--helper", helper, "--control-resolver", lab.DOH_URL,
+        "--ca-file", lab.ca_file, *TIMEOUTS, *args,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def lines(result: subprocess.CompletedProcess) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def database(home: Path) -> Path:
+    (db,) = (home / "data").rglob("*.db")
+    return db
+
+
+def run_row(home: Path) -> dict:
+    with sqlite3.connect(database(home)) as conn:
+        conn.row_factory = sqlite3.Row
+        (row,) = conn.execute("select * from runs").fetchall()
+        return dict(row)
+
+
+def echoed(home: Path) -> tuple[list[str], bytes]:
+    """What was stored of the echo site's cleartext page: its X-Your-IP header values and
+    its body."""
+    with sqlite3.connect(database(home)) as conn:
+        ((headers, body),) = conn.execute(
+            "select headers, body from http_requests where url = ?", [f"http://{ECHO}/"]
+        ).fetchall()
+    values = [value for name, value in json.loads(headers) if name.lower() == "x-your-ip"]
+    return values, zlib.decompress(body)
+
+
+def occurrences(data: bytes, address: str) -> int:
+    """How often ``address`` is in ``data``: dotted (not as part of a longer address) or as
+    its four raw bytes."""
+    dotted = rb"(?<![0-9.])" + re.escape(address.encode()) + rb"(?![0-9]|\.[0-9])"
+    return len(re.findall(dotted, data)) + data.count(socket.inet_aton(address))
+
+
+def test_occurrences_sees_the_address_and_only_it():
+    assert occurrences(b"Your IP is 192.88.99.2.", "192.88.99.2") == 1
+    assert occurrences(b"\xc0\x58\x63\x02", "192.88.99.2") == 1
+    assert occurrences(b"ip=::ffff:192.88.99.2&", "192.88.99.2") == 1
+    for other in (b"192.88.99.20", b"192.88.99.254", b"1192.88.99.2", b"192.88.99.2.1"):
+        assert occurrences(other, "192.88.99.2") == 0
+
+
+def test_the_nat_hides_the_home_address_from_servers(lab, nat):
+    """The lab itself: from home, a site sees the public (router's) address only."""
+    page = lab.python(
+        lab.home,
+        f"import urllib.request; print(urllib.request.urlopen('http://{ECHO}/').read().decode())",
+    )
+    assert f"Your IP address: {lab.VANTAGE_IP}</p>" in page
+    assert lab.HOME_IP not in page
+
+
+def test_identity_found_through_our_helper_behind_a_nat_and_no_address_anywhere(
+    lab, nat, volunteer
+):
+    helper, helper_log = nat
+    init = probe(lab, volunteer, "init", "--yes", "--vantage", "nat-test")
+    assert init.returncode == 0, init.stderr
+    run = check(lab, volunteer, helper, "--input", f"http://{ECHO}/", "--input",
+                f"https://{ECHO}/", "--input", "http://kaktus.media/")  # fmt: skip
+
+    # Found without any flag, through our helper: the --json lines, measurements and the run.
+    assert "unknown" not in run.stderr
+    for line in lines(run):
+        assert (line["probe_asn"], line["probe_cc"]) == (f"AS{lab.ISP_ASN}", "KG"), line
+    with sqlite3.connect(database(volunteer)) as conn:
+        stored = set(conn.execute("select probe_asn, probe_cc from measurements"))
+    assert stored == {(f"AS{lab.ISP_ASN}", "KG")}
+    row = run_row(volunteer)
+    assert (row["probe_asn"], row["probe_cc"], row["probe_network_name"]) == (
+        f"AS{lab.ISP_ASN}", "KG", "Lab ISP",
+    )  # fmt: skip
+    # The resolver from resolv.conf (the ISP's, a public address), and its AS.
+    assert (row["resolver_ip"], row["resolver_asn"], row["resolver_network_name"]) == (
+        lab.ISP_RESOLVER, f"AS{lab.ISP_ASN}", "Lab ISP",
+    )  # fmt: skip
+    assert row["identity_source"] == "lookup"
+
+    # The site echoed the public address; it was scrubbed although no interface of the
+    # volunteer's machine has it: the helper's /whoami told the probe.
+    values, body = echoed(volunteer)
+    assert values == [SCRUBBED]
+    assert f"Your IP address: {SCRUBBED}</p>".encode() in body
+
+    # Neither address anywhere: the database, its WAL and shared memory (when there), the
+    # configuration, the rest of the data directory, the output, the helper's log.
+    files = [p for p in volunteer.rglob("*") if p.is_file()]
+    assert database(volunteer) in files and (volunteer / "config/probe/config.toml") in files
+    blobs = {str(p): p.read_bytes() for p in files}
+    blobs |= {
+        "probe init output": (init.stdout + init.stderr).encode(),
+        "probe check output": (run.stdout + run.stderr).encode(),
+        "helper log": helper_log.read_bytes(),
+    }
+    for address in (lab.HOME_IP, lab.VANTAGE_IP):
+        leaks = {where: n for where, data in blobs.items() if (n := occurrences(data, address))}
+        assert not leaks, f"{address} found in {leaks}"
+    log = helper_log.read_text()
+    assert "GET /whoami 200" in log
+    assert "Lab ISP" not in log and "resolver" not in log  # nor who asked from where
+
+
+def test_overrides_win_over_what_was_found(lab, nat, volunteer):
+    helper, _ = nat
+    config = volunteer / "config" / "probe" / "config.toml"
+    config.write_text('consent = "2026-11-29 00:00:00"\nprobe_asn = "AS12345"\nprobe_cc = "DE"\n')
+    # The configuration wins over the lookup ...
+    run = check(lab, volunteer, helper, "--input", "http://kaktus.media/")
+    assert [(x["probe_asn"], x["probe_cc"]) for x in lines(run)] == [("AS12345", "DE")]
+    row = run_row(volunteer)
+    assert (row["probe_asn"], row["probe_cc"], row["identity_source"]) == (
+        "AS12345", "DE", "override",
+    )  # fmt: skip
+    assert row["probe_network_name"] is None  # "Lab ISP" is AS64500's name, not AS12345's
+    assert row["resolver_asn"] == f"AS{lab.ISP_ASN}"  # the resolver is still looked up
+    assert "unknown" not in run.stderr
+
+    # ... and a flag over the configuration, field by field.
+    database(volunteer).unlink()
+    run = check(lab, volunteer, helper, "--input", "http://kaktus.media/", "--probe-asn", "8449")
+    assert [(x["probe_asn"], x["probe_cc"]) for x in lines(run)] == [("AS8449", "DE")]
+    assert run_row(volunteer)["probe_asn"] == "AS8449"
+
+    # Overridden or not, the public address is still learned and scrubbed.
+    echo_db = volunteer / "data" / "echo.db"
+    check(lab, volunteer, helper, "--input", f"http://{ECHO}/", "--db", str(echo_db))
+    with sqlite3.connect(echo_db) as conn:
+        ((headers,),) = conn.execute("select headers from http_requests").fetchall()
+    assert ["X-Your-IP", SCRUBBED] in json.loads(headers)
+
+
+def test_a_helper_without_an_asn_table_still_tells_the_address(lab, nat, volunteer, tmp_path):
+    with open(tmp_path / "helper.log", "wb") as out:
+        bare = start_helper(lab, lab.HELPER_IP, 8091, log=out)
+    try:
+        run = check(lab, volunteer, f"http://{lab.HELPER_IP}:8091/", "--input", f"http://{ECHO}/")
+    finally:
+        stop(bare)
+    said = [line for line in run.stderr.splitlines() if "unknown" in line]
+    assert len(said) == 1, run.stderr
+    assert "AS number and country are unknown" in said[0] and "8091/whoami" in said[0]
+    assert [(x["probe_asn"], x["probe_cc"]) for x in lines(run)] == [(None, None)]
+    row = run_row(volunteer)
+    assert (row["probe_asn"], row["probe_network_name"], row["identity_source"]) == (
+        None, None, None,
+    )  # fmt: skip
+    values, _ = echoed(volunteer)
+    assert values == [SCRUBBED]
+
+
+def test_no_lookup_works_the_run_goes_ahead_and_says_so_once(lab, nat, volunteer):
+    """A "helper" that offers no /whoami (the echo site itself: 404): the run happens with the
+    AS unknown, one line says so. It also shows what the lookup is for: without it the
+    public address of a volunteer behind a NAT is known to no one here, and a page that
+    echoes it is stored as it came (the local address is still scrubbed)."""
+    run = check(lab, volunteer, f"http://{ECHO}/", "--input", f"http://{ECHO}/")
+    said = [line for line in run.stderr.splitlines() if "unknown" in line]
+    assert len(said) == 1, run.stderr
+    assert f"http://{ECHO}/whoami: " in said[0] and "--probe-asn" in said[0]
+    (line,) = lines(run)
+    assert (line["probe_asn"], line["probe_cc"]) == (None, None)
+    assert run_row(volunteer)["status"] == "complete"
+    values, _ = echoed(volunteer)
+    assert values == [lab.VANTAGE_IP]  # the known limitation, documented here
+    assert occurrences(database(volunteer).read_bytes(), lab.HOME_IP) == 0
+
+
+def test_forwarded_for_counts_only_from_a_local_proxy(lab, nat):
+    helper, _ = nat
+    get = (
+        "import httpx, json; r = httpx.get({url!r}, headers={{'X-Forwarded-For': {xff!r}}}, "
+        "params={params!r}); print(json.dumps([r.status_code, r.json()]))"
+    )
+    # From the home network, through the NAT: the header is the client's own word, ignored.
+    out = lab.python(
+        lab.home,
+        get.format(url=helper + "whoami", xff="1.0.0.1", params={"resolver": lab.ISP_RESOLVER}),
+    )
+    status, answer = json.loads(out)
+    assert status == 200
+    assert answer == {
+        "probe_ip": lab.VANTAGE_IP,
+        "probe_asn": f"AS{lab.ISP_ASN}",
+        "probe_cc": "KG",
+        "probe_network_name": "Lab ISP",
+        "resolver_ip": lab.ISP_RESOLVER,
+        "resolver_asn": f"AS{lab.ISP_ASN}",
+        "resolver_cc": "KG",
+        "resolver_network_name": "Lab ISP",
+    }
+    # A helper behind a reverse proxy on its own machine: the proxy's last entry counts.
+    proxied = start_helper(lab, "127.0.0.1", 8092, "--asn-db", lab.asn_db)
+    try:
+        out = lab.python(
+            lab.net,
+            get.format(url="http://127.0.0.1:8092/whoami", xff="1.0.0.1, 192.88.99.3", params={}),
+        )
+    finally:
+        stop(proxied)
+    status, answer = json.loads(out)
+    assert (status, answer["probe_ip"], answer["probe_asn"]) == (
+        200, "192.88.99.3", f"AS{lab.ISP_ASN}",
+    )  # fmt: skip
