@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from probe.errors import BadRequest, HelperAnswerError
+from probe.config import check_config
+from probe.errors import BadRequest, HelperAnswerError, InputError
 from probe.helper import whoami
 from probe.helper.asn import AsInfo, AsnDB
 from probe.measure.identity import (
@@ -541,3 +542,23 @@ def test_forwarded_for_counts_only_from_a_local_proxy(lab, nat):
     assert (status, answer["probe_ip"], answer["probe_asn"]) == (
         200, "192.88.99.3", f"AS{lab.ISP_ASN}",
     )  # fmt: skip
+
+
+def test_a_lookup_of_its_own_when_the_helper_offers_none(lab, nat, volunteer):
+    """The configuration's ``whoami`` lookups are asked first: here the only one that works."""
+    helper, _ = nat
+    config = volunteer / "config" / "probe" / "config.toml"
+    config.write_text(f'consent = "2026-11-29 00:00:00"\nwhoami = ["{helper}whoami"]\n')
+    run = check(lab, volunteer, f"http://{ECHO}/", "--input", f"http://{ECHO}/")
+    assert "unknown" not in run.stderr
+    assert [(x["probe_asn"], x["probe_cc"]) for x in lines(run)] == [(f"AS{lab.ISP_ASN}", "KG")]
+    assert json.loads(run_row(volunteer)["settings"])["whoami"] == [f"{helper}whoami"]
+    values, _ = echoed(volunteer)
+    assert values == [SCRUBBED]
+
+
+def test_bad_lookup_urls_are_input_errors():
+    with pytest.raises(InputError, match=r"--whoami 'ftp://who.example/': must be an http"):
+        check_config(resolver="udp://192.0.2.1", whoami=["ftp://who.example/"])
+    config = check_config(resolver="udp://192.0.2.1", whoami=["https://who.example/whoami"])
+    assert config.whoami == ("https://who.example/whoami",)
