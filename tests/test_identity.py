@@ -36,6 +36,7 @@ from probe.measure.identity import (
     whoami_urls,
 )
 from probe.measure.privacy import SCRUBBED, Scrubber
+from tests.lab.hostile import HOSTILE_IP, Hostile
 
 ASN_TSV = """\
 1.0.0.0\t1.0.0.255\t13335\tUS\tCLOUDFLARENET
@@ -562,3 +563,18 @@ def test_bad_lookup_urls_are_input_errors():
         check_config(resolver="udp://192.0.2.1", whoami=["ftp://who.example/"])
     config = check_config(resolver="udp://192.0.2.1", whoami=["https://who.example/whoami"])
     assert config.whoami == ("https://who.example/whoami",)
+
+
+def test_hostile_lookups_cost_little_and_the_next_one_is_asked(lab, nat, volunteer):
+    """Lookups that never end, bomb, drip or are not JSON: each gives up within its time and
+    size, and the next lookup (our helper's) still finds the network."""
+    helper, _ = nat
+    cases = ("endless", "gzipbomb", "drip", "notjson", "types/not-an-object", "types/title-number")
+    with Hostile(lab) as hostile:
+        lookups = [x for case in cases for x in ("--whoami", f"http://{HOSTILE_IP}:8080/{case}")]
+        run = check(lab, volunteer, helper, "--input", "http://kaktus.media/",
+                    "--control-timeout", "3", *lookups)  # fmt: skip
+        sent = hostile.endless_sent()
+    assert "unknown" not in run.stderr
+    assert [(x["probe_asn"], x["probe_cc"]) for x in lines(run)] == [(f"AS{lab.ISP_ASN}", "KG")]
+    assert sent and all(n < 64 << 20 for n in sent)  # stopped at the cap, not at 1 GiB
