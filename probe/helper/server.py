@@ -465,7 +465,10 @@ def _describe(data: dict[str, Any], answer: dict[str, Any]) -> str:
 def _log(request: _Request | None, status: int, started: float, note: str, size: int = 0) -> None:
     # Never the client's address: volunteers' privacy. What the client sent is escaped: one
     # request is one log line, with no terminal escape sequences in it.
-    what = f"{request.method} {request.path.split('?', 1)[0][:64]}" if request else "-"
+    path = request.path.split("?", 1)[0] if request else ""
+    what = f"{request.method} {path[:64]}" if request else "-"
+    if path == whoami.PATH:
+        size = 0  # its length depends on the client's network (the AS name): not even that
     log.info(
         "%s %d %.3fs %dB %s",
         printable(what),
