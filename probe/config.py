@@ -46,6 +46,7 @@ class CheckConfig:
     probe_cc: str | None = None  # "KG"
     #: Network-identity lookups (GET /whoami) asked before the helpers' own (measure.identity).
     whoami: tuple[str, ...] = ()
+    max_runtime: float | None = None  # seconds; then no new target, and the run is "partial"
 
     def describe(self) -> dict[str, object]:
         """The settings stored with the run (JSON-able; nothing about the volunteer)."""
@@ -57,6 +58,7 @@ class CheckConfig:
             "timeouts": vars(self.settings.timeouts),
             "concurrency": self.concurrency,
             "rate": self.rate,
+            "max_runtime": self.max_runtime,
         }
 
 
@@ -119,6 +121,7 @@ def check_config(
     probe_cc: str | None = None,
     timeouts: Timeouts | None = None,
     whoami: Sequence[str] = (),
+    max_runtime: float | None = None,
 ) -> CheckConfig:
     """Validate a run's options; raises :class:`InputError` naming the option at fault."""
     asn = parse_asn(probe_asn) if probe_asn is not None else None
@@ -149,6 +152,7 @@ def check_config(
         probe_asn=asn,
         probe_cc=cc,
         whoami=tuple(parse_helper_url(url, "--whoami") for url in whoami),
+        max_runtime=max_runtime,
     )
 
 
@@ -171,6 +175,10 @@ CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
     "concurrency": int,
     "rate": (int, float),
     "fingerprints": list,
+    "max_runtime": (int, float),
+    "jitter": (int, float),
+    "quiet": bool,
+    "log_file": str,
     "timeouts": dict,
 }
 TIMEOUT_STEPS = ("dns", "tcp", "tls", "http", "control")
@@ -257,7 +265,7 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
         if key not in CONFIG_KEYS:
             raise ConfigError(f"{where}: unknown key {key!r}")
         expected = CONFIG_KEYS[key]
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise ConfigError(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: {key!r} must be a list of strings")

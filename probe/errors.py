@@ -11,6 +11,9 @@
   inside the network primitives and turned into a failure string for that one step
   (:mod:`probe.net.classify`); it never ends a run.
 
+:class:`StoreError` (the database cannot be used: not SQLite, read-only, full, newer) is its
+own branch: no target can be stored, so it ends the run, with one line and what was kept.
+
 Anything else is a bug: it is not caught where it happens, and the runner records an internal
 error for that one target.
 """
@@ -60,6 +63,14 @@ class BadRequest(InputError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+# ------------------------------------------------------------------ the local store
+
+
+class StoreError(ProbeError):
+    """The database cannot be used: not SQLite, unwritable, full, or from a newer probe.
+    ``str()`` names the file; the run stops (what was stored stays) and the CLI says so."""
 
 
 # ------------------------------------------------------------------ the network's fault

@@ -259,7 +259,7 @@ def test_uplink_cut_is_offline_and_inconclusive(clean_lab, helper, tmp_path):
     lines = probe_check(lab, tmp_path / "p.db", urls)
     assert {line["verdict"] for line in lines} == {"inconclusive"}
     assert all(line["offline"] for line in lines)
-    assert rows(tmp_path / "p.db", "select offline, status from runs") == [(1, "complete")]
+    assert rows(tmp_path / "p.db", "select offline, status from runs") == [(1, "offline")]
 
 
 def test_no_network_at_all_ends_quickly_offline(tmp_path):
@@ -284,7 +284,7 @@ def test_no_network_at_all_ends_quickly_offline(tmp_path):
     assert "Traceback" not in result.stderr
     verdicts = rows(db, "select verdict, count(*) from measurements group by verdict")
     assert verdicts == [("inconclusive", len(targets.load([KG_LIST])))]
-    assert rows(db, "select offline, status from runs") == [(1, "complete")]
+    assert rows(db, "select offline, status from runs") == [(1, "offline")]
 
 
 def test_a_killed_run_keeps_what_it_measured(clean_lab, helper, tmp_path):

@@ -311,3 +311,33 @@ def explain(verdict: Verdict) -> str:
     else:
         text = "; ".join(parts)
     return text[:1].upper() + text[1:]
+
+
+def _short(values: Any, limit: int = 2) -> str:
+    return _list(values, limit).replace(" and ", " +")
+
+
+def brief(evidence: Evidence) -> str:
+    """The deciding evidence in a few words, for a table column: ours against the control's."""
+    o, c, finding = evidence.ours, evidence.control, evidence.finding
+    if finding.startswith("dns_") and o.get("addresses") is not None:
+        return f"DNS {_short(o.get('addresses'))} vs control {_short(c.get('addresses'))}"
+    if finding in ("dns_failed_control_resolved", "system_resolver_failed"):
+        return f"DNS {o.get('failure')} vs control {_short(c.get('addresses'))}"
+    if finding in ("bogon_answer",):
+        return f"DNS {_short(o.get('addresses'))} vs control {_short(c.get('addresses'))}"
+    if finding == "tls_failed":
+        return f"TLS {o.get('failure')} (SNI {o.get('sni')}); control TLS {c.get('tls') or '?'}"
+    if finding == "tcp_failed":
+        return f"TCP {o.get('failure')}; control TCP {c.get('tcp') or '?'}"
+    if finding in ("blockpage_fingerprint", "blockpage_without_control"):
+        return f"block page {o.get('fingerprint')}"
+    if finding in ("page_differs", "page_same", "page_not_comparable"):
+        return (
+            f"page {o.get('status')} {_title(o.get('title'))} vs control {c.get('status')} "
+            f"{_title(c.get('title'))}"
+        )
+    if finding == "https_ok":
+        return f"HTTPS {o.get('status')}"
+    failure = o.get("failure") or c.get("failure")
+    return f"{finding.replace('_', ' ')}" + (f" ({failure})" if failure else "")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import random
 import signal
 import sys
 import time
@@ -14,7 +16,9 @@ from typing import Any
 import click
 
 from .. import targets
-from ..errors import InputError
+from ..errors import InputError, StoreError
+from ..model.records import utc_now
+from ..store.locks import Busy, file_lock, lock_path
 from ._group import BadInput, HungUp, Interrupted, Terminated, cli, db_path, existing_db
 
 STOPPED = "interrupted; measurements finished so far are stored"
@@ -146,6 +150,33 @@ def _require_consent(settings: dict[str, Any], db: Path) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="Extra blockpage fingerprints (JSON, probe's format), repeatable.",
 )
+@click.option(
+    "--max-runtime",
+    type=click.FloatRange(min=1),
+    metavar="SECONDS",
+    help="Start no target after this long; cancel those in flight after one step timeout "
+    "more. The run is then 'partial' (exit 0).",
+)
+@click.option(
+    "--jitter",
+    type=click.FloatRange(min=0),
+    default=0,
+    metavar="SECONDS",
+    help="Wait a random time up to this long before starting, so a fleet on one schedule "
+    "does not start at once.",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0,
+    metavar="SECONDS",
+    help="When another run holds the database, wait up to this long for it [default: do "
+    "nothing and exit 0].",
+)
+@click.option("--quiet", is_flag=True, help="Print errors only (for cron).")
+@click.option(
+    "--log-file", metavar="FILE", help="Append a log line per target and the summary (UTC)."
+)
 @_timeout_options
 def check(
     files: tuple[Path, ...],
@@ -171,7 +202,6 @@ def check(
         probe check targets/kg.txt --json > kg.jsonl
     """
     from ..config import check_config
-    from ..measure import runner
     from ..measure.measurer import Timeouts
     from ..store import Store, open_db
 
@@ -181,13 +211,11 @@ def check(
     if not files and not inputs:
         raise click.UsageError("give at least one target FILE or --input URL")
     db = db_path(db)
+    quiet, wait, jitter = options.pop("quiet"), options.pop("wait"), options.pop("jitter")
+    log = _logger(options.pop("log_file"))
     _require_consent(settings, db)
-    timeouts = Timeouts(
-        **{
-            name: options.pop(f"{name}_timeout")
-            for name in ("dns", "tcp", "tls", "http", "control")
-        }
-    )
+    steps = ("dns", "tcp", "tls", "http", "control")
+    timeouts = Timeouts(**{step: options.pop(f"{step}_timeout") for step in steps})
     try:
         config = check_config(timeouts=timeouts, **options)
         total = targets.count(files, inputs)  # every line checked before anything is stored
@@ -195,9 +223,53 @@ def check(
         raise BadInput(str(exc)) from None
     if not total:
         raise BadInput("no targets: the lists are empty")
+    if jitter:
+        time.sleep(random.uniform(0, jitter))  # a fleet on one schedule does not start at once
+    try:
+        with file_lock(lock_path(db, "run"), wait=wait, note={"since": utc_now()}):
+            store = Store(open_db(db))
+            store.mark_interrupted()  # runs left "running" by a process that died
+            summary, elapsed = _run(store, config, files, inputs, total, quiet, log)
+    except Busy as busy:
+        since = busy.holder.get("since", "an unknown time")
+        click.echo(f"A run is already in progress on {db} (since {since} UTC); nothing done.",
+                   err=True)  # fmt: skip
+        return
+    except StoreError as exc:
+        raise BadInput(str(exc)) from None
+    if summary.stopped_by is not None:
+        stop: dict[int, type[Interrupted]] = {signal.SIGTERM: Terminated, signal.SIGHUP: HungUp}
+        raise stop[summary.stopped_by](STOPPED)
+    _report(summary, store, elapsed, db, as_json, quiet)
+    log.info("%s", _summary_line(summary, elapsed, db))
+    if summary.store_error is not None:
+        raise click.ClickException(f"{summary.store_error}; the run stopped, {STOPPED}")
+    if summary.errors:
+        count = len(summary.errors)
+        raise click.ClickException(f"{count} targets hit an internal error (see above)")
+
+
+def _run(
+    store: Any,
+    config: Any,
+    files: tuple[Path, ...],
+    inputs: tuple[str, ...],
+    total: int,
+    quiet: bool,
+    log: logging.Logger,
+) -> tuple[Any, float]:
+    from ..measure import runner
+
     started = time.monotonic()
-    store = Store(open_db(db))
-    progress = _Progress(total)
+    progress = _Progress(total, enabled=not quiet)
+    log.info("run started: %d targets", total)
+
+    def finished(result: Any) -> None:
+        progress(result)
+        log.info(
+            "%s %s %s", result.target.input, result.verdict.verdict, result.verdict.blocking or ""
+        )
+
     try:
         summary = asyncio.run(
             runner.check(
@@ -206,7 +278,7 @@ def check(
                 store,
                 total=total,
                 inputs=[str(f) for f in files] + list(inputs),
-                on_result=progress,
+                on_result=finished,
             )
         )
     except InputError as exc:  # a list that changed since it was counted
@@ -215,24 +287,39 @@ def check(
         raise Interrupted(STOPPED) from None
     finally:
         progress.close()
-    if summary.stopped_by is not None:
-        stop: dict[int, type[Interrupted]] = {signal.SIGTERM: Terminated, signal.SIGHUP: HungUp}
-        raise stop[summary.stopped_by](STOPPED)
-    _report(summary, store, time.monotonic() - started, db, as_json)
-    if summary.errors:
-        raise click.ClickException(
-            f"{len(summary.errors)} targets hit an internal error (see above)"
-        )
+    return summary, time.monotonic() - started
+
+
+def _logger(path: str | None) -> logging.Logger:
+    """Log lines (UTC time first) to ``path``, or nowhere."""
+    log = logging.getLogger("probe.check")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    for old in list(log.handlers):
+        log.removeHandler(old)
+    handler: logging.Handler
+    if path:
+        try:
+            handler = logging.FileHandler(path, encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"--log-file {path}: {exc.strerror or exc}") from None
+        formatter = logging.Formatter("%(asctime)sZ %(message)s", "%Y-%m-%d %H:%M:%S")
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    else:
+        handler = logging.NullHandler()
+    log.addHandler(handler)
+    return log
 
 
 class _Progress:
     """A one-line progress display on stderr, only when stderr is a terminal."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, enabled: bool = True) -> None:
         self.total = total
         self.done = 0
         self.counts: Counter[str] = Counter()
-        self.enabled = sys.stderr.isatty()
+        self.enabled = enabled and sys.stderr.isatty()
         self.last = 0.0
 
     def __call__(self, result: Any) -> None:
@@ -252,41 +339,54 @@ class _Progress:
             click.echo("", err=True)
 
 
-def _report(summary: Any, store: Any, elapsed: float, db: Path, as_json: bool) -> None:
-    """JSON Lines on stdout (--json), or a table; then a summary line (stderr with --json)."""
+def _report(summary: Any, store: Any, elapsed: float, db: Path, as_json: bool, quiet: bool) -> None:
+    """JSON Lines on stdout (--json), or a table; then a summary line (stderr with --json).
+    --quiet prints neither the table nor the summary (errors only, for cron)."""
+    from ..analysis.explain import brief
+    from ..model.records import Evidence
+
+    if quiet and not as_json:
+        return
     width = 0
     rows = store.run_measurements(summary.run_id)
     if not as_json:
         rows = list(rows)
         width = max([len(row["input"]) for row in rows] + [6])
         click.echo(f"{'TARGET':<{width}}  {'VERDICT':<12}  {'BLOCKING':<12}  EVIDENCE")
-    total = 0
     for row in rows:
-        total += 1
         if as_json:
             record = {key: row[key] for key in JSON_KEYS}
             for key in ("accessible", "confirmed"):
                 record[key] = None if row[key] is None else bool(row[key])
             record.update(measurement_id=row["id"], run_id=summary.run_id)
             record["offline"] = summary.offline
+            record["evidence"] = json.loads(row["evidence"] or "[]")
             click.echo(json.dumps(record, ensure_ascii=False))
         else:
-            evidence = row["blockpage"] or row["failure"] or ""
+            evidence = [Evidence.from_dict(e) for e in json.loads(row["evidence"] or "[]")]
+            shown = brief(evidence[0]) if evidence else row["failure"] or ""
             click.echo(
                 f"{row['input']:<{width}}  {row['verdict']:<12}  {row['blocking'] or '-':<12}  "
-                f"{evidence}"
+                f"{shown}"
             )
+    if quiet:
+        return
     if summary.offline:
         click.echo(
             "OFFLINE: no control resolver or test helper could be reached and no connection "
             "succeeded; every verdict is inconclusive.",
             err=as_json,
         )
+    click.echo(_summary_line(summary, elapsed, db), err=as_json)
+
+
+def _summary_line(summary: Any, elapsed: float, db: Path) -> str:
     counts = ", ".join(f"{summary.counts[k]} {k}" for k in sorted(summary.counts))
-    click.echo(
-        f"{total} targets in {elapsed:.1f} s: {counts or 'none'}. Stored in {db} "
-        f"(run {summary.run_id}).",
-        err=as_json,
+    total = sum(summary.counts.values())
+    state = {"partial": " (stopped at --max-runtime)"}.get(summary.status, "")
+    return (
+        f"{utc_now()} UTC: {total} targets in {elapsed:.1f} s{state}: {counts or 'none'}. "
+        f"Stored in {db} (run {summary.run_id})."
     )
 
 

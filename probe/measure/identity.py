@@ -25,6 +25,7 @@ import asyncio
 import ipaddress
 import json
 import re
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from urllib.parse import urljoin
 import httpx
 
 from .. import __version__
-from ..errors import HelperAnswerError
+from ..errors import HelperAnswerError, StoreError
 from ..model.addresses import is_bogon, is_ip_literal
 from ..net.bounded import read_capped
 from ..net.classify import classify
@@ -228,8 +229,12 @@ def decide(
 
 
 def record_identity(store: Store, run_id: str, identity: NetworkIdentity) -> None:
-    """Write ``identity`` into the run's row (columns of migration m010)."""
-    store.db.table("runs").update(run_id, identity.run_columns())
+    """Write ``identity`` into the run's row (columns of migration m010); raises
+    :class:`~probe.errors.StoreError` when the database refuses (a full disk)."""
+    try:
+        store.db.table("runs").update(run_id, identity.run_columns())
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot write the run's network: {exc}") from None
 
 
 def _stderr(line: str) -> None:

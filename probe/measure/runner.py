@@ -30,6 +30,7 @@ from asyncio_throttle.throttler import Throttler
 
 from .. import analysis
 from ..analysis.fingerprints import Fingerprints
+from ..errors import StoreError
 from ..model.records import Verdict
 from ..store import Store
 from ..targets import Target
@@ -61,6 +62,19 @@ class RunSummary:
     errors: list[str] = field(default_factory=list)
     #: The signal (SIGTERM, SIGHUP) that stopped the run early, or None.
     stopped_by: int | None = None
+    #: The run reached its --max-runtime: targets were left unmeasured.
+    partial: bool = False
+    #: Why the database could not take more measurements (the run stopped), or None.
+    store_error: str | None = None
+
+    @property
+    def status(self) -> str:
+        """The run's final state as stored: complete, partial, interrupted or offline."""
+        if self.stopped_by is not None or self.store_error is not None:
+            return "interrupted"
+        if self.partial:
+            return "partial"
+        return "offline" if self.offline else "complete"
 
 
 #: Signals that end a run cleanly, as Ctrl-C does.
@@ -79,20 +93,28 @@ async def run(
     probe_cc: str | None = None,
     on_result: Callable[[Result], None] | None = None,
     scrubber: Scrubber | None = None,
+    deadline: float | None = None,
+    grace: float = 0.0,
 ) -> RunSummary:
     """Measure every target; returns counts, the offline flag and any internal errors.
 
     ``scrubber`` removes the vantage's addresses from each measurement (default: its
-    interfaces' addresses).
+    interfaces' addresses). ``deadline`` (the event loop's clock) stops new targets; those in
+    flight get ``grace`` seconds more, then are cancelled (the summary is then ``partial``).
+    A database that cannot take a measurement stops the whole run (``store_error``).
     """
     summary = RunSummary(run_id)
     scrub = scrubber or Scrubber()
     pending = enumerate(targets)
+    loop = asyncio.get_running_loop()
     # Per target only what the offline flag needs, so memory stays flat.
     seen: list[analysis.OfflineSigns] = []
 
     async def worker() -> None:
         for position, target in pending:
+            if deadline is not None and loop.time() >= deadline:
+                summary.partial = True
+                return
             try:
                 obs = await measurer.measure(target)
                 scrub.observations(obs)
@@ -105,6 +127,8 @@ async def run(
                     probe_cc=probe_cc,
                     position=position,
                 )
+            except StoreError:
+                raise  # no target can be stored: the run ends (the TaskGroup cancels the rest)
             except Exception as exc:  # a bug must not lose the other targets
                 detail = "".join(traceback.format_exception_only(exc)).strip()
                 summary.errors.append(scrub.text(f"{target.url}: internal error: {detail}"))
@@ -115,8 +139,16 @@ async def run(
             if on_result is not None:
                 on_result(Result(target, measurement_id, verdict))
 
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-
+    try:
+        async with asyncio.timeout_at(None if deadline is None else deadline + grace):
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(max(1, concurrency)):
+                        group.create_task(worker())
+            except* StoreError as errors:
+                summary.store_error = str(errors.exceptions[0])
+    except TimeoutError:
+        summary.partial = True
     summary.offline = analysis.is_offline(seen)
     return summary
 
@@ -186,6 +218,11 @@ async def _check(
 
     status = "interrupted"
     summary = None
+    deadline = grace = None
+    if config.max_runtime is not None:
+        deadline = asyncio.get_running_loop().time() + config.max_runtime
+        steps = settings.timeouts
+        grace = max(steps.dns, steps.tcp, steps.tls, steps.http, steps.control)
     try:
         async with (
             httpx.AsyncClient(verify=verify, limits=limits, timeout=settings.timeouts.dns) as doh,
@@ -220,19 +257,24 @@ async def _check(
                 probe_cc=identity.probe_cc,
                 on_result=counted,
                 scrubber=scrubber,
+                deadline=deadline,
+                grace=grace or 0.0,
             )
-        status = "complete"
+        status = summary.status
     except asyncio.CancelledError:
         if not stopped_by or main.uncancel() > 0:
             raise  # Ctrl-C (asyncio.run cancels us), or a cancellation from outside
         summary = RunSummary(run_id, counts=Counter(counts), stopped_by=stopped_by[0])
     finally:
-        store.finish_run(
-            run_id,
-            status=status,
-            counts=dict(summary.counts if summary else counts),
-            offline=bool(summary and summary.offline),
-        )
+        try:
+            store.finish_run(
+                run_id,
+                status=status,
+                counts=dict(summary.counts if summary else counts),
+                offline=bool(summary and summary.offline),
+            )
+        except StoreError:
+            pass  # a full disk: the run stays "running" until the next command marks it
     return summary
 
 

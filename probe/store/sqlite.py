@@ -12,8 +12,10 @@ network's AS number and country code only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import sqlite3
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from .. import __version__
+from ..errors import StoreError
 from ..model.records import (
     Control,
     DNSQuery,
@@ -34,6 +37,7 @@ from ..model.records import (
     Verdict,
     utc_now,
 )
+from .locks import Busy, file_lock, lock_path
 
 migrations = Migrations("probe")
 
@@ -206,21 +210,64 @@ def m010_network_identity(db: Database) -> None:
     runs.add_column("identity_source", str)  # lookup | override | lookup+override | NULL
 
 
+#: How long a writer waits for another process's transaction before giving up.
+BUSY_TIMEOUT = 30.0
+
+
 def open_db(path: str | Path) -> Database:
-    """Open (creating folders and schema as needed) the database at ``path``, in WAL mode."""
+    """Open (creating folders and schema as needed) the database at ``path``, in WAL mode.
+
+    Raises :class:`~probe.errors.StoreError`, naming the file, when it is not a SQLite
+    database, cannot be created or written, or was migrated by a newer probe (its schema is
+    not ours to write). Processes that open a new database at once migrate it one at a time.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = Database(path)
-    db.enable_wal()
-    migrations.apply(db)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT, check_same_thread=False))
+        with file_lock(lock_path(path, "migrate"), wait=BUSY_TIMEOUT):
+            db.enable_wal()
+            _refuse_newer(db, path)
+            migrations.apply(db)
+    except Busy:
+        raise StoreError(f"{path}: another probe has been migrating it for too long") from None
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise StoreError(f"{path}: cannot use this database: {exc}") from None
     return db
 
 
+def _refuse_newer(db: Database, path: Path) -> None:
+    ours = {m.name for m in migrations._migrations}
+    newer = [m.name for m in migrations.applied(db) if m.name not in ours]
+    if newer:
+        raise StoreError(
+            f"{path}: written by a newer probe (schema {newer[-1]}); upgrade probe to use it"
+        )
+
+
 class Store:
-    """Writes one run's measurements."""
+    """Writes runs and their measurements; a write the database refuses (disk full, read-only)
+    raises :class:`~probe.errors.StoreError`."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            name = self.db.execute("pragma database_list").fetchone()[2]
+            raise StoreError(f"{name}: cannot write: {exc}") from None
+
+    def mark_interrupted(self) -> int:
+        """Runs still "running" whose process is gone become "interrupted" (call it holding
+        the run lock, so no live run is among them); how many."""
+        with self._writing(), self.db.atomic():
+            cursor = self.db.execute(
+                "update runs set status = 'interrupted' where status = 'running'"
+            )
+            return cursor.rowcount
 
     def start_run(
         self,
@@ -232,6 +279,19 @@ class Store:
         probe_cc: str | None = None,
     ) -> str:
         run_id = str(uuid.uuid4())
+        with self._writing():
+            self._insert_run(run_id, inputs, settings, targets, probe_asn, probe_cc)
+        return run_id
+
+    def _insert_run(
+        self,
+        run_id: str,
+        inputs: list[str],
+        settings: dict[str, Any],
+        targets: int,
+        probe_asn: str | None,
+        probe_cc: str | None,
+    ) -> None:
         self.db.table("runs").insert(
             {
                 "id": run_id,
@@ -246,20 +306,20 @@ class Store:
                 "targets": targets,
             }
         )
-        return run_id
 
     def finish_run(
         self, run_id: str, *, status: str, counts: dict[str, int], offline: bool
     ) -> None:
-        self.db.table("runs").update(
-            run_id,
-            {
-                "finished_at": utc_now(),
-                "status": status,
-                "counts": json.dumps(counts),
-                "offline": int(offline),
-            },
-        )
+        with self._writing():
+            self.db.table("runs").update(
+                run_id,
+                {
+                    "finished_at": utc_now(),
+                    "status": status,
+                    "counts": json.dumps(counts),
+                    "offline": int(offline),
+                },
+            )
 
     def save(
         self,
@@ -273,7 +333,7 @@ class Store:
     ) -> str:
         """Write one measurement and its observations in one transaction; its id."""
         measurement_id = str(uuid.uuid4())
-        with self.db.atomic():
+        with self._writing(), self.db.atomic():
             self.db.table("measurements").insert(
                 {
                     "id": measurement_id,
@@ -337,7 +397,7 @@ class Store:
         """Write a new verdict for a stored measurement; ``before`` (the fields that changed, as
         they were) is recorded in ``reanalyses`` with the new values, in the same transaction."""
         row = _verdict_row(verdict)
-        with self.db.atomic():
+        with self._writing(), self.db.atomic():
             self.db.table("measurements").update(measurement_id, row)
             if before:
                 self.db.table("reanalyses").insert(
