@@ -581,3 +581,25 @@ def test_hostile_lookups_cost_little_and_the_next_one_is_asked(lab, nat, volunte
     assert "unknown" not in run.stderr
     assert [(x["probe_asn"], x["probe_cc"]) for x in lines(run)] == [(f"AS{lab.ISP_ASN}", "KG")]
     assert sent and all(n < 64 << 20 for n in sent)  # stopped at the cap, not at 1 GiB
+
+
+def test_unknown_said_once_on_stderr_or_only_in_the_log_when_quiet(tmp_path):
+    """With no network at all: the run happens; the line is on stderr, or with --quiet only
+    in --log-file."""
+    nowhere = [
+        "--input", "http://192.88.99.1/", "--resolver", "udp://192.88.99.1",
+        "--control-resolver", "udp://192.88.99.1", "--helper", "http://192.88.99.1/",
+    ]  # fmt: skip
+
+    def offline(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = ["unshare", "-n", sys.executable, "-m", "probe.cli", "check", *nowhere, *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+    loud = offline("--db", str(tmp_path / "loud.db"))
+    assert loud.returncode == 0, loud.stderr
+    said = [line for line in loud.stderr.splitlines() if "unknown" in line]
+    assert len(said) == 1 and "http://192.88.99.1/whoami: " in said[0], loud.stderr
+    log = tmp_path / "probe.log"
+    quiet = offline("--db", str(tmp_path / "quiet.db"), "--quiet", "--log-file", str(log))
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+    assert sum("AS number and country are unknown" in line for line in log.open()) == 1

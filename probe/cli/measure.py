@@ -270,6 +270,11 @@ def _run(
             "%s %s %s", result.target.input, result.verdict.verdict, result.verdict.blocking or ""
         )
 
+    def notice(line: str) -> None:  # not an error: in the log, and on stderr unless --quiet
+        log.info("%s", line)
+        if not quiet:
+            click.echo(line, err=True)
+
     try:
         summary = asyncio.run(
             runner.check(
@@ -279,6 +284,7 @@ def _run(
                 total=total,
                 inputs=[str(f) for f in files] + list(inputs),
                 on_result=finished,
+                on_notice=notice,
             )
         )
     except InputError as exc:  # a list that changed since it was counted

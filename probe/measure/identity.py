@@ -246,10 +246,11 @@ async def network_identity(
     client: httpx.AsyncClient,
     scrubber: Scrubber,
     *,
-    warn: Callable[[str], None] = _stderr,
+    warn: Callable[[str], None] | None = None,
 ) -> NetworkIdentity:
     """Find the run's network (see the module docstring); the public address goes into
-    ``scrubber``. When the AS number or the country stays unknown, ``warn`` gets one line."""
+    ``scrubber``. When the AS number or the country stays unknown, ``warn`` (default: stderr)
+    gets one line."""
     urls = whoami_urls(config.helpers, config.whoami)
     resolver = resolver_to_look_up(config.settings.system_resolver.host, scrubber)
     timeout = min(LOOKUP_TIMEOUT, config.settings.timeouts.control)
@@ -261,7 +262,7 @@ async def network_identity(
         if not urls:
             why = "no helper of yours offers /whoami (OONI's do not)"
         what = " and ".join(missing) + (" are" if len(missing) > 1 else " is")
-        warn(
+        (warn or _stderr)(
             scrubber.text(
                 f"probe: the network's {what} unknown ({why}); measuring anyway. Set probe_asn "
                 "and probe_cc in config.toml, or --probe-asn/--probe-cc."

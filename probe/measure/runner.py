@@ -161,10 +161,13 @@ async def check(
     total: int,
     inputs: list[str],
     on_result: Callable[[Result], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """A whole ``probe check`` run: record it, measure every target, mark it finished.
 
     ``targets`` may be a stream (a long list is never held whole); ``total`` is its length.
+    ``on_notice`` gets the lines meant for the volunteer, such as an unknown AS (default:
+    stderr).
 
     The run is marked "complete" only when every target was measured; an interruption
     (Ctrl-C, SIGTERM, SIGHUP) marks it "interrupted" and keeps what was stored. After SIGTERM
@@ -183,7 +186,9 @@ async def check(
     for signum in STOP_SIGNALS:  # before the run exists, so it can never stay "running"
         loop.add_signal_handler(signum, stop, signum)
     try:
-        return await _check(targets, total, config, store, inputs, on_result, main, stopped_by)
+        return await _check(
+            targets, total, config, store, inputs, on_result, main, stopped_by, on_notice
+        )
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
@@ -198,6 +203,7 @@ async def _check(
     on_result: Callable[[Result], None] | None,
     main: asyncio.Task[RunSummary],
     stopped_by: list[int],
+    on_notice: Callable[[str], None] | None = None,
 ) -> RunSummary:
     settings = config.settings
     run_id = store.start_run(
@@ -232,7 +238,7 @@ async def _check(
         ):
             # The network's identity; the public address goes into the scrubber, nowhere else.
             scrubber = Scrubber(towards=settings.system_resolver.host)
-            identity = await network_identity(config, helper_http, scrubber)
+            identity = await network_identity(config, helper_http, scrubber, warn=on_notice)
             record_identity(store, run_id, identity)
             helper_client = HelperClient(
                 config.helpers,
