@@ -30,6 +30,7 @@ from probe.helper.asn import AsInfo, AsnDB
 from probe.measure.identity import (
     Found,
     NetworkIdentity,
+    _notice,
     decide,
     parse_answer,
     resolver_to_look_up,
@@ -154,7 +155,9 @@ def test_answer_scrubs_the_public_address_first():
         }
     ).encode()
     found = parse_answer(raw, scrub)
-    assert found == Found(asn="AS8449", cc="KG", name=f"ElCat, you are {SCRUBBED}")
+    assert found == Found(
+        asn="AS8449", cc="KG", name=f"ElCat, you are {SCRUBBED}", address_seen=True
+    )
     assert "2.0.0.7" in scrub.addresses
     assert scrub.text("Your IP: 2.0.0.7") == f"Your IP: {SCRUBBED}"
     # The address is not kept anywhere else.
@@ -173,7 +176,7 @@ def test_answer_scrubs_the_public_address_first():
 )
 def test_hostile_answers_give_nothing_but_the_address(data):
     scrub = scrubber()
-    assert parse_answer(json.dumps(data).encode(), scrub) == Found()
+    assert parse_answer(json.dumps(data).encode(), scrub) == Found(address_seen=True)
     assert "2.0.0.7" in scrub.addresses
 
 
@@ -246,6 +249,23 @@ def test_overrides_win_field_by_field():
     assert cc_only.identity_source == "lookup+override"
     same = decide(FOUND, probe_asn="AS8449")  # the same AS: its name stays
     assert same.probe_network_name == "ElCat"
+
+
+def test_what_the_notice_says():
+    known = decide(None, probe_asn="AS1", probe_cc="KG")
+    nat = Scrubber(["192.168.1.2"], discover=False)
+    no_nat = Scrubber(["192.168.1.2", "2.0.0.7"], discover=False)
+    why = (["http://h/whoami: connection_refused"], ["http://h/whoami"])
+    # Overrides give the AS, but behind a NAT no one told the probe its public address.
+    line = _notice(known, None, *why, nat)
+    assert line and line.startswith("probe: your public address is unknown")
+    assert "connection_refused" in line
+    assert _notice(known, None, *why, no_nat) is None  # the address is an interface's
+    assert _notice(known, Found(address_seen=True), *why, nat) is None
+    # Nothing known: one line for both; with OONI's helpers only, it says so.
+    both = _notice(decide(None), None, [], [], nat)
+    assert both and "AS number and country are unknown" in both and "OONI's do not" in both
+    assert "public address is unknown" in both
 
 
 def test_nothing_found():
@@ -484,6 +504,7 @@ def test_a_helper_without_an_asn_table_still_tells_the_address(lab, nat, volunte
     said = [line for line in run.stderr.splitlines() if "unknown" in line]
     assert len(said) == 1, run.stderr
     assert "AS number and country are unknown" in said[0] and "8091/whoami" in said[0]
+    assert "public address" not in said[0]  # the helper said it
     assert [(x["probe_asn"], x["probe_cc"]) for x in lines(run)] == [(None, None)]
     row = run_row(volunteer)
     assert (row["probe_asn"], row["probe_network_name"], row["identity_source"]) == (
@@ -502,6 +523,7 @@ def test_no_lookup_works_the_run_goes_ahead_and_says_so_once(lab, nat, volunteer
     said = [line for line in run.stderr.splitlines() if "unknown" in line]
     assert len(said) == 1, run.stderr
     assert f"http://{ECHO}/whoami: " in said[0] and "--probe-asn" in said[0]
+    assert "your public address is unknown" in said[0]
     (line,) = lines(run)
     assert (line["probe_asn"], line["probe_cc"]) == (None, None)
     assert run_row(volunteer)["status"] == "complete"

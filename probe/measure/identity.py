@@ -16,7 +16,14 @@ would need a DNS-based lookup through a name the helper's operator serves, which
 
 ``--probe-asn``/``--probe-cc`` and the configuration's ``probe_asn``/``probe_cc`` win over what
 was found, field by field (an AS name found for another AS number is dropped). When nothing is
-known the run goes ahead with the AS unknown, and says so in one line on stderr.
+known the run goes ahead with the AS unknown, and says so in one line on stderr. That line
+also says when the public address stays unknown (no lookup answered, and no interface has a
+public IPv4 address: a NAT), since a page that shows it is then stored as it came; with only
+OONI's helpers and the AS given in the configuration, that is the one line said.
+
+A lying lookup can only make the probe scrub an address that is not the volunteer's (and miss
+theirs), or record another AS: its answers are checked for shape, capped in size and time, and
+its names scrubbed.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import re
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
@@ -66,6 +73,8 @@ class Found:
     resolver_ip: str | None = None
     resolver_asn: str | None = None
     resolver_name: str | None = None
+    #: The answer said the volunteer's address (it went into the scrubber).
+    address_seen: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +132,10 @@ def parse_answer(raw: bytes, scrubber: Scrubber, *, resolver: str | None = None)
     if not isinstance(data, dict):
         raise HelperAnswerError("whoami answer is not a JSON object")
     address = data.get("probe_ip")
+    address_seen = False
     if isinstance(address, str) and is_ip_literal(address):
         scrubber.add(address)
+        address_seen = True
     resolver_asked = resolver is not None and data.get("resolver_ip") == resolver
     return Found(
         asn=_asn(data.get("probe_asn")),
@@ -135,6 +146,7 @@ def parse_answer(raw: bytes, scrubber: Scrubber, *, resolver: str | None = None)
         resolver_name=_name(data.get("resolver_network_name"), scrubber)
         if resolver_asked
         else None,
+        address_seen=address_seen,
     )
 
 
@@ -190,6 +202,7 @@ async def lookup(
     none was usable) and, for each URL that failed, ``"URL: failure"``."""
     best: Found | None = None
     failures: list[str] = []
+    seen = False
     for url in urls:
         try:
             raw = await ask(client, url, resolver, timeout)
@@ -197,12 +210,13 @@ async def lookup(
         except HELPER_ERRORS as exc:
             failures.append(f"{url}: {classify(exc)}")
             continue
+        seen |= found.address_seen
         if best is None or (found.asn and not best.asn):
             best = found
         if found.asn:
             break
         failures.append(f"{url}: AS unknown to the helper")
-    return best, failures
+    return (None if best is None else replace(best, address_seen=seen)), failures
 
 
 def decide(
@@ -256,16 +270,40 @@ async def network_identity(
     timeout = min(LOOKUP_TIMEOUT, config.settings.timeouts.control)
     found, failures = await lookup(client, urls, scrubber, resolver=resolver, timeout=timeout)
     identity = decide(found, probe_asn=config.probe_asn, probe_cc=config.probe_cc)
+    line = _notice(identity, found, failures, urls, scrubber)
+    if line:
+        (warn or _stderr)(scrubber.text(line))
+    return identity
+
+
+def _notice(
+    identity: NetworkIdentity,
+    found: Found | None,
+    failures: list[str],
+    urls: Sequence[str],
+    scrubber: Scrubber,
+) -> str | None:
+    """The one line that says what stays unknown: the AS or country, or the public address
+    (then a page that shows it is stored as it came: no one told the scrubber)."""
+    why = "; ".join(failures) or "not in the helper's answer"
+    if not urls:
+        why = "no helper of yours offers /whoami (OONI's do not)"
+    # Without a NAT the public IPv4 address is an interface's, which the scrubber reads itself.
+    public_known = bool(found and found.address_seen) or any(
+        "." in address and not is_bogon(address) for address in scrubber.addresses
+    )
+    hidden = (
+        "your public address is unknown: a page that shows it is stored as it came "
+        "(a helper of yours offering /whoami, `probe helper serve`, tells it)"
+    )
     missing = identity.unknown()
     if missing:
-        why = "; ".join(failures) or "not in the helper's answer"
-        if not urls:
-            why = "no helper of yours offers /whoami (OONI's do not)"
         what = " and ".join(missing) + (" are" if len(missing) > 1 else " is")
-        (warn or _stderr)(
-            scrubber.text(
-                f"probe: the network's {what} unknown ({why}); measuring anyway. Set probe_asn "
-                "and probe_cc in config.toml, or --probe-asn/--probe-cc."
-            )
+        return (
+            f"probe: the network's {what} unknown ({why}); measuring anyway. Set probe_asn "
+            "and probe_cc in config.toml, or --probe-asn/--probe-cc."
+            + ("" if public_known else f" And {hidden}.")
         )
-    return identity
+    if not public_known:
+        return f"probe: {hidden} ({why})."
+    return None
