@@ -60,9 +60,8 @@ def reanalyze(
     if run_id is not None:
         where.append("run_id = ?")
         args.append(run_id)
-    sql = "select id from measurements"
-    if where:
-        sql += " where " + " and ".join(where)
+    where.append("pruned = 0")  # their observations are gone: nothing to analyse
+    sql = "select id from measurements where " + " and ".join(where)
     ids = [row[0] for row in db.execute(sql + " order by start_time, rowid", args).fetchall()]
     store = Store(db)
     examined = changed = 0

@@ -92,6 +92,20 @@ def _tls_validated(obs: Observations, addrs: Iterable[str], host: str) -> list[s
     return sorted(ok)
 
 
+def _forged(obs: Observations, plain: list[_Source], ctl: set[str], addrs: list[str]) -> list[str]:
+    """Plain-DNS control resolvers that got the system resolver's answer while the trusted
+    sources disagree (no shared address or AS): an injector on the path answered them both."""
+    trusted_asns = _asns(obs, ctl)
+    return [
+        s.name
+        for s in plain
+        if s.addrs
+        and set(s.addrs) & set(addrs)
+        and not set(s.addrs) & ctl
+        and not _asns(obs, s.addrs) & trusted_asns
+    ]
+
+
 def analyze_dns(obs: Observations, fingerprints: Fingerprints | None = None) -> DNSAnalysis:
     """DNS consistency with the evidence behind it (see :func:`dns_consistency`)."""
     host = norm_host(obs.domain)
@@ -109,22 +123,15 @@ def analyze_dns(obs: Observations, fingerprints: Fingerprints | None = None) -> 
         res.consistency = "consistent"
         return res
 
-    if trusted_answered and addrs:
-        trusted_asns = _asns(obs, ctl)
-        for s in plain:
-            forged = (
-                s.addrs and not (set(s.addrs) & ctl) and not (_asns(obs, s.addrs) & trusted_asns)
-            )
-            if forged and set(s.addrs) & set(addrs):
-                res.injection = True
-
+    forged = _forged(obs, plain, ctl, addrs) if trusted_answered else []
+    res.injection = bool(forged)
     ours: dict[str, Any] = {"addresses": addrs[:8]} if addrs else {"failure": fail}
     theirs: dict[str, Any] = {
         "addresses": sorted(ctl)[:8],
         "sources": [s.name for s in control if s.answered],
     }
-    if res.injection:
-        theirs["forged_plain_dns"] = [s.name for s in plain if set(s.addrs) & set(addrs)]
+    if forged:
+        theirs["forged_plain_dns"] = forged
 
     def inconsistent(finding: str, **extra: Any) -> DNSAnalysis:
         res.consistency = "inconsistent"

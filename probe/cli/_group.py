@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from .. import __version__
 from ..errors import InputError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class BadInput(click.ClickException):
@@ -54,10 +58,25 @@ def cli(ctx: click.Context) -> None:
     ctx.default_map = click_defaults(ctx.obj)
 
 
+def db_option(what: str = "The SQLite database") -> Callable[[F], F]:
+    """``--db`` (or $PROBE_DB), as every command that reads or writes results takes it."""
+    return click.option(
+        "--db",
+        envvar="PROBE_DB",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"{what} (also $PROBE_DB) [default: the configured one, else "
+        "~/.local/share/probe/probe.db].",
+    )
+
+
 def db_path(db: Path | None) -> Path:
+    """The database: ``--db`` (or $PROBE_DB), else the configuration's, else the default."""
     from ..config import default_db
 
-    return db if db is not None else default_db()
+    if db is not None:
+        return db
+    configured = (click.get_current_context().obj or {}).get("db")
+    return Path(configured) if configured else default_db()
 
 
 def existing_db(db: Path | None) -> Path:

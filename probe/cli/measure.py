@@ -19,7 +19,7 @@ from .. import targets
 from ..errors import InputError, StoreError
 from ..model.records import utc_now
 from ..store.locks import Busy, file_lock, lock_path
-from ._group import BadInput, HungUp, Interrupted, Terminated, cli, db_path, existing_db
+from ._group import BadInput, HungUp, Interrupted, Terminated, cli, db_option, db_path, existing_db
 
 STOPPED = "interrupted; measurements finished so far are stored"
 
@@ -69,12 +69,7 @@ def _require_consent(settings: dict[str, Any], db: Path) -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object per target (JSON Lines)."
 )
-@click.option(
-    "--db",
-    envvar="PROBE_DB",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite database to write (also $PROBE_DB) [default: ~/.local/share/probe/probe.db].",
-)
+@db_option("The SQLite database to write")
 @click.option(
     "--resolver",
     metavar="URL",
@@ -206,14 +201,14 @@ def check(
     from ..store import Store, open_db
 
     settings = click.get_current_context().obj or {}
+    db = db_path(db)
+    _require_consent(settings, db)
     if not files and not inputs:
         files = tuple(Path(p) for p in settings.get("targets") or ())
     if not files and not inputs:
         raise click.UsageError("give at least one target FILE or --input URL")
-    db = db_path(db)
     quiet, wait, jitter = options.pop("quiet"), options.pop("wait"), options.pop("jitter")
     log = _logger(options.pop("log_file"))
-    _require_consent(settings, db)
     steps = ("dns", "tcp", "tls", "http", "control")
     timeouts = Timeouts(**{step: options.pop(f"{step}_timeout") for step in steps})
     try:
@@ -403,12 +398,7 @@ JSON_KEYS = (
 
 
 @cli.command()
-@click.option(
-    "--db",
-    envvar="PROBE_DB",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite database to re-analyse (also $PROBE_DB).",
-)
+@db_option("The SQLite database to re-analyse")
 @click.option("--since", metavar="TIME", help="Only measurements from TIME (UTC, YYYY-MM-DD).")
 @click.option("--run", "run_id", metavar="ID", help="Only the measurements of this run.")
 @click.option(

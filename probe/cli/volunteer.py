@@ -1,13 +1,15 @@
-"""The volunteer's own commands: consent and configuration."""
+"""The volunteer's own commands: consent and configuration, past runs and results."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..errors import InputError
-from ._group import BadInput, cli, db_path
+from ._group import BadInput, cli, db_option, db_path, existing_db
 
 
 @cli.command()
@@ -20,12 +22,7 @@ from ._group import BadInput, cli, db_path
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Target lists to measure when `probe check` is given none (repeatable).",
 )
-@click.option(
-    "--db",
-    envvar="PROBE_DB",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where results go [default: ~/.local/share/probe/probe.db].",
-)
+@db_option("Where results go")
 @click.option("--probe-asn", metavar="ASN", help="The network's AS number, if you know it.")
 @click.option("--probe-cc", metavar="CC", help="The network's country code, e.g. KG.")
 @click.pass_context
@@ -75,3 +72,238 @@ def init(
         values["targets"] = [str(p.resolve()) for p in target_files]
     written = write_config(values, config_path())
     click.echo(f"Configuration written to {written}; results will go to {path}.")
+
+
+def _open(db: Path | None) -> Any:
+    from ..errors import StoreError
+    from ..store import open_db
+
+    try:
+        return open_db(existing_db(db))
+    except StoreError as exc:
+        raise BadInput(str(exc)) from None
+
+
+@cli.command()
+@db_option()
+@click.option("--since", metavar="TIME", help="Only runs started from TIME (UTC, YYYY-MM-DD).")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
+def runs(db: Path | None, since: str | None, limit: int, as_json: bool) -> None:
+    """List past runs, newest first: status, network, targets and verdicts.
+
+    A run's status is running, complete, partial (stopped at --max-runtime), interrupted
+    (stopped by a signal, a full disk, or a process that died) or offline.
+    """
+    from ..reanalyze import parse_time
+    from ..store import results
+
+    database = _open(db)
+    try:
+        since = parse_time(since) if since else None
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
+    rows = list(results.runs(database, since=since, limit=limit))
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    click.echo(f"{'RUN':<8}  {'STARTED (UTC)':<19}  {'STATUS':<11}  {'NETWORK':<12}  "
+               f"{'MEASURED':>8}  VERDICTS")  # fmt: skip
+    for row in rows:
+        network = " ".join(filter(None, (row["probe_asn"], row["probe_cc"]))) or "?"
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(row["counts"].items()))
+        measured = f"{row['measured']}/{row['targets']}"
+        click.echo(f"{row['id'][:8]}  {row['started_at']:<19}  {row['status']:<11}  "
+                   f"{network:<12}  {measured:>8}  {counts}")  # fmt: skip
+
+
+@cli.command()
+@click.argument("ident", metavar="ID")
+@db_option()
+@click.option("--json", "as_json", is_flag=True, help="The whole record as one JSON object.")
+def show(ident: str, db: Path | None, as_json: bool) -> None:
+    """Show a run, or one measurement with all its evidence.
+
+    ID is a run or measurement id, or its first characters (at least 6). A measurement shows
+    the verdict and why, the DNS answers of every resolver, connects, handshakes, HTTP hops
+    and what the test helper saw.
+    """
+    from ..store import results
+
+    database = _open(db)
+    try:
+        kind, full = results.find(database, ident)
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
+    if kind == "run":
+        detail = results.run_detail(database, full)
+        if as_json:
+            click.echo(json.dumps(detail, ensure_ascii=False))
+            return
+        _show_run(detail)
+    else:
+        detail = results.measurement_detail(database, full)
+        if as_json:
+            click.echo(json.dumps(detail, ensure_ascii=False))
+            return
+        _show_measurement(detail)
+
+
+def _show_run(run: dict[str, Any]) -> None:
+    network = " ".join(filter(None, (run["probe_asn"], run["probe_cc"]))) or "unknown"
+    click.echo(f"Run {run['id']}  {run['status']}  network {network}")
+    click.echo(f"  {run['started_at']} - {run['finished_at'] or '...'} UTC, "
+               f"{run['measured']}/{run['targets']} measured")  # fmt: skip
+    click.echo(f"  inputs: {', '.join(run['inputs'])}")
+    for m in run["measurements"]:
+        evidence = m["blockpage"] or m["failure"] or ""
+        click.echo(f"  {m['id'][:8]}  {m['verdict']:<12} {m['blocking'] or '-':<12} "
+                   f"{m['input']}  {evidence}")  # fmt: skip
+
+
+def _show_measurement(m: dict[str, Any]) -> None:
+    steps = m["steps"]
+    click.echo(f"{m['input']}  ({m['url']})")
+    click.echo(f"  {m['start_time']} UTC, network {m['probe_asn'] or '?'} {m['probe_cc'] or ''}")
+    click.echo(f"  verdict: {m['verdict']}"
+               + (f", blocked by {m['blocking']}" if m["blocking"] else "")
+               + (f", block page {m['blockpage']}" if m["blockpage"] else ""))  # fmt: skip
+    click.echo(f"  why: {m['reason']}")
+    if m.get("pruned"):
+        click.echo("  (its observations were pruned)")
+        return
+    click.echo("DNS")
+    for q in steps["dns_queries"]:
+        answer = ", ".join(q["addresses"]) or q["failure"] or "-"
+        click.echo(f"  {q['engine']:<7} {q['resolver']:<38} {q['query_type']:<4} "
+                   f"{q['hostname']}: {answer}")  # fmt: skip
+    click.echo("TCP")
+    for c in steps["tcp_connects"]:
+        click.echo(f"  {c['ip']}:{c['port']}  {c['failure'] or 'connected'}")
+    click.echo("TLS")
+    for t in steps["tls_handshakes"]:
+        click.echo(f"  {t['ip']}:{t['port']} SNI {t['server_name']} ({t['purpose']})  "
+                   f"{t['failure'] or t['tls_version']}")  # fmt: skip
+    click.echo("HTTP")
+    for h in steps["http_requests"]:
+        result = h["failure"] or f"{h['status_code']} {h['title'] or ''} ({h['body_length']} B)"
+        click.echo(f"  {h['hop']}: {h['url']}  {result}")
+    click.echo("Control")
+    for c in steps["controls"]:
+        response = c["response"] or {}
+        http = response.get("http_request") or {}
+        dns = response.get("dns") or {}
+        click.echo(f"  helper {c['helper']}: {c['failure'] or 'answered'}")
+        if response:
+            click.echo(f"  DNS {', '.join(dns.get('addrs') or []) or dns.get('failure')}; "
+                       f"HTTP {http.get('failure') or http.get('status_code')} "
+                       f"{http.get('title') or ''}")  # fmt: skip
+
+
+@cli.command()
+@db_option()
+@click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
+def status(db: Path | None, as_json: bool) -> None:
+    """The last run and its state, whether one runs now, and the database's size."""
+    from ..store import results
+    from ..store.locks import is_locked, lock_path
+
+    path = existing_db(db)
+    database = _open(path)
+    state = results.status(database, path)
+    holder = is_locked(lock_path(path, "run"))
+    state["running_since"] = holder.get("since", "?") if holder is not None else None
+    if as_json:
+        click.echo(json.dumps(state))
+        return
+    last = state["last_run"]
+    if last:
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(last["counts"].items()))
+        click.echo(f"Last run: {last['id'][:8]} started {last['started_at']} UTC, "
+                   f"{last['status']}, {last['measured']}/{last['targets']} measured"
+                   + (f": {counts}" if counts else ""))  # fmt: skip
+    else:
+        click.echo("No run yet.")
+    if state["running_since"]:
+        click.echo(f"A run is in progress since {state['running_since']} UTC.")
+    click.echo(f"Database {path}: {state['measurements']} measurements, "
+               f"{state['bytes'] / 1e6:.1f} MB.")  # fmt: skip
+
+
+@cli.command()
+@click.option("--older-than", required=True, metavar="AGE", help="e.g. 90d, 12h, 2w.")
+@click.option("--all", "everything", is_flag=True, help="Drop the verdicts too.")
+@db_option()
+def prune(older_than: str, everything: bool, db: Path | None) -> None:
+    """Drop the raw observations of old measurements, keeping their verdicts.
+
+    Their DNS answers, connections, handshakes, pages and control answers are deleted (they
+    can no longer be re-analysed); with --all the measurements go too. The file is compacted
+    afterwards.
+
+    Example:
+
+        probe prune --older-than 90d
+    """
+    from ..store import results
+    from ..store.locks import Busy, file_lock, lock_path
+
+    path = existing_db(db)
+    try:
+        age = results.parse_age(older_than)
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
+    try:
+        with file_lock(lock_path(path, "run")):  # not while a run writes
+            count = results.prune(_open(path), age, everything=everything)
+    except Busy:
+        raise BadInput(f"a run is in progress on {path}; prune later") from None
+    what = "measurements deleted" if everything else "measurements pruned of observations"
+    click.echo(f"{count} {what}.")
+
+
+@cli.command()
+@click.option("--every", default="1h", show_default=True, help="How often: 30m, 1h, 6h, 1d...")
+@click.option("--systemd", "as_systemd", is_flag=True, help="A systemd service and timer.")
+@click.option("--install", is_flag=True, help="Install it for the current user.")
+def schedule(every: str, as_systemd: bool, install: bool) -> None:
+    """Print a crontab line (or systemd units) that runs `probe check` unattended.
+
+    The schedule uses the current configuration (probe init) and a random minute, so that
+    volunteers on the same schedule do not all start at once. --install puts it in your
+    crontab (replacing an earlier one) or in ~/.config/systemd/user and enables the timer.
+
+    Example:
+
+        probe schedule --every 6h --install
+    """
+    import os
+    import random
+
+    from .. import schedule as plan
+    from ..config import config_path
+
+    config = config_path() if os.environ.get("PROBE_CONFIG") else None
+    probe = plan.probe_executable()
+    try:
+        if as_systemd:
+            units = plan.systemd_units(every, probe, config)
+            if install:
+                directory = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+                todo = plan.install_systemd(units, directory / "systemd" / "user")
+                click.echo(f"Installed in {directory / 'systemd' / 'user'}.")
+                for step in todo:
+                    click.echo(f"Now run: {step}")
+                return
+            for name, text in units.items():
+                click.echo(f"# ~/.config/systemd/user/{name}\n{text}")
+            return
+        line = plan.cron_line(every, probe, config, random.Random())
+        if install:
+            plan.install_cron(line)
+            click.echo(f"Installed in your crontab: {line}")
+            return
+        click.echo(line)
+    except InputError as exc:
+        raise BadInput(str(exc)) from None

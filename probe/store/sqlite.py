@@ -210,6 +210,15 @@ def m010_network_identity(db: Database) -> None:
     runs.add_column("identity_source", str)  # lookup | override | lookup+override | NULL
 
 
+@migrations()
+def m020_local_results(db: Database) -> None:
+    # probe runs/status/prune on a million measurements: runs by time, measurements by time;
+    # "pruned" marks a measurement whose observations were dropped (never re-analysed).
+    db.table("runs").create_index(["started_at"])
+    db.table("measurements").create_index(["start_time"])
+    db.table("measurements").add_column("pruned", int, not_null_default=0)
+
+
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT = 30.0
 
