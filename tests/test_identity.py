@@ -437,6 +437,10 @@ def test_identity_found_through_our_helper_behind_a_nat_and_no_address_anywhere(
         lab.ISP_RESOLVER, f"AS{lab.ISP_ASN}", "Lab ISP",
     )  # fmt: skip
     assert row["identity_source"] == "lookup"
+    runs = probe(lab, volunteer, "runs", "--json")
+    assert runs.returncode == 0, runs.stderr
+    ((listed,),) = [lines(runs)]
+    assert (listed["probe_asn"], listed["probe_cc"]) == (f"AS{lab.ISP_ASN}", "KG")
 
     # The site echoed the public address; it was scrubbed although no interface of the
     # volunteer's machine has it: the helper's /whoami told the probe.
@@ -452,6 +456,7 @@ def test_identity_found_through_our_helper_behind_a_nat_and_no_address_anywhere(
     blobs |= {
         "probe init output": (init.stdout + init.stderr).encode(),
         "probe check output": (run.stdout + run.stderr).encode(),
+        "probe runs output": (runs.stdout + runs.stderr).encode(),
         "helper log": helper_log.read_bytes(),
     }
     for address in (lab.HOME_IP, lab.VANTAGE_IP):
