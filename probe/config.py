@@ -221,13 +221,18 @@ Before you measure, please read this.
 """
 
 
-def record_consent(db: Path, path: Path | None = None) -> Path:
-    """Record consent now (keeping the rest of the file; the db path made absolute)."""
+def record_consent(
+    db: Path, targets: Sequence[Path] = (), path: Path | None = None
+) -> Path:
+    """Record consent now, keeping the rest of the file; the database and, when none are
+    configured yet, the target lists of this first run are kept too (absolute, for cron)."""
     from .model.records import utc_now
 
     values = load_config(path)
     values["consent"] = utc_now()
     values.setdefault("db", str(db.resolve()))
+    if targets and not values.get("targets"):
+        values["targets"] = [str(Path(t).resolve()) for t in targets]
     return write_config(values, path)
 
 

@@ -44,7 +44,7 @@ def _timeout_options(f: Any) -> Any:
     return f
 
 
-def _require_consent(settings: dict[str, Any], db: Path) -> None:
+def _require_consent(settings: dict[str, Any], db: Path, files: tuple[Path, ...]) -> None:
     """No measurement without recorded consent: ask once on a terminal, else say how."""
     from ..config import config_path, consent_text, record_consent
 
@@ -58,7 +58,8 @@ def _require_consent(settings: dict[str, Any], db: Path) -> None:
     click.echo(consent_text(db))
     if not click.confirm("Do you understand this and want to measure?", default=False):
         raise BadInput("nothing measured: consent was not given")
-    click.echo(f"Consent recorded in {record_consent(db)}.")
+    existing = tuple(f for f in files if f.is_file())
+    click.echo(f"Consent recorded in {record_consent(db, existing)}.")
 
 
 @cli.command()
@@ -202,7 +203,7 @@ def check(
 
     settings = click.get_current_context().obj or {}
     db = db_path(db)
-    _require_consent(settings, db)
+    _require_consent(settings, db, files)
     if not files and not inputs:
         files = tuple(Path(p) for p in settings.get("targets") or ())
     if not files and not inputs:
