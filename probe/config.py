@@ -221,9 +221,7 @@ Before you measure, please read this.
 """
 
 
-def record_consent(
-    db: Path, targets: Sequence[Path] = (), path: Path | None = None
-) -> Path:
+def record_consent(db: Path, targets: Sequence[Path] = (), path: Path | None = None) -> Path:
     """Record consent now, keeping the rest of the file; the database and, when none are
     configured yet, the target lists of this first run are kept too (absolute, for cron)."""
     from .model.records import utc_now

@@ -32,6 +32,8 @@ SCRIPT = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"
 LINK = "[click here](javascript:alert(1))"
 FORMULA = '=HYPERLINK("http://evil.example/","x")'
 HOSTILE_DOMAIN = 'x"><script>alert(1)</script>.kg'
+#: The AS names a helper's /whoami gave the runs: from the network, so untrusted too.
+AS_NAMES = {"AS1": "ElCat <b>Ltd</b> | [x](javascript:1)", "AS2": "=cmd|' /C calc'!A0"}
 
 
 def day(n: int, hour: int = 8) -> str:
@@ -63,8 +65,9 @@ class Writer:
         run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{when}/{asn}"))
         self.db.execute(
             "insert or ignore into runs (id, started_at, finished_at, status, probe_asn, "
-            "probe_cc, offline, targets) values (?, ?, ?, ?, ?, 'KG', ?, 1)",
-            [run_id, when, when, status, asn, offline],
+            "probe_cc, offline, targets, probe_network_name) "
+            "values (?, ?, ?, ?, ?, 'KG', ?, 1, ?)",
+            [run_id, when, when, status, asn, offline, AS_NAMES.get(asn)],
         )
         measurement_id = str(uuid.uuid4())
         self.db.execute(
@@ -176,6 +179,7 @@ def test_json_report_is_one_object_with_summaries_events_and_evidence(tmp_path):
         ["2026-10-23T08:00:00Z", "2026-10-26T08:00:00Z"]
     ]
     assert nets[("kloop.kg", "AS2")]["blocked_share"] == 0
+    assert nets[("kloop.kg", "AS2")]["network_name"] == AS_NAMES["AS2"]
 
 
 def test_csv_has_one_row_per_event_and_no_formula_cells(tmp_path):
@@ -185,6 +189,7 @@ def test_csv_has_one_row_per_event_and_no_formula_cells(tmp_path):
     for row in rows:
         for value in row.values():
             assert value.lstrip(" ")[:1] not in ("=", "+", "-", "@"), row
+    assert {r["network_name"] for r in rows} == {"'" + AS_NAMES["AS2"], AS_NAMES["AS1"]}
     evil = next(r for r in rows if r["domain"] == "evil.kg")
     assert evil["failures"] == "'" + FORMULA and evil["blockpages"] == "'@SUM(1+1)"
     assert next(r for r in rows if r["domain"] == "24.kg" and r["asn"] == "AS2")["blocking"] == (
@@ -197,6 +202,7 @@ def test_markdown_escapes_what_came_from_the_network(tmp_path):
     assert "<script" not in text and "<img" not in text
     assert "&lt;script&gt;" in text
     assert LINK not in text and r"\[click here\](javascript:alert(1))" in text
+    assert r"AS1 (ElCat &lt;b&gt;Ltd&lt;/b&gt; \| \[x\](javascript:1))" in text
     # A pipe from the network cannot open a table cell: every table row keeps its columns.
     for line in text.splitlines():
         if line.startswith("| 24.kg") or line.startswith("| evil"):
@@ -207,6 +213,7 @@ def test_html_escapes_and_forbids_scripts(tmp_path):
     text = report(story(tmp_path / "p.db"), "html")
     assert "<script" not in text.lower() and "<img" not in text.lower()
     assert "&lt;script&gt;document.title" in text
+    assert "AS1 (ElCat &lt;b&gt;Ltd&lt;/b&gt;" in text  # the AS name, escaped
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
     links = _Attributes()
     links.feed(text)

@@ -273,7 +273,7 @@ def report(
     """
     from ..report import build_report
     from ..report.render import render
-    from ..store.research import iter_summaries, measurement_details
+    from ..store.research import iter_summaries, measurement_details, network_names
 
     filters = _filters(domains, asns, since, until)
     database = _open(existing_db(db))
@@ -284,6 +284,7 @@ def report(
         generated_at=_now(),
         filters={k: v for k, v in shown.items() if v},
         options=_options(min_measurements, min_vantages, max_gap_hours),
+        network_names=network_names(database),
     )
     with _Output(output) as out:
         render(result, fmt, out)
@@ -356,6 +357,7 @@ def export(
                 vantage_id=vantage.get("id"),
                 vantage_name=name,
                 software_version=stored.run.get("software_version") or "",
+                probe_network_name=stored.run.get("probe_network_name"),
             )
             line = to_ooni(stored.observations, stored.verdict, provenance)
             out.write(json.dumps(line, ensure_ascii=False) + "\n")

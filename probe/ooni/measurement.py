@@ -137,6 +137,7 @@ class Provenance:
     vantage_id: str | None = None
     vantage_name: str | None = None
     software_version: str = ""
+    probe_network_name: str | None = None
 
 
 def report_id(p: Provenance) -> str:
@@ -158,7 +159,7 @@ def to_ooni(obs: Observations, verdict: Verdict, p: Provenance) -> dict[str, Any
         "probe_asn": p.probe_asn or "AS0",
         "probe_cc": p.probe_cc or "ZZ",
         "probe_ip": PROBE_IP,
-        "probe_network_name": "",
+        "probe_network_name": p.probe_network_name or "",
         "report_id": report_id(p),
         "resolver_asn": "AS0",
         "resolver_ip": RESOLVER_IP,
@@ -434,6 +435,7 @@ class Imported:
     run_id: str | None = None
     vantage_id: str | None = None
     vantage_name: str | None = None
+    probe_network_name: str | None = None
 
     @property
     def stored_measurement_id(self) -> str:
@@ -668,6 +670,7 @@ def from_ooni(data: Any) -> Imported:
         test_start_time=test_start,
         ooni_blocking=keys.get("blocking"),
         ooni_accessible=keys.get("accessible"),
+        probe_network_name=_Doc.text(doc.get("probe_network_name"), "$.probe_network_name") or None,
         **ids,
     )
 

@@ -38,9 +38,18 @@ class Report:
     filters: dict[str, Any]
     timeline: Timeline
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: AS number -> the network's name (from the runs), for labels.
+    network_names: dict[str, str] = field(default_factory=dict)
 
     def detail(self, event: Event) -> dict[str, Any]:
         return self.details.get(event.first_measurement or "", {})
+
+    def network(self, asn: str | None) -> str:
+        """``AS8449 (ElCat)``, ``AS8449``, or ``unknown network``."""
+        if asn is None:
+            return "unknown network"
+        name = self.network_names.get(asn)
+        return f"{asn} ({name})" if name else asn
 
 
 def build_report(
@@ -50,10 +59,11 @@ def build_report(
     generated_at: str,
     filters: dict[str, Any] | None = None,
     options: Options | None = None,
+    network_names: dict[str, str] | None = None,
 ) -> Report:
     """The report over ``summaries``; ``details_of`` reads the stored facts of measurements
     by id (the store's :func:`~probe.store.research.measurement_details`)."""
     result = timeline(summaries, options)
     ids = [e.first_measurement for e in (*result.events, *result.anomalies)]
     details = details_of(i for i in ids if i)
-    return Report(generated_at, filters or {}, result, details)
+    return Report(generated_at, filters or {}, result, details, network_names or {})

@@ -1,7 +1,7 @@
 """A :class:`~probe.report.Report` as Markdown, HTML, CSV or JSON (pure: writes to a stream).
 
 Every string that came from the network or a user (domains, URLs, page titles, failure
-strings, evidence, vantage names, filters) goes through the format's escape function here,
+strings, evidence, AS names, filters) goes through the format's escape function here,
 and nowhere else:
 
 * HTML: :func:`html_text` (``&<>"'`` as entities, control characters replaced); the page
@@ -227,7 +227,10 @@ def report_dict(report: Report) -> dict[str, Any]:
         "measurements": t.measurements,
         "first": iso(t.first),
         "last": iso(t.last),
-        "networks": [n.to_dict() for n in t.networks],
+        "networks": [
+            n.to_dict() | {"network_name": report.network_names.get(n.asn or "")}
+            for n in t.networks
+        ],
         "events": [event(e) for e in t.events],
         "anomalies": [event(e) for e in t.anomalies],
     }
@@ -241,6 +244,7 @@ def write_json(report: Report, out: TextIO) -> None:
 CSV_COLUMNS = (
     "domain",
     "asn",
+    "network_name",
     "start",
     "end",
     "last_blocked",
@@ -271,6 +275,7 @@ def write_csv(report: Report, out: TextIO) -> None:
             "failures": ";".join(e.failures),
             "url": detail.get("url"),
             "reason": detail.get("reason"),
+            "network_name": report.network_names.get(e.asn or ""),
         }
         writer.writerow([csv_cell(row.get(column)) for column in CSV_COLUMNS])
 
@@ -289,7 +294,7 @@ def write_markdown(report: Report, out: TextIO) -> None:
     for n in t.networks:
         methods = ", ".join(f"{m} ({c})" for m, c in n.methods.most_common())
         w(
-            f"| {md_text(n.domain)} | {md_text(network_name(n.asn))} | {n.measurements} "
+            f"| {md_text(n.domain)} | {md_text(report.network(n.asn))} | {n.measurements} "
             f"| {n.counts['blocked']} | {n.blocked_share:.0%} | {md_text(state_text(n))} "
             f"| {md_text(methods or '-')} |\n"
         )
@@ -304,7 +309,7 @@ def write_markdown(report: Report, out: TextIO) -> None:
         w("|---|---|---|---|---|---:|---:|---:|---|\n")
         for e in t.events:
             w(
-                f"| {md_text(e.domain)} | {md_text(network_name(e.asn))} "
+                f"| {md_text(e.domain)} | {md_text(report.network(e.asn))} "
                 f"| {md_text(methods_text(e))} | {when(e.start)} "
                 f"| {when(e.end) or 'ongoing'} | {e.measurements} | {e.vantages} | {e.runs} "
                 f"| {duration(e.longest_gap)} |\n"
@@ -323,7 +328,7 @@ def write_markdown(report: Report, out: TextIO) -> None:
             detail = report.detail(e)
             end = f"accessible again at {when(e.end)}" if e.end else "not yet confirmed"
             w(
-                f"- {md_text(e.domain)} on {md_text(network_name(e.asn))}, {when(e.start)} UTC "
+                f"- {md_text(e.domain)} on {md_text(report.network(e.asn))}, {when(e.start)} UTC "
                 f"({md_text(methods_text(e))}), {end}: {md_text(detail.get('reason') or '')}\n"
             )
     w(f"\n{md_text(_method_note(report))}\n")
@@ -333,7 +338,7 @@ def _md_event(report: Report, e: Event, w: Callable[[str], Any]) -> None:
     detail = report.detail(e)
     end = f"to {when(e.end)} UTC" if e.end else "ongoing"
     w(
-        f"\n### {md_text(e.domain)} on {md_text(network_name(e.asn))}: {when(e.start)} UTC, "
+        f"\n### {md_text(e.domain)} on {md_text(report.network(e.asn))}: {when(e.start)} UTC, "
         f"{end}\n\n"
     )
     w(f"- Method: {md_text(methods_text(e))}\n")
@@ -426,7 +431,7 @@ def write_html(report: Report, out: TextIO) -> None:
         methods = ", ".join(f"{m} ({c})" for m, c in n.methods.most_common())
         state_class = ' class="blocked"' if n.current == "blocked" else ""
         w(
-            f"<tr><td>{html_text(n.domain)}</td><td>{html_text(network_name(n.asn))}</td>"
+            f"<tr><td>{html_text(n.domain)}</td><td>{html_text(report.network(n.asn))}</td>"
             f'<td class="n">{n.measurements}</td><td class="n">{n.counts["blocked"]}</td>'
             f'<td class="n">{n.blocked_share:.0%}</td><td{state_class}>'
             f"{html_text(state_text(n))}</td><td>{html_text(methods or '-')}</td></tr>\n"
@@ -448,7 +453,7 @@ def write_html(report: Report, out: TextIO) -> None:
             detail = report.detail(e)
             then = f"accessible at {when(e.end)}" if e.end else "not yet confirmed"
             w(
-                f"<tr><td>{html_text(e.domain)}</td><td>{html_text(network_name(e.asn))}</td>"
+                f"<tr><td>{html_text(e.domain)}</td><td>{html_text(report.network(e.asn))}</td>"
                 f"<td>{when(e.start)}</td><td>{html_text(methods_text(e))}</td>"
                 f"<td>{then}</td><td>{html_text(detail.get('reason'))}</td></tr>\n"
             )
@@ -463,7 +468,7 @@ def _html_event(report: Report, e: Event, w: Callable[[str], Any]) -> None:
     end = f"until {when(e.end)} UTC" if e.end else "ongoing"
     w(f'<section class="event" style="border-color:{colour}">\n')
     w(
-        f"<h3>{html_text(e.domain)} on {html_text(network_name(e.asn))}: "
+        f"<h3>{html_text(e.domain)} on {html_text(report.network(e.asn))}: "
         f"{html_text(methods_text(e))}, from {when(e.start)} UTC, {end}</h3>\n<p>"
     )
     w(
@@ -573,7 +578,7 @@ def write_chart(report: Report, out: TextIO) -> None:
     w("</defs>\n")
     _axis(scale, len(networks), w)
     for index, net in enumerate(networks):
-        _row(scale, index, net, by_network.get((net.domain, net.asn), []), w)
+        _row(scale, index, net, by_network.get((net.domain, net.asn), []), report.network, w)
     _legend(legend_y, w)
     if len(t.networks) > len(networks):
         w(
@@ -608,11 +613,16 @@ def _rect(x0: float, x1: float, y: float, h: float, attrs: str, title: str) -> s
 
 
 def _row(
-    scale: _Scale, index: int, net: Network, events: list[Event], w: Callable[[str], Any]
+    scale: _Scale,
+    index: int,
+    net: Network,
+    events: list[Event],
+    network: Callable[[str | None], str],
+    w: Callable[[str], Any],
 ) -> None:
     y = TOP + index * ROW_H
     bar_y = y + (ROW_H - BAR_H) / 2
-    label = f"{net.domain} · {network_name(net.asn)}"
+    label = f"{net.domain} · {network(net.asn)}"
     short = label if len(label) <= 42 else label[:41] + "…"
     w(f'<g class="row" data-domain="{html_text(net.domain)}" data-asn="{html_text(net.asn)}">\n')
     w(
@@ -657,7 +667,7 @@ def _row(
                 f'fill="{colour}"'
             )
             title = (
-                f"{net.domain} on {network_name(net.asn)}: blocked by "
+                f"{net.domain} on {network(net.asn)}: blocked by "
                 f"{METHOD_NAMES.get(phase.blocking, phase.blocking)} from {when(phase.start)} "
                 f"UTC ({phase.measurements} measurements)"
             )

@@ -70,6 +70,7 @@ def store_import(
                 "targets": 0,
                 "counts": "{}",
                 "vantage_id": vantage,
+                "probe_network_name": imported.probe_network_name,
             },
             ignore=True,
         )

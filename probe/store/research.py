@@ -270,6 +270,18 @@ _DETAIL_KEYS = (
 )
 
 
+def network_names(db: Database) -> dict[str, str]:
+    """AS number -> the name its runs most often recorded for it (m010's
+    ``probe_network_name``, from the helpers' /whoami or OONI's ``probe_network_name``)."""
+    rows = db.execute(
+        """select probe_asn, probe_network_name, count(*) as n from runs
+           where probe_asn is not null and probe_network_name is not null
+             and probe_network_name != ''
+           group by 1, 2 order by n"""
+    )
+    return {asn: name for asn, name, _ in rows}  # the most frequent comes last and wins
+
+
 def measurement_details(db: Database, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The stored facts a report shows for each measurement in ``ids``."""
     out: dict[str, dict[str, Any]] = {}
