@@ -44,6 +44,8 @@ class CheckConfig:
     rate: float | None = None  # new network requests per second; None: unlimited
     probe_asn: str | None = None  # "AS8449"
     probe_cc: str | None = None  # "KG"
+    #: Network-identity lookups (GET /whoami) asked before the helpers' own (measure.identity).
+    whoami: tuple[str, ...] = ()
     max_runtime: float | None = None  # seconds; then no new target, and the run is "partial"
 
     def describe(self) -> dict[str, object]:
@@ -52,6 +54,7 @@ class CheckConfig:
             "resolver": self.settings.system_resolver.url,
             "control_resolvers": [r.url for r in self.settings.control_resolvers],
             "helpers": self.helpers,
+            "whoami": list(self.whoami),
             "timeouts": vars(self.settings.timeouts),
             "concurrency": self.concurrency,
             "rate": self.rate,
@@ -74,14 +77,15 @@ def parse_cc(value: str) -> str:
     return value.upper()
 
 
-def parse_helper_url(url: str) -> str:
-    """A test helper's URL, checked; raises :class:`InputError` saying what is wrong.
+def parse_helper_url(url: str, option: str = "--helper") -> str:
+    """A test helper's URL (or another server's: ``option`` names it in errors), checked;
+    raises :class:`InputError` saying what is wrong.
 
     It must be an ``http://`` or ``https://`` URL with a host, a port (if any) in 1..65535,
     no user name or password (a secret that would end up in the stored run settings), and no
     white space or control characters.
     """
-    where = f"--helper {url!r}"
+    where = f"{option} {url!r}"
     if any(c.isspace() or not c.isprintable() for c in url):
         raise InputError(f"{where}: contains white space or control characters")
     if not url.lower().startswith(("http://", "https://")):
@@ -116,6 +120,7 @@ def check_config(
     probe_asn: str | None = None,
     probe_cc: str | None = None,
     timeouts: Timeouts | None = None,
+    whoami: Sequence[str] = (),
     max_runtime: float | None = None,
 ) -> CheckConfig:
     """Validate a run's options; raises :class:`InputError` naming the option at fault."""
@@ -146,6 +151,7 @@ def check_config(
         rate=rate,
         probe_asn=asn,
         probe_cc=cc,
+        whoami=tuple(parse_helper_url(url, "--whoami") for url in whoami),
         max_runtime=max_runtime,
     )
 
@@ -165,6 +171,7 @@ CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
     "ca_file": str,
     "probe_asn": str,
     "probe_cc": str,
+    "whoami": list,  # network-identity lookups (GET /whoami URLs)
     "concurrency": int,
     "rate": (int, float),
     "fingerprints": list,
@@ -217,13 +224,16 @@ Before you measure, please read this.
 """
 
 
-def record_consent(db: Path, path: Path | None = None) -> Path:
-    """Record consent now (keeping the rest of the file; the db path made absolute)."""
+def record_consent(db: Path, targets: Sequence[Path] = (), path: Path | None = None) -> Path:
+    """Record consent now, keeping the rest of the file; the database and, when none are
+    configured yet, the target lists of this first run are kept too (absolute, for cron)."""
     from .model.records import utc_now
 
     values = load_config(path)
     values["consent"] = utc_now()
     values.setdefault("db", str(db.resolve()))
+    if targets and not values.get("targets"):
+        values["targets"] = [str(Path(t).resolve()) for t in targets]
     return write_config(values, path)
 
 

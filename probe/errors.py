@@ -57,6 +57,16 @@ class ConfigError(InputError):
     """A configuration file that cannot be used; ``str()`` names the file, line and key."""
 
 
+class OONIFormatError(InputError):
+    """An OONI measurement we cannot read: not OONI's format, a test or version we do not
+    read, or a field of the wrong type; ``str()`` names the field (``FILE:LINE`` is added
+    by the reader)."""
+
+
+class MergeError(InputError):
+    """A database that cannot be merged into this one (not probe's, or a newer schema)."""
+
+
 class BadRequest(InputError):
     """A client's request to a server of ours is malformed; ``status`` is the HTTP answer."""
 

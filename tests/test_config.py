@@ -73,8 +73,10 @@ def test_no_consent_off_a_terminal_exits_2_and_stores_nothing(config, tmp_path):
 def test_first_check_on_a_terminal_asks_once_and_records(config, tmp_path):
     main, child = os.openpty()
     env = dict(os.environ, PROBE_CONFIG=str(config), XDG_DATA_HOME=str(tmp_path / "data"))
-    argv = ["unshare", "-n", sys.executable, "-m", "probe.cli", "check", *NOWHERE,
-            "--dns-timeout", "1"]  # fmt: skip
+    targets = tmp_path / "kg.txt"
+    targets.write_text("http://192.88.99.1/\n")
+    argv = ["unshare", "-n", sys.executable, "-m", "probe.cli", "check", str(targets),
+            *NOWHERE[2:], "--dns-timeout", "1"]  # fmt: skip
     process = subprocess.Popen(
         argv, stdin=child, stdout=child, stderr=child, cwd=ROOT, env=env, close_fds=True
     )
@@ -100,6 +102,7 @@ def test_first_check_on_a_terminal_asks_once_and_records(config, tmp_path):
     values = tomllib.loads(config.read_text())
     assert values["consent"]
     assert Path(values["db"]).is_file()
+    assert values["targets"] == [str(targets)]  # so that a scheduled run has them
 
 
 @pytest.mark.parametrize(

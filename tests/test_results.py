@@ -87,8 +87,24 @@ def test_status_and_prune(tmp_path):
 CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?$")
 
 
+@pytest.fixture
+def configured(tmp_path, monkeypatch):
+    """A volunteer who ran `probe init` with a target list."""
+    targets = tmp_path / "kg.txt"
+    targets.write_text("24.kg\n")
+    config = tmp_path / "config.toml"
+    config.write_text(f'consent = "2026-11-29 10:00:00"\ntargets = ["{targets}"]\n')
+    monkeypatch.setenv("PROBE_CONFIG", str(config))
+    return config
+
+
+def test_schedule_needs_target_lists_in_the_configuration():
+    result = CliRunner().invoke(cli, ["schedule"])  # the tests' config has no targets
+    assert result.exit_code == 2 and "probe init --targets" in result.output
+
+
 @pytest.mark.parametrize("every", ["30m", "1h", "6h", "1d"])
-def test_schedule_prints_a_valid_crontab_line(every):
+def test_schedule_prints_a_valid_crontab_line(configured, every):
     line = invoke("schedule", "--every", every).strip()
     fields = line.split()
     assert all(CRON_FIELD.match(f) for f in fields[:5]), line
@@ -96,18 +112,20 @@ def test_schedule_prints_a_valid_crontab_line(every):
     for field, (low, high) in zip(fields[:5], ranges, strict=True):
         for number in re.findall(r"\d+", field.split("/")[0]):
             assert low <= int(number) <= high, line
-    # The tests' configuration is not the default one, so the line names it.
+    # The tests' configuration is not the default one, so the line names it; the command is
+    # the probe script or this Python's "-m probe", by absolute path (cron's PATH is short).
     assert fields[5].startswith("PROBE_CONFIG=") and Path(fields[6]).is_absolute()
-    assert fields[7:9] == ["check", "--quiet"]
+    command = line.split(" # ")[0].split()[6:]
+    assert command[-2:] == ["check", "--quiet"] and command[1:-2] in ([], ["-m", "probe"])
 
 
-def test_schedule_refuses_a_bad_interval():
+def test_schedule_refuses_a_bad_interval(configured):
     result = CliRunner().invoke(cli, ["schedule", "--every", "7 parsecs"])
     assert result.exit_code == 2 and "30m" in result.output
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
-def test_schedule_systemd_units_verify(tmp_path, monkeypatch):
+def test_schedule_systemd_units_verify(configured, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     out = invoke("schedule", "--systemd", "--every", "6h", "--install")
     units = tmp_path / "config" / "systemd" / "user"

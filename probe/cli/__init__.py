@@ -2,13 +2,14 @@
 
 Commands live by family: :mod:`~probe.cli.measure` (check, reanalyze),
 :mod:`~probe.cli.volunteer` (init), :mod:`~probe.cli.helper` (helper serve),
+:mod:`~probe.cli.research` (timeline, report, export, import, merge),
 :mod:`~probe.cli.collector` (collector, upload).
 """
 
-from . import collector, helper, measure, volunteer
+from . import collector, helper, measure, research, volunteer
 from ._group import cli
 
-__all__ = ["cli", "collector", "helper", "main", "measure", "volunteer"]
+__all__ = ["cli", "collector", "helper", "main", "measure", "research", "volunteer"]
 
 
 def main() -> None:

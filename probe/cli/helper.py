@@ -22,7 +22,8 @@ def helper() -> None:
 @click.option(
     "--asn-db",
     type=click.Path(exists=True, dir_okay=False),
-    help="IP-to-ASN table (iptoasn.com TSV) for the ip_info answers.",
+    help="IP-to-ASN table (iptoasn.com TSV) for the ip_info answers, and for /whoami's "
+    "AS number, country and AS name.",
 )
 @click.option("--max-in-flight", type=click.IntRange(min=1), default=25, show_default=True)
 def serve(
@@ -32,7 +33,8 @@ def serve(
 
     It resolves, connects, handshakes and fetches on behalf of probes, refusing private,
     loopback, link-local and other bogon addresses so it can never become a proxy into its
-    own network.
+    own network. GET /whoami tells a probe its public address (for scrubbing) and its
+    network's AS number, country and AS name; the helper never logs client addresses.
 
     Example:
 

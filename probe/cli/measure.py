@@ -44,7 +44,7 @@ def _timeout_options(f: Any) -> Any:
     return f
 
 
-def _require_consent(settings: dict[str, Any], db: Path) -> None:
+def _require_consent(settings: dict[str, Any], db: Path, files: tuple[Path, ...]) -> None:
     """No measurement without recorded consent: ask once on a terminal, else say how."""
     from ..config import config_path, consent_text, record_consent
 
@@ -58,7 +58,8 @@ def _require_consent(settings: dict[str, Any], db: Path) -> None:
     click.echo(consent_text(db))
     if not click.confirm("Do you understand this and want to measure?", default=False):
         raise BadInput("nothing measured: consent was not given")
-    click.echo(f"Consent recorded in {record_consent(db)}.")
+    existing = tuple(f for f in files if f.is_file())
+    click.echo(f"Consent recorded in {record_consent(db, existing)}.")
 
 
 @cli.command()
@@ -120,9 +121,24 @@ def _require_consent(settings: dict[str, Any], db: Path) -> None:
     help="At most this many new network requests (DNS queries, connections) per second.",
 )
 @click.option(
-    "--probe-asn", metavar="ASN", help="The network's AS number, e.g. AS8449, stored with results."
+    "--probe-asn",
+    metavar="ASN",
+    help="The network's AS number, e.g. AS8449, stored with results [default: found through "
+    "the helper's /whoami].",
 )
-@click.option("--probe-cc", metavar="CC", help="The network's country code, e.g. KG.")
+@click.option(
+    "--probe-cc",
+    metavar="CC",
+    help="The network's country code, e.g. KG [default: found through the helper's /whoami].",
+)
+@click.option(
+    "--whoami",
+    multiple=True,
+    metavar="URL",
+    help="A network-identity lookup (probe's helper's GET /whoami), repeatable, asked before "
+    "each --helper's own /whoami. They find the AS number, country and AS name unless "
+    "--probe-asn/--probe-cc say them.",
+)
 @click.option(
     "--fingerprints",
     "fingerprint_files",
@@ -192,7 +208,7 @@ def check(
 
     settings = click.get_current_context().obj or {}
     db = db_path(db)
-    _require_consent(settings, db)
+    _require_consent(settings, db, files)
     if not files and not inputs:
         files = tuple(Path(p) for p in settings.get("targets") or ())
     if not files and not inputs:
@@ -274,6 +290,11 @@ def _run(
             "%s %s %s", result.target.input, result.verdict.verdict, result.verdict.blocking or ""
         )
 
+    def notice(line: str) -> None:  # not an error: in the log, and on stderr unless --quiet
+        log.info("%s", line)
+        if not quiet:
+            click.echo(line, err=True)
+
     try:
         summary = asyncio.run(
             runner.check(
@@ -283,6 +304,7 @@ def _run(
                 total=total,
                 inputs=[str(f) for f in files] + list(inputs),
                 on_result=finished,
+                on_notice=notice,
             )
         )
     except InputError as exc:  # a list that changed since it was counted

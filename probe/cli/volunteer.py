@@ -290,6 +290,12 @@ def schedule(every: str, as_systemd: bool, install: bool) -> None:
     from ..config import config_path
 
     config = config_path() if os.environ.get("PROBE_CONFIG") else None
+    settings = click.get_current_context().obj or {}
+    if not settings.get("consent") or not settings.get("targets"):
+        raise BadInput(
+            "a scheduled run needs consent and target lists in the configuration: run "
+            "`probe init --targets FILE` first"
+        )
     probe = plan.probe_executable()
     try:
         if as_systemd:

@@ -3,7 +3,9 @@
 * :mod:`~probe.helper.requests`: validating a control request, choosing the endpoints;
 * :mod:`~probe.helper.measurement`: measuring it (:func:`handle_request`);
 * :mod:`~probe.helper.server`: the HTTP/1.1 server and ``probe helper serve``;
-* :mod:`~probe.helper.asn`: IP address to AS number, for ``ip_info``.
+* :mod:`~probe.helper.asn`: IP address to AS number, country and name, for ``ip_info`` and
+  ``/whoami``;
+* :mod:`~probe.helper.whoami`: ``GET /whoami``, a probe's address and network as seen from here.
 
 The protocol's shapes and names are in :mod:`probe.ooni.helper_protocol`.
 """

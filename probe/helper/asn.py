@@ -2,14 +2,21 @@
 
 The test helper reports the AS number of every address it saw (``ip_info``), so that a probe
 can tell "the censor's resolver answered with an address in another network" from "a CDN gave
-each side a different edge". The data is iptoasn.com's tab-separated dump
-(``ip2asn-combined.tsv``, optionally gzipped), one range per line::
+each side a different edge"; and it tells a probe which network it measures from
+(:mod:`probe.helper.whoami`: AS number, country and AS name). The data is iptoasn.com's
+tab-separated dump (``ip2asn-combined.tsv``, optionally gzipped), one range per line::
 
     range_start <TAB> range_end <TAB> AS_number <TAB> country_code <TAB> AS_description
 
 Ranges may be IPv4 or IPv6 (the combined file has both). AS number 0 means "not routed", which
-is also what :meth:`AsnDB.lookup` answers for an address no range covers. Blank lines and lines
-starting with ``#`` are ignored; any other malformed line is an error naming ``FILE:LINE``.
+is also what :meth:`AsnDB.lookup` answers for an address no range covers. The country and
+description columns are optional; a country that is not two letters (iptoasn writes ``None``
+for unrouted ranges) is unknown. Blank lines and lines starting with ``#`` are ignored; any
+other malformed line is an error naming ``FILE:LINE``.
+
+Memory: the ranges are three lists of integers; the country and description are kept once per
+AS number (iptoasn repeats them on each of an AS's ranges; the first line's are kept), not per
+range.
 """
 
 from __future__ import annotations
@@ -17,12 +24,25 @@ from __future__ import annotations
 import bisect
 import gzip
 import ipaddress
+import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AsnDBError
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+#: Longer AS descriptions are cut (iptoasn's longest are about 100 characters).
+MAX_NAME = 200
+
+
+@dataclass(frozen=True, slots=True)
+class AsInfo:
+    """The AS announcing an address: its number, registration country and description."""
+
+    asn: int
+    cc: str | None  # "KG"; None when unknown
+    name: str | None  # "ELCAT-AS ElCat Ltd."; None when unknown
 
 
 class _Table:
@@ -58,6 +78,7 @@ class AsnDB:
     def __init__(self) -> None:
         self._v4 = _Table()
         self._v6 = _Table()
+        self._about: dict[int, tuple[str | None, str | None]] = {}  # asn -> (cc, name)
 
     def __len__(self) -> int:
         return len(self._v4.starts) + len(self._v6.starts)
@@ -107,10 +128,21 @@ class AsnDB:
             if not text.isdigit() or int(text) > 0xFFFFFFFF:
                 raise AsnDBError(f"{where}: bad AS number {fields[2].strip()!r}")
             table = db._v4 if start.version == 4 else db._v6
-            table.rows.append((int(start), int(end), int(text), number))
+            asn = int(text)
+            table.rows.append((int(start), int(end), asn, number))
+            if asn and asn not in db._about and len(fields) > 3:
+                db._about[asn] = (_country(fields[3]), _name(fields[4:]))
         db._v4.freeze(source)
         db._v6.freeze(source)
         return db
+
+    def info(self, ip: str) -> AsInfo | None:
+        """The AS announcing ``ip`` with its country and description; None when unknown."""
+        asn = self.lookup(ip)
+        if not asn:
+            return None
+        cc, name = self._about.get(asn, (None, None))
+        return AsInfo(asn, cc, name)
 
     def lookup(self, ip: str) -> int:
         """The AS number announcing ``ip``; 0 when unknown, not routed, or not an address."""
@@ -126,3 +158,15 @@ class AsnDB:
                 return self._v4.lookup(int(addr.ipv4_mapped))
             return self._v6.lookup(int(addr))
         return self._v4.lookup(int(addr))
+
+
+def _country(field: str) -> str | None:
+    code = field.strip().upper()
+    return sys.intern(code) if len(code) == 2 and code.isascii() and code.isalpha() else None
+
+
+def _name(fields: list[str]) -> str | None:
+    # A description with a tab in it would have been split: join it back.
+    name = " ".join(" ".join(fields).split())  # no control characters, one space between words
+    name = "".join(c for c in name if c.isprintable())[:MAX_NAME]
+    return sys.intern(name) if name else None

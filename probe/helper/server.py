@@ -17,6 +17,9 @@ speak): ``GET /`` greets, ``POST /`` takes ``{"http_request": URL, "http_request
 4. ``ip_info``: every address seen, with its AS number (``--asn-db``) and flags
    (1 from the probe, 2 from the helper's DNS, 4 bogon, 8 TLS valid for the host).
 
+``GET /whoami`` tells a probe the address it comes from and that address's AS number, country
+and AS name (:mod:`probe.helper.whoami`), so it can record its network and scrub its address.
+
 Hardening: the helper runs on someone's server, so it must never become a way into that server's
 own network. It refuses to connect to bogons (private, loopback, link-local, CGNAT, ...:
 :func:`~probe.model.addresses.is_bogon`) whatever their origin: the probe's ``tcp_connect`` list
@@ -29,7 +32,8 @@ probe learns its request was not measured instead of getting a silently partial 
 requests in flight (503), and time (504). Open connections are bounded too, without letting
 idle or slow clients starve active ones: when ``max_connections`` are open, a new connection
 closes the longest-idle one (else the slowest sender), never one being measured or answered.
-It logs one line per request, escaped (:func:`printable`), and never the client's address.
+It logs one line per request, escaped (:func:`printable`), without the query string, and never
+the client's address.
 
 Differences from OONI's oohelperd, on purpose: bogons the probe lists are answered (refused)
 rather than silently left out; TCP and HTTP failures keep our more precise strings where the
@@ -60,6 +64,7 @@ from ..model.addresses import bracket
 from ..net import resolvers
 from ..net.connections import client_context
 from ..ooni.helper_protocol import HELLO
+from . import whoami
 from .asn import AsnDB
 from .measurement import HelperContext, handle_request
 from .requests import canonical
@@ -134,6 +139,7 @@ class _Client:
     task: asyncio.Task[Any]
     state: str = IDLE  # IDLE: waiting for a request; READING one; BUSY: measuring or answering
     since: float = field(default_factory=time.monotonic)
+    peer: str | None = None  # the client's address: for /whoami's answer only, never logged
 
     def enter(self, state: str) -> None:
         self.state, self.since = state, time.monotonic()
@@ -246,6 +252,8 @@ class HelperServer:
                 await _linger(reader, writer)
                 return
             client = self.stats.clients[task] = _Client(task)
+            peer = writer.get_extra_info("peername")
+            client.peer = str(peer[0]) if isinstance(peer, tuple) and peer else None
             while True:
                 keep = await self._one_request(reader, writer, client)
                 if not keep:
@@ -309,7 +317,7 @@ class HelperServer:
             await self._send(writer, 408, {"error": "request not received in time"}, close=True)
             return False
         client.enter(BUSY)
-        status, payload, note = await self._route(request)
+        status, payload, note = await self._route(request, client.peer)
         keep = request.keep_alive and status not in (500, 504)
         size = await self._send(writer, status, payload, close=not keep)
         _log(request, status, started, note, size)
@@ -363,8 +371,10 @@ class HelperServer:
             request.body = await reader.readexactly(length)
         return request
 
-    async def _route(self, request: _Request) -> tuple[int, Any, str]:
-        path = request.path.split("?", 1)[0]
+    async def _route(self, request: _Request, peer: str | None) -> tuple[int, Any, str]:
+        path, _, query = request.path.partition("?")
+        if path == whoami.PATH:
+            return self._whoami(request, query, peer)
         if path not in ("/", ""):
             return 404, {"error": "not found"}, ""
         if request.method == "GET":
@@ -394,6 +404,16 @@ class HelperServer:
             self.stats.in_flight -= 1
             self.stats.served += 1
         return 200, answer, _describe(data, answer)
+
+    def _whoami(self, request: _Request, query: str, peer: str | None) -> tuple[int, Any, str]:
+        # The note stays empty: the log line must not say who asked, nor from which network.
+        if request.method != "GET":
+            return 405, {"error": "use GET"}, ""
+        client = whoami.client_address(peer, request.headers)
+        try:
+            return 200, whoami.answer(client, query, self.context.asn), ""
+        except BadRequest as exc:
+            return exc.status, {"error": str(exc)}, ""
 
     async def _send(
         self, writer: asyncio.StreamWriter, status: int, payload: Any, *, close: bool
@@ -445,7 +465,10 @@ def _describe(data: dict[str, Any], answer: dict[str, Any]) -> str:
 def _log(request: _Request | None, status: int, started: float, note: str, size: int = 0) -> None:
     # Never the client's address: volunteers' privacy. What the client sent is escaped: one
     # request is one log line, with no terminal escape sequences in it.
-    what = f"{request.method} {request.path[:64]}" if request else "-"
+    path = request.path.split("?", 1)[0] if request else ""
+    what = f"{request.method} {path[:64]}" if request else "-"
+    if path == whoami.PATH:
+        size = 0  # its length depends on the client's network (the AS name): not even that
     log.info(
         "%s %d %.3fs %dB %s",
         printable(what),

@@ -6,7 +6,9 @@ for the run-level offline flag; results are read back from the store. A per-addr
 (in :class:`~probe.measure.measurer.Measurer`) keeps us from hammering one server, and an
 optional rate limit caps new network requests per second.
 
-Every measurement is scrubbed of the vantage's own addresses (:mod:`.privacy`) before it is
+Before the first target, the run finds its network's AS number, country and name
+(:mod:`.identity`), and learns the volunteer's public address for the scrubber only. Every
+measurement is scrubbed of the vantage's own addresses (:mod:`.privacy`) before it is
 analysed or stored. SIGTERM (``docker stop``, systemd) and SIGHUP end a run as Ctrl-C does:
 no new target starts, the targets in flight are cancelled (never stored half: each is stored
 in one transaction, or not at all), and the run is marked "interrupted".
@@ -33,6 +35,7 @@ from ..model.records import Verdict
 from ..store import Store
 from ..targets import Target
 from .control import HelperClient
+from .identity import network_identity, record_identity
 from .measurer import Measurer
 from .privacy import Scrubber
 
@@ -158,10 +161,13 @@ async def check(
     total: int,
     inputs: list[str],
     on_result: Callable[[Result], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """A whole ``probe check`` run: record it, measure every target, mark it finished.
 
     ``targets`` may be a stream (a long list is never held whole); ``total`` is its length.
+    ``on_notice`` gets the lines meant for the volunteer, such as an unknown AS (default:
+    stderr).
 
     The run is marked "complete" only when every target was measured; an interruption
     (Ctrl-C, SIGTERM, SIGHUP) marks it "interrupted" and keeps what was stored. After SIGTERM
@@ -180,7 +186,9 @@ async def check(
     for signum in STOP_SIGNALS:  # before the run exists, so it can never stay "running"
         loop.add_signal_handler(signum, stop, signum)
     try:
-        return await _check(targets, total, config, store, inputs, on_result, main, stopped_by)
+        return await _check(
+            targets, total, config, store, inputs, on_result, main, stopped_by, on_notice
+        )
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
@@ -195,6 +203,7 @@ async def _check(
     on_result: Callable[[Result], None] | None,
     main: asyncio.Task[RunSummary],
     stopped_by: list[int],
+    on_notice: Callable[[str], None] | None = None,
 ) -> RunSummary:
     settings = config.settings
     run_id = store.start_run(
@@ -227,6 +236,10 @@ async def _check(
                 verify=verify, limits=limits, timeout=settings.timeouts.control
             ) as helper_http,
         ):
+            # The network's identity; the public address goes into the scrubber, nowhere else.
+            scrubber = Scrubber(towards=settings.system_resolver.host)
+            identity = await network_identity(config, helper_http, scrubber, warn=on_notice)
+            record_identity(store, run_id, identity)
             helper_client = HelperClient(
                 config.helpers,
                 helper_http,
@@ -246,10 +259,10 @@ async def _check(
                 run_id,
                 concurrency=config.concurrency,
                 fingerprints=config.fingerprints,
-                probe_asn=config.probe_asn,
-                probe_cc=config.probe_cc,
+                probe_asn=identity.probe_asn,
+                probe_cc=identity.probe_cc,
                 on_result=counted,
-                scrubber=Scrubber(towards=settings.system_resolver.host),
+                scrubber=scrubber,
                 deadline=deadline,
                 grace=grace or 0.0,
             )

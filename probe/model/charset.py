@@ -95,3 +95,19 @@ def decode_text(body: bytes, charset: str | None) -> str:
             body = body[len(bom) :]
             break
     return body.decode(codec, "replace")
+
+
+_TITLE = re.compile(r"<title[^>]*>([^<]{1,512})</title>", re.IGNORECASE)
+
+
+def title_of(body: bytes, content_type: str | None = None) -> str | None:
+    """The page's ``<title>`` in the page's charset, whitespace collapsed, or None.
+
+    The charset comes from ``content_type`` (the header) or the page (BOM, ``<meta>``); the
+    pattern is OONI's (at most 512 characters, no ``<``). Our fetch and an OONI import read
+    titles with this one function, so a re-analysis compares like with like.
+    """
+    match = _TITLE.search(decode_text(body, charset_of(content_type, body)))
+    if not match:
+        return None
+    return " ".join(match.group(1).split()) or None

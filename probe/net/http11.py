@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import zlib
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -29,7 +28,7 @@ import h11
 
 from ..errors import HTTPProtocolError
 from ..model import failures, urls
-from ..model.charset import charset_of, decode_text
+from ..model.charset import title_of
 from ..model.records import HTTPRequest
 from .classify import classify
 from .connections import NETWORK_ERRORS, Clock, Conn
@@ -66,20 +65,6 @@ def _load_brotli() -> Any:
 _brotli = _load_brotli()
 #: ``br`` is only advertised when we can decode it.
 ACCEPT_ENCODING = "gzip, deflate, br" if _brotli is not None else "gzip, deflate"
-
-_TITLE = re.compile(r"<title[^>]*>([^<]{1,512})</title>", re.IGNORECASE)
-
-
-def title_of(body: bytes, content_type: str | None = None) -> str | None:
-    """The page's ``<title>`` in the page's charset, whitespace collapsed, or None.
-
-    The charset comes from ``content_type`` (the header) or the page (BOM, ``<meta>``), see
-    :mod:`probe.model.charset`; the pattern is OONI's (at most 512 characters, no ``<``).
-    """
-    match = _TITLE.search(decode_text(body, charset_of(content_type, body)))
-    if not match:
-        return None
-    return " ".join(match.group(1).split()) or None
 
 
 def header_text(value: bytes) -> str:

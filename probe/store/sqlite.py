@@ -199,6 +199,18 @@ def m004_compressed_bodies_and_reanalyses(db: Database) -> None:
 
 
 @migrations()
+def m010_network_identity(db: Database) -> None:
+    # The network a run measured from (probe.measure.identity), beside probe_asn/probe_cc:
+    # names and the resolver's AS; never an address of the volunteer's.
+    runs = db.table("runs")
+    runs.add_column("probe_network_name", str)
+    runs.add_column("resolver_ip", str)  # the configured resolver, only when a public address
+    runs.add_column("resolver_asn", str)
+    runs.add_column("resolver_network_name", str)
+    runs.add_column("identity_source", str)  # lookup | override | lookup+override | NULL
+
+
+@migrations()
 def m020_local_results(db: Database) -> None:
     # probe runs/status/prune on a million measurements: runs by time, measurements by time;
     # "pruned" marks a measurement whose observations were dropped (never re-analysed).
@@ -344,9 +356,11 @@ class Store:
         probe_asn: str | None = None,
         probe_cc: str | None = None,
         position: int | None = None,
+        measurement_id: str | None = None,
     ) -> str:
-        """Write one measurement and its observations in one transaction; its id."""
-        measurement_id = str(uuid.uuid4())
+        """Write one measurement and its observations in one transaction; its id (a new one
+        unless ``measurement_id`` is given, as an import keeps the id it was exported with)."""
+        measurement_id = measurement_id or str(uuid.uuid4())
         with self._writing(), self.db.atomic():
             self.db.table("measurements").insert(
                 {

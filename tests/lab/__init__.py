@@ -27,6 +27,16 @@ Three namespaces, linked to each other by veth pairs and to nothing else (no pac
 
 Anything outside the lab is unreachable at once (``unreachable default`` routes in isp and net).
 
+A volunteer behind a home NAT (built by ``lab.home_network()`` on first use, kept until close)::
+
+    home (192.168.77.2) --veth-- vantage (home router 192.168.77.1, MASQUERADE) --veth-- isp ...
+
+* ``home``: a fourth namespace, resolv.conf pointing at the ISP resolver (as DHCP hands it out);
+  its local address ``HOME_IP`` is private, and every server (the helper, the sites) sees its
+  traffic come from ``VANTAGE_IP``, its public address, which the vantage masquerades it to.
+  Only traffic from 192.168.77.0/24 is masqueraded: the vantage's own is unchanged, and the
+  ISP's censorship applies to both alike.
+
 Usage::
 
     with Lab() as lab:
@@ -63,6 +73,8 @@ page), ``/delay/MS`` (the page after MS ms), and 404 otherwise. Site options (``
   stream labelled ``deflate``), when the request's Accept-Encoding offers it;
 * ``chunked``: the page is sent with ``Transfer-Encoding: chunked`` (HTTP/1.1 requests);
 * ``interim``: 103 (Early Hints, with a Link header) or 100 (Continue) sent before the 200.
+* ``echo_ip``: the page says the client's address, as many sites do ("Your IP address: ...",
+  before ``</body>``) and in an ``X-Your-IP`` header: what a probe must scrub.
 
 Responses always carry Server and Date headers.
 
@@ -104,7 +116,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "plab"
-NS_RE = re.compile(rf"^{PREFIX}-(\d+)-(\d+)-(vantage|isp|net)$")
+NS_RE = re.compile(rf"^{PREFIX}-(\d+)-(\d+)-(vantage|isp|net|home)$")
 
 DEFAULT_SITES = [
     "www.azattyk.org",
@@ -142,11 +154,13 @@ PAGE_OPTIONS: dict[str, Callable[[object], bool]] = {
     "content_encoding": lambda v: v in ("gzip", "deflate", "deflate-raw"),
     "chunked": lambda v: isinstance(v, bool),
     "interim": lambda v: v in (100, 103),
+    "echo_ip": lambda v: isinstance(v, bool),
 }
 OUTLET_FIRST, OUTLET_LAST = 100, 250
 
 # interface names (the same names live in different namespaces)
 V_IF, I_VIF, I_NIF, N_IF = "v-isp", "i-vantage", "i-net", "n-isp"
+V_HIF, H_IF = "v-home", "h-vantage"  # the home network's link (home_network())
 CONNMARK_DROP = "0x1/0x1"
 Undo = Callable[[], None]
 
@@ -268,6 +282,7 @@ class Lab:
     DOT_SERVER = "192.88.99.53"
     HELPER_IP = "192.88.99.80"
     VANTAGE_IP = "192.88.99.2"
+    HOME_IP, HOME_GATEWAY, HOME_NET = "192.168.77.2", "192.168.77.1", "192.168.77.0/24"
     ISP_ASN, INTERNET_ASN, OUTLET_ASN_BASE = 64500, 64501, 65000
     BLOCKPAGE_SENTENCE = "Access to the requested website has been blocked by judicial decision!"
 
@@ -278,6 +293,7 @@ class Lab:
         tag = f"{PREFIX}-{os.getpid()}-{Lab._counter}"
         self.vantage, self.isp, self.net = f"{tag}-vantage", f"{tag}-isp", f"{tag}-net"
         self.namespaces = [self.vantage, self.isp, self.net]
+        self.home = f"{tag}-home"  # exists once home_network() has been called
         self._initial_sites = DEFAULT_SITES if sites is None else sites
         self._workdir_arg = workdir
         self.workdir: Path | None = None
@@ -437,6 +453,36 @@ class Lab:
         )
         self._wait_file(Path(wd) / "router.ready", "router")
         self._wait_ack()
+
+    def home_network(self) -> str:
+        """The ``home`` namespace: a volunteer behind a NAT (see the module docstring); built
+        on the first call, kept until close()."""
+        with self._lock:
+            if self.home in self.namespaces:
+                return self.home
+            self.namespaces.append(self.home)  # from now on, close() deletes it
+            _sh(["ip", "netns", "add", self.home])
+            d = Path("/etc/netns") / self.home
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "resolv.conf").write_text(f"nameserver {self.ISP_RESOLVER}\n")
+            _sh(["ip", "-n", self.vantage, "link", "add", V_HIF, "type", "veth",
+                 "peer", "name", H_IF, "netns", self.home])  # fmt: skip
+            self._sysctl(self.home, [f"net.ipv6.conf.{H_IF}.disable_ipv6=1",
+                                     "net.ipv4.conf.all.rp_filter=0",
+                                     "net.ipv4.conf.default.rp_filter=0"])  # fmt: skip
+            self._sysctl(self.vantage, ["net.ipv4.ip_forward=1",
+                                        f"net.ipv6.conf.{V_HIF}.disable_ipv6=1"])  # fmt: skip
+            self._ip_batch(self.vantage, [
+                f"link set {V_HIF} up", f"addr add {self.HOME_GATEWAY}/24 dev {V_HIF}",
+            ])  # fmt: skip
+            self._ip_batch(self.home, [
+                "link set lo up", f"link set {H_IF} up",
+                f"addr add {self.HOME_IP}/24 dev {H_IF}",
+                f"route add default via {self.HOME_GATEWAY}",
+            ])  # fmt: skip
+            self._iptables(self.vantage, "nat", "-A", "POSTROUTING",
+                           ["-s", self.HOME_NET, "-o", V_IF, "-j", "MASQUERADE"])  # fmt: skip
+            return self.home
 
     def _sysctl(self, ns: str, settings: list[str]) -> None:
         _sh(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *settings])

@@ -412,6 +412,9 @@ def page_response(world: World, site: dict, req: Request) -> Response:
             headers["X-Request-Id"] = os.urandom(16).hex()
         else:
             headers |= {"X-Cache": ("HIT", "MISS")[nth // 2 % 2], "X-Cache-Hits": str(nth)}
+    if site.get("echo_ip"):  # as "what is my IP" widgets and some block pages do
+        headers["X-Your-IP"] = req.peer
+        body = body.replace(b"</body>", f"<p>Your IP address: {req.peer}</p>\n</body>".encode())
     coding = site.get("content_encoding")
     if coding and req.accepts(coding.split("-")[0]):
         headers["Content-Encoding"] = coding.split("-")[0]

@@ -1,0 +1,489 @@
+"""The researcher's commands: ``probe timeline``, ``report``, ``export``, ``import``, ``merge``."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from ..errors import InputError, StoreError
+from ._group import BadInput, cli, db_option, db_path, existing_db
+
+_ASN = re.compile(r"^(?:AS)?(\d{1,10})$", re.IGNORECASE)
+
+
+def _filter_options(f: Any) -> Any:
+    f = click.option(
+        "--until", metavar="TIME", help="Only measurements before TIME (UTC, YYYY-MM-DD[ HH:MM])."
+    )(f)
+    f = click.option(
+        "--since", metavar="TIME", help="Only measurements from TIME (UTC, YYYY-MM-DD[ HH:MM])."
+    )(f)
+    f = click.option(
+        "--asn", "asns", multiple=True, metavar="AS", help="Only this network (AS8449; repeatable)."
+    )(f)
+    f = click.option(
+        "--domain", "domains", multiple=True, metavar="D", help="Only this domain (repeatable)."
+    )(f)
+    return f
+
+
+def _event_options(f: Any) -> Any:
+    f = click.option(
+        "--min-vantages",
+        type=click.IntRange(min=1),
+        default=2,
+        show_default=True,
+        help="...or this many vantages agreeing, make an event.",
+    )(f)
+    f = click.option(
+        "--min-measurements",
+        type=click.IntRange(min=1),
+        default=2,
+        show_default=True,
+        help="Blocked measurements in a row on a network that make an event...",
+    )(f)
+    return f
+
+
+def _open(path: Path) -> Any:
+    from ..store import open_db
+
+    try:
+        return open_db(path)
+    except StoreError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _filters(
+    domains: tuple[str, ...], asns: tuple[str, ...], since: str | None, until: str | None
+) -> Any:
+    from ..reanalyze import parse_time
+    from ..store.research import Filters
+
+    networks = []
+    for asn in asns:
+        match = _ASN.match(asn.strip())
+        if not match:
+            raise BadInput(f"--asn {asn!r}: expected an AS number like AS8449")
+        networks.append(f"AS{int(match.group(1))}")
+    try:
+        return Filters(
+            domains=tuple(_domain(d) for d in domains),
+            asns=tuple(networks),
+            since=parse_time(since) if since else None,
+            until=parse_time(until) if until else None,
+        )
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _domain(text: str) -> str:
+    """A domain as stored: lower case, punycode (``яндекс.рф`` is ``xn--d1acpjx3f.xn--p1ai``)."""
+    from ..targets import normalise
+
+    try:
+        return normalise(text.strip().rstrip("."))[1]
+    except ValueError as exc:
+        raise BadInput(f"--domain {text!r}: {exc}") from None
+
+
+def _options(min_measurements: int, min_vantages: int, max_gap_hours: float = 24.0) -> Any:
+    from ..report import Options
+
+    return Options(min_measurements, min_vantages, int(max_gap_hours * 3600))
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Output:
+    """``--output FILE`` written whole or not at all (a temporary file renamed), else stdout."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp") if path else None
+        self.stream: TextIO = sys.stdout
+
+    def __enter__(self) -> TextIO:
+        if self.tmp is not None:
+            try:
+                self.stream = open(self.tmp, "w", encoding="utf-8", newline="")
+            except OSError as exc:
+                raise BadInput(f"{self.path}: cannot write: {exc.strerror}") from None
+        return self.stream
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if self.tmp is None or self.path is None:
+            self.stream.flush()
+            return
+        self.stream.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ timeline
+
+
+@cli.command()
+@db_option("The SQLite database to read")
+@_filter_options
+@_event_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event (JSON Lines).")
+@click.option("--anomalies", is_flag=True, help="Also list the isolated blocked measurements.")
+def timeline(
+    db: Path | None,
+    domains: tuple[str, ...],
+    asns: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    min_measurements: int,
+    min_vantages: int,
+    as_json: bool,
+    anomalies: bool,
+) -> None:
+    """Block events per domain and network, from every stored measurement.
+
+    An event starts at the first blocked measurement on a network (AS number) and ends at
+    the first accessible one after it (END is empty while the block goes on). It needs
+    --min-measurements blocked measurements in a row, or --min-vantages vantages agreeing;
+    a shorter one is an anomaly (--anomalies lists them). Inconclusive and down measurements
+    neither start, end nor split an event; a time without measurements is unknown (each
+    event's JSON gives its longest gap between measurements).
+
+    Example:
+
+        probe timeline --domain www.azattyk.org --since 2026-10-01 --json
+    """
+    from ..report import timeline as compute
+    from ..report.render import duration, network_name, plural, when
+    from ..store.research import iter_summaries
+
+    filters = _filters(domains, asns, since, until)
+    database = _open(existing_db(db))
+    result = compute(iter_summaries(database, filters), _options(min_measurements, min_vantages))
+    shown = [*result.events, *(result.anomalies if anomalies else [])]
+    if as_json:
+        for event in shown:
+            click.echo(json.dumps(event.to_dict(), ensure_ascii=False))
+    else:
+        header = (
+            "KIND",
+            "DOMAIN",
+            "NETWORK",
+            "START (UTC)",
+            "END (UTC)",
+            "METHOD",
+            "BLOCKED",
+            "VANTAGES",
+            "RUNS",
+            "LONGEST GAP",
+        )
+        rows = [
+            tuple(
+                _printable(cell)
+                for cell in (
+                    e.kind,
+                    e.domain,
+                    network_name(e.asn),
+                    when(e.start),
+                    when(e.end) or "-",
+                    " > ".join(e.methods),
+                    str(e.measurements),
+                    str(e.vantages),
+                    str(e.runs),
+                    duration(e.longest_gap),
+                )
+            )
+            for e in shown
+        ]
+        widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+        for row in [header, *rows]:
+            cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+            click.echo("  ".join(cells).rstrip())
+    click.echo(
+        f"{plural(len(result.events), 'event')}, {plural(len(result.anomalies), 'anomaly')} "
+        f"in {plural(result.measurements, 'measurement')}.",
+        err=True,
+    )
+
+
+def _printable(text: str) -> str:
+    """Text safe for a terminal: control characters (escape sequences) replaced."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
+# ------------------------------------------------------------------ report
+
+
+@cli.command()
+@db_option("The SQLite database to read")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "html", "csv", "json"]),
+    default="md",
+    show_default=True,
+    help="md: Markdown; html: one self-contained page with a timeline chart; csv: one row per "
+    "event; json: the whole report as one object.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report to this file [default: stdout].",
+)
+@_filter_options
+@_event_options
+@click.option(
+    "--max-gap-hours",
+    type=click.FloatRange(min=0.01),
+    default=24.0,
+    show_default=True,
+    help="Hours without a conclusive measurement drawn as unknown in the chart.",
+)
+def report(
+    db: Path | None,
+    fmt: str,
+    output: Path | None,
+    domains: tuple[str, ...],
+    asns: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    min_measurements: int,
+    min_vantages: int,
+    max_gap_hours: float,
+) -> None:
+    """A report: per target and network the share blocked, the current state and the
+    methods; the block events with the evidence a reader can check (the block page or
+    fingerprint, the failure, what the control saw); the anomalies.
+
+    Example:
+
+        probe report --format html --since 2026-10-01 -o kg-october.html
+    """
+    from ..report import build_report
+    from ..report.render import render
+    from ..store.research import iter_summaries, measurement_details, network_names
+
+    filters = _filters(domains, asns, since, until)
+    database = _open(existing_db(db))
+    shown = {"domain": list(domains), "asn": list(filters.asns), "since": since, "until": until}
+    result = build_report(
+        iter_summaries(database, filters),
+        lambda ids: measurement_details(database, ids),
+        generated_at=_now(),
+        filters={k: v for k, v in shown.items() if v},
+        options=_options(min_measurements, min_vantages, max_gap_hours),
+        network_names=network_names(database),
+    )
+    with _Output(output) as out:
+        render(result, fmt, out)
+    if output is not None:
+        click.echo(f"Report written to {output}.", err=True)
+
+
+# ------------------------------------------------------------------ OONI export and import
+
+
+@cli.command()
+@db_option("The SQLite database to read")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["ooni"]),
+    default="ooni",
+    show_default=True,
+    help="ooni: OONI measurements (data format 0.2.0, web_connectivity), one a line.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file [default: stdout].",
+)
+@click.option("--since", metavar="TIME", help="Only measurements from TIME (UTC).")
+@click.option("--until", metavar="TIME", help="Only measurements before TIME (UTC).")
+@click.option(
+    "--include-imported",
+    is_flag=True,
+    help="Also export measurements imported from OONI (left out by default: they are OONI's).",
+)
+def export(
+    db: Path | None,
+    fmt: str,
+    output: Path | None,
+    since: str | None,
+    until: str | None,
+    include_imported: bool,
+) -> None:
+    """Write stored measurements as OONI measurements (JSON Lines), for OONI's tools.
+
+    Each line is an OONI Web Connectivity measurement: the envelope, the raw observations
+    (queries, tcp_connect, tls_handshakes, requests), the control, and the verdict in OONI's
+    words (our "tls" blocking is OONI's "http-failure"; ours is kept in x_probe_blocking).
+    probe_ip is 127.0.0.1: your address is in none of it. `probe import` reads it back.
+
+    Example:
+
+        probe export --format ooni --since 2026-11-01 -o november.jsonl
+    """
+    from ..ooni.measurement import Provenance, to_ooni
+    from ..store.research import iter_stored
+
+    filters = _filters((), (), since, until)
+    database = _open(existing_db(db))
+    config_name = (click.get_current_context().obj or {}).get("vantage")
+    count = 0
+    with _Output(output) as out:
+        for stored in iter_stored(database, filters, include_imported=include_imported):
+            vantage = stored.vantage
+            name = vantage.get("name") or (config_name if vantage.get("kind") == "local" else None)
+            provenance = Provenance(
+                measurement_id=stored.measurement_id,
+                run_id=stored.run["id"],
+                run_started_at=stored.run.get("started_at"),
+                probe_asn=stored.probe_asn,
+                probe_cc=stored.probe_cc,
+                vantage_id=vantage.get("id"),
+                vantage_name=name,
+                software_version=stored.run.get("software_version") or "",
+                probe_network_name=stored.run.get("probe_network_name"),
+            )
+            line = to_ooni(stored.observations, stored.verdict, provenance)
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            count += 1
+    click.echo(f"{count} measurements exported.", err=True)
+
+
+@cli.command("import")
+@db_option("The SQLite database to import into")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["ooni"]),
+    default="ooni",
+    show_default=True,
+    help="ooni: OONI measurements, one JSON object per file or JSON Lines (.gz too).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print each imported measurement as `check --json`."
+)
+@click.option(
+    "--fingerprints",
+    "fingerprint_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Extra blockpage fingerprints (JSON, probe's format), repeatable.",
+)
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+def import_(
+    db: Path | None,
+    fmt: str,
+    as_json: bool,
+    fingerprint_files: tuple[str, ...],
+    files: tuple[Path, ...],
+) -> None:
+    """Import OONI Web Connectivity measurements (0.4 and 0.5) and analyse them anew.
+
+    Each measurement is stored on its probe_asn/probe_cc, in a run per OONI report, and its
+    raw observations are judged by probe's own analysis: OONI's verdict is kept aside (in the
+    ooni_imports table) and never copied. A measurement that is malformed or of another test
+    or version is reported as FILE:LINE and skipped; the others are imported. Importing the
+    same measurement twice adds nothing. Exit status 0, with the skipped ones listed on
+    stderr; 2 when nothing at all could be read.
+
+    Example:
+
+        probe import --format ooni 2022-10-kg-webconnectivity.jsonl.gz
+    """
+    from ..analysis import analyze
+    from ..analysis.fingerprints import Fingerprints
+    from ..cli.measure import JSON_KEYS
+    from ..ooni.measurement import read_file
+    from ..store.imports import store_import
+
+    try:
+        fingerprints = Fingerprints.load(extra_files=fingerprint_files)
+    except InputError as exc:
+        raise BadInput(str(exc)) from None
+    database = _open(db_path(db))
+    imported = present = skipped = 0
+    for path in files:
+        for source, item, raw in read_file(path):
+            if isinstance(item, InputError):
+                click.echo(f"{source}: {item}", err=True)
+                skipped += 1
+                continue
+            verdict = analyze(item.observations, fingerprints=fingerprints)
+            stored = store_import(database, item, verdict, source=source, raw=raw)
+            if not stored.added:
+                present += 1
+                continue
+            imported += 1
+            if as_json:
+                row = database.table("measurements").get(stored.measurement_id)
+                record = {key: row[key] for key in JSON_KEYS}
+                for key in ("accessible", "confirmed"):
+                    record[key] = None if row[key] is None else bool(row[key])
+                record.update(
+                    measurement_id=stored.measurement_id,
+                    run_id=stored.run_id,
+                    offline=False,
+                    probe_asn=item.probe_asn,
+                    probe_cc=item.probe_cc,
+                    evidence=json.loads(row["evidence"] or "[]"),
+                    source=source,
+                )
+                click.echo(json.dumps(record, ensure_ascii=False))
+    click.echo(
+        f"{imported} measurements imported, {present} already in the database, {skipped} skipped.",
+        err=True,
+    )
+    if skipped and not imported and not present:
+        raise BadInput("nothing could be imported (see above)")
+
+
+# ------------------------------------------------------------------ merge
+
+
+@cli.command()
+@db_option("The SQLite database to merge into")
+@click.argument("others", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def merge(db: Path | None, others: tuple[Path, ...]) -> None:
+    """Bring other volunteers' databases (OTHER.db...) into this one.
+
+    Runs and measurements are added by their ids, so merging a file twice adds nothing; each
+    run keeps the vantage (probe) that measured it, so timelines count vantages right. The
+    other files are only read. A database written by a newer probe is refused.
+
+    Example:
+
+        probe merge --db kg-all.db bishkek-1.db osh-2.db
+    """
+    from ..store.merge import merge as merge_one
+    from ..store.research import name_local_vantage
+
+    path = db_path(db)
+    database = _open(path)
+    name_local_vantage(database, (click.get_current_context().obj or {}).get("vantage"))
+    for other in others:
+        try:
+            merged = merge_one(database, other)
+        except InputError as exc:
+            raise BadInput(str(exc)) from None
+        click.echo(
+            f"{other}: {merged.runs} runs, {merged.measurements} measurements and "
+            f"{merged.vantages} vantages added; {merged.runs_updated} runs updated."
+        )

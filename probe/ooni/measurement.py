@@ -1,0 +1,1180 @@
+"""OONI measurements of Web Connectivity (data format 0.2.0): ours out, OONI's in (pure).
+
+**Export** (:func:`to_ooni`): one stored measurement as an OONI measurement, the envelope of
+``SPEC:data-formats/df-000-base.md`` and the test keys of ts-017 as LTE (0.5) writes them:
+``queries`` (df-002), ``tcp_connect`` (df-005), ``tls_handshakes`` (df-006), ``requests``
+(df-001, newest first), ``control`` (the helper's answer, verbatim), ``control_failure`` and
+the verdict keys. Every entry is tagged as LTE tags it (``classic``: from the system resolver,
+which is all we connect to; ``depth=N``; ``fetch_body=true|false`` for the fetch and for the
+:443 validation of an http:// URL's addresses). As OONI does, no ``requests`` entry is written
+for a hop where no connection succeeded. Where OONI's vocabulary has no word for ours, OONI's
+word is written and ours is kept in an ``x_`` key: ``blocking`` ``"tls"`` is written
+``"http-failure"`` with ``x_probe_blocking: "tls"``; the verdict, evidence sentence, the ids
+of the measurement, run and vantage, and record fields OONI lacks (a hop's title, decoded
+length, 1xx codes, raw bytes, a certificate's hash) are ``x_`` keys too, so an import of our
+own export rebuilds the very observations. ``probe_ip`` is always ``127.0.0.1``, and no
+field holds the volunteer's address (the stored records never did).
+
+**Import** (:func:`from_ooni`): an OONI measurement of Web Connectivity 0.4 ("classic") or
+0.5 (LTE) as our :class:`~probe.model.records.Observations`, for *our* analysis to judge:
+OONI's ``blocking``/``accessible`` are kept aside for comparison and never copied. What
+differs between the versions:
+
+* 0.4 splits the system resolver's answer into ``A`` and ``AAAA`` queries (engine
+  ``system``) and tags nothing; its ``requests`` carry no address, so a failed request is
+  tied to the address the connect step reached on the URL's port (depth 0 only); redirect
+  hops carry no connectivity data.
+* 0.5 (LTE) records one ``ANY`` query for ``getaddrinfo`` (split here into A and AAAA), and
+  queries other resolvers (``udp``, ``doh``) too. It also connects and handshakes to
+  addresses that came from those resolvers and from the test helper: those entries lack the
+  ``classic`` tag and are left out, as OONI's own classic analysis leaves them out, because
+  our analysis (like our measurement) judges the connections to the system resolver's
+  addresses. It writes no ``requests`` entry for a hop where no connection succeeded: the
+  hop is rebuilt from its failed connects. A successful :443 validation connect
+  (``fetch_body=false``) is not kept, as our measurement keeps only failed ones.
+
+Everything in the file is checked as it is read: a field of the wrong type, an unsupported
+test or version, a malformed address raise :class:`~probe.errors.OONIFormatError` naming the
+field; :func:`read_file` adds ``FILE:LINE`` and goes on with the next measurement.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import hashlib
+import io
+import ipaddress
+import json
+import re
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import OONIFormatError
+from ..model import urls
+from ..model.addresses import endpoint
+from ..model.charset import title_of
+from ..model.records import (
+    Control,
+    DNSQuery,
+    HTTPRequest,
+    Observations,
+    TCPConnect,
+    TLSHandshake,
+    Verdict,
+)
+from ..targets import normalise
+from .helper_protocol import check_response
+
+DATA_FORMAT_VERSION = "0.2.0"
+TEST_NAME = "web_connectivity"
+#: The Web Connectivity layout our export follows (LTE's tags and keys).
+EXPORT_TEST_VERSION = "0.5.28"
+SOFTWARE_NAME = "probe"
+PROBE_IP = "127.0.0.1"  # OONI's placeholder: the probe's address is never published
+RESOLVER_IP = "127.0.0.2"  # OONI's placeholder for an unknown resolver address
+TEST_NAMES = frozenset({"web_connectivity", "web_connectivity@v0.5"})
+#: The vantage name OONI measurements are filed under: OONI does not identify its probes.
+OONI_VANTAGE_NAME = "OONI Probe (public measurements)"
+#: Namespace of the ids given to imported OONI measurements and reports (stable: importing
+#: the same measurement twice finds it already there).
+NAMESPACE = uuid.UUID("6c7f1a8e-3b0e-4f4e-9d0b-0b1e5e1c0a10")
+#: Entries of one list read at most (a measurement with more is not a real one).
+MAX_ENTRIES = 10_000
+#: Longest line (and largest single-object file) read, in bytes.
+MAX_LINE_BYTES = 32 * 1024 * 1024
+
+_RCODES = {
+    0: "NOERROR",
+    1: "FORMERR",
+    2: "SERVFAIL",
+    3: "NXDOMAIN",
+    4: "NOTIMP",
+    5: "REFUSED",
+    6: "YXDOMAIN",
+    7: "YXRRSET",
+    8: "NXRRSET",
+    9: "NOTAUTH",
+    10: "NOTZONE",
+}
+_RCODE_NUMBERS = {name: number for number, name in _RCODES.items()}
+#: Our DNS engines as OONI names them, and back (OONI's system-resolver names all mean ours).
+_TO_OONI_ENGINE = {"system": "system", "udp": "udp", "tcp": "tcp", "tls": "dot", "https": "doh"}
+_FROM_OONI_ENGINE = {"udp": "udp", "tcp": "tcp", "dot": "tls", "doh": "https"}
+_SYSTEM_ENGINES = frozenset({"system", "getaddrinfo", "golang_net_resolver", "go", "unknown"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
+_ASN = re.compile(r"^AS\d{1,10}$")
+_CC = re.compile(r"^[A-Z]{2}$")
+_EXTENSIONS = {
+    "dnst": 0,
+    "httpt": 0,
+    "netevents": 0,
+    "tcpconnect": 0,
+    "tlshandshake": 0,
+    "tunnel": 0,
+}
+
+
+# ------------------------------------------------------------------ export
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where a stored measurement comes from: its ids, its run and network, the vantage."""
+
+    measurement_id: str
+    run_id: str
+    run_started_at: str | None
+    probe_asn: str | None
+    probe_cc: str | None
+    vantage_id: str | None = None
+    vantage_name: str | None = None
+    software_version: str = ""
+    probe_network_name: str | None = None
+
+
+def report_id(p: Provenance) -> str:
+    """An OONI-shaped report id for a run (OONI's is per probe session; ours is per run)."""
+    when = (p.run_started_at or "").replace("-", "").replace(":", "").replace(" ", "T")
+    asn = (p.probe_asn or "AS0")[2:]
+    return f"{when}Z_webconnectivity_{p.probe_cc or 'ZZ'}_{asn}_n1_{p.run_id.replace('-', '')[:16]}"
+
+
+def to_ooni(obs: Observations, verdict: Verdict, p: Provenance) -> dict[str, Any]:
+    """One measurement in OONI's format (see the module docstring)."""
+    helper = obs.control.helper
+    return {
+        "annotations": {"engine_name": SOFTWARE_NAME, "engine_version": p.software_version},
+        "data_format_version": DATA_FORMAT_VERSION,
+        "extensions": dict(_EXTENSIONS),
+        "input": obs.url,
+        "measurement_start_time": obs.start_time,
+        "probe_asn": p.probe_asn or "AS0",
+        "probe_cc": p.probe_cc or "ZZ",
+        "probe_ip": PROBE_IP,
+        "probe_network_name": p.probe_network_name or "",
+        "report_id": report_id(p),
+        "resolver_asn": "AS0",
+        "resolver_ip": RESOLVER_IP,
+        "resolver_network_name": "",
+        "software_name": SOFTWARE_NAME,
+        "software_version": p.software_version,
+        "test_helpers": {"backend": {"address": helper, "type": urlsplit(helper).scheme}}
+        if helper
+        else {},
+        "test_keys": _test_keys(obs, verdict, p),
+        "test_name": TEST_NAME,
+        "test_runtime": obs.runtime,
+        "test_start_time": p.run_started_at or obs.start_time,
+        "test_version": EXPORT_TEST_VERSION,
+    }
+
+
+def _tags(depth: int, *, fetch_body: bool | None = True, classic: bool = True) -> list[str]:
+    tags = ["classic"] if classic else []
+    if depth == 0 and fetch_body is not None:
+        tags.append("tcptls_experiment")
+    tags.append(f"depth={depth}")
+    if fetch_body is not None:
+        tags.append(f"fetch_body={'true' if fetch_body else 'false'}")
+    return tags
+
+
+def _fetch_port(obs: Observations, depth: int) -> tuple[str, int]:
+    """The scheme and port of the fetch at ``depth``."""
+    url = next((h.url for h in obs.http if h.depth == depth), obs.url if depth == 0 else "")
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.scheme, port or (443 if parts.scheme == "https" else 80)
+
+
+def _maybe_binary(data: bytes) -> str | dict[str, str]:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"format": "base64", "data": base64.b64encode(data).decode("ascii")}
+
+
+def _resolver_address(resolver: str) -> str:
+    """``udp://192.0.2.1:53`` -> ``192.0.2.1:53``; a DoH URL stays a URL."""
+    if resolver.startswith("https://"):
+        return resolver
+    return resolver.split("://", 1)[-1]
+
+
+def _answers(addresses: list[str], cnames: list[str], ttl: int | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for address in addresses:
+        if ":" in address:
+            out.append({"answer_type": "AAAA", "ipv6": address, "ttl": ttl})
+        else:
+            out.append({"answer_type": "A", "ipv4": address, "ttl": ttl})
+    out += [{"answer_type": "CNAME", "hostname": name, "ttl": ttl} for name in cnames]
+    return out
+
+
+def _test_keys(obs: Observations, verdict: Verdict, p: Provenance) -> dict[str, Any]:
+    queries, duplicates = [], []
+    for q in obs.dns:
+        entry: dict[str, Any] = {
+            "answers": _answers(q.addresses, q.cnames, q.ttl),
+            "engine": _TO_OONI_ENGINE.get(q.engine, "unknown"),
+            "failure": q.failure,
+            "hostname": q.hostname,
+            "query_type": q.query_type,
+            "resolver_hostname": None,
+            "resolver_port": None,
+            "resolver_address": _resolver_address(q.resolver),
+            "t0": q.t0,
+            "t": q.t,
+            "tags": _tags(q.depth, fetch_body=None, classic=q.engine == "system"),
+            "x_resolver": q.resolver,
+        }
+        if q.rcode in _RCODE_NUMBERS:
+            entry["rcode"] = _RCODE_NUMBERS[q.rcode]
+        elif q.rcode is not None:
+            entry["x_rcode"] = q.rcode
+        queries.append(entry)
+        for reply in q.duplicate_replies:
+            duplicates.append(
+                {
+                    **{k: entry[k] for k in ("engine", "hostname", "query_type", "tags")},
+                    "resolver_address": entry["resolver_address"],
+                    "x_resolver": q.resolver,
+                    "answers": _answers(list(reply.get("addresses") or []), [], None),
+                    "failure": None,
+                    "rcode": _RCODE_NUMBERS.get(str(reply.get("rcode")), None),
+                    "t0": reply.get("t", 0.0),
+                    "t": reply.get("t", 0.0),
+                    "x_rcode": reply.get("rcode"),
+                    "x_wrong_id": bool(reply.get("wrong_id")),
+                }
+            )
+    tcp_connect = []
+    for c in obs.tcp:
+        scheme, port = _fetch_port(obs, c.depth)
+        validate = scheme == "http" and c.port == 443 and port != 443
+        tcp_connect.append(
+            {
+                "ip": c.ip,
+                "port": c.port,
+                "status": {"failure": c.failure, "success": c.failure is None},
+                "t0": c.t0,
+                "t": c.t,
+                "tags": _tags(c.depth, fetch_body=not validate),
+            }
+        )
+    tls_handshakes = [
+        {
+            "network": "tcp",
+            "address": endpoint(h.ip, h.port),
+            "cipher_suite": h.cipher or "",
+            "failure": h.failure,
+            "negotiated_protocol": h.alpn or "",
+            "no_tls_verify": False,
+            "peer_certificates": [],
+            "server_name": h.server_name,
+            "t0": h.t0,
+            "t": h.t,
+            "tags": _tags(h.depth, fetch_body=h.purpose == "fetch"),
+            "tls_version": h.tls_version or "",
+            "x_cert_sha256": h.cert_sha256,
+            "x_cert_subject": h.cert_subject,
+            "x_cert_issuer": h.cert_issuer,
+        }
+        for h in obs.tls
+    ]
+    requests, unconnected = [], []
+    for hop in obs.http:
+        if hop.ip is None and hop.failure is not None:
+            # No connection succeeded: OONI writes no request; we keep the hop aside.
+            unconnected.append(
+                {
+                    "url": hop.url,
+                    "depth": hop.depth,
+                    "failure": hop.failure,
+                    "t0": hop.t0,
+                    "t": hop.t,
+                }
+            )
+            continue
+        requests.append(_request(obs, hop))
+    requests.reverse()  # OONI: the last request first
+    system_failures = [
+        q.failure for q in obs.dns if q.engine == "system" and q.depth == 0 and q.failure
+    ]
+    return {
+        "agent": "redirect",
+        "client_resolver": None,
+        "retries": None,
+        "socksproxy": None,
+        "queries": queries,
+        "x_dns_duplicate_responses": duplicates,
+        "tcp_connect": tcp_connect,
+        "tls_handshakes": tls_handshakes,
+        "network_events": [],
+        "requests": requests,
+        "control": obs.control.response or {},
+        "control_failure": obs.control.failure if obs.control.response is None else None,
+        "dns_experiment_failure": system_failures[0] if system_failures else None,
+        "dns_consistency": verdict.dns_consistency,
+        "http_experiment_failure": verdict.failure,
+        "body_length_match": verdict.body_length_match,
+        "body_proportion": verdict.body_proportion or 0,
+        "status_code_match": verdict.status_code_match,
+        "headers_match": verdict.headers_match,
+        "title_match": verdict.title_match,
+        **_ooni_verdict(verdict),
+        "x_probe_verdict": verdict.verdict,
+        "x_probe_blocking": verdict.blocking,
+        "x_probe_blockpage": verdict.blockpage,
+        "x_probe_confirmed": verdict.confirmed,
+        "x_probe_reason": verdict.reason,
+        "x_probe_measurement_id": p.measurement_id,
+        "x_probe_run_id": p.run_id,
+        "x_probe_vantage": p.vantage_id,
+        "x_probe_vantage_name": p.vantage_name,
+        "x_probe_input": obs.input,
+        "x_probe_category": obs.category,
+        "x_probe_unconnected_hops": unconnected,
+        "x_probe_control": {
+            "helper": obs.control.helper,
+            "failure": obs.control.failure,
+            "t0": obs.control.t0,
+            "t": obs.control.t,
+        },
+    }
+
+
+def _ooni_verdict(verdict: Verdict) -> dict[str, Any]:
+    """``blocking`` and ``accessible`` in OONI's vocabulary (our ``tls`` is ``http-failure``)."""
+    if verdict.verdict == "accessible":
+        return {"blocking": False, "accessible": True}
+    if verdict.verdict == "blocked":
+        blocking = "http-failure" if verdict.blocking == "tls" else verdict.blocking
+        return {"blocking": blocking, "accessible": False}
+    if verdict.verdict == "down":
+        return {"blocking": False, "accessible": False}
+    return {"blocking": None, "accessible": None}
+
+
+def _request(obs: Observations, hop: HTTPRequest) -> dict[str, Any]:
+    alpn = next(
+        (t.alpn for t in obs.tls if t.depth == hop.depth and t.ip == hop.ip and t.alpn), None
+    )
+    headers: dict[str, str] = {}
+    for name, value in hop.headers:
+        headers.setdefault(name, value)
+    body = hop.body or b""
+    stored_short = hop.body is not None and (hop.body_length or 0) > len(hop.body)
+    return {
+        "network": "tcp",
+        "address": endpoint(hop.ip, hop.port or 0) if hop.ip else "",
+        "alpn": alpn or "",
+        "failure": hop.failure,
+        "request": {
+            "body": "",
+            "body_is_truncated": False,
+            "headers": {},
+            "headers_list": [],
+            "method": hop.method,
+            "tor": {"exit_ip": None, "exit_name": None, "is_tor": False},
+            "x_transport": "tcp",
+            "url": hop.url,
+        },
+        "response": {
+            "body": _maybe_binary(body),
+            "body_is_truncated": hop.body_truncated or stored_short or hop.body is None,
+            "code": hop.status_code or 0,
+            "headers": headers,
+            "headers_list": [[name, value] for name, value in hop.headers],
+        },
+        "t0": hop.t0,
+        "t": hop.t,
+        "tags": _tags(hop.depth),
+        "x_body_stored": hop.body is not None,
+        "x_body_length": hop.body_length,
+        "x_body_sha256": hop.body_sha256,
+        "x_body_truncated": hop.body_truncated,
+        "x_title": hop.title,
+        "x_location": hop.location,
+        "x_informational": hop.informational,
+        "x_raw": base64.b64encode(hop.raw).decode("ascii") if hop.raw is not None else None,
+    }
+
+
+# ------------------------------------------------------------------ import
+
+
+@dataclass(slots=True)
+class Imported:
+    """An OONI measurement read back: the observations and where they come from."""
+
+    observations: Observations
+    probe_asn: str
+    probe_cc: str
+    report_id: str
+    uid: str  # OONI's identity of the measurement (for "already imported")
+    test_version: str
+    software: str
+    test_start_time: str
+    ooni_blocking: Any  # OONI's verdict as published: for comparison only
+    ooni_accessible: Any
+    #: Set when the file is probe's own export: the ids it had, kept.
+    measurement_id: str | None = None
+    run_id: str | None = None
+    vantage_id: str | None = None
+    vantage_name: str | None = None
+    probe_network_name: str | None = None
+
+    @property
+    def stored_measurement_id(self) -> str:
+        return self.measurement_id or str(uuid.uuid5(NAMESPACE, "measurement:" + self.uid))
+
+    @property
+    def stored_run_id(self) -> str:
+        return self.run_id or str(uuid.uuid5(NAMESPACE, "report:" + self.report_id))
+
+
+class _Doc:
+    """Typed access to a parsed JSON document; every error names the field."""
+
+    @staticmethod
+    def obj(value: Any, path: str, *, required: bool = False) -> dict[str, Any]:
+        if value is None and not required:
+            return {}
+        if not isinstance(value, dict):
+            raise OONIFormatError(f"{path}: expected an object")
+        return value
+
+    @staticmethod
+    def array(value: Any, path: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise OONIFormatError(f"{path}: expected an array")
+        if len(value) > MAX_ENTRIES:
+            raise OONIFormatError(f"{path}: more than {MAX_ENTRIES} entries")
+        return value
+
+    @staticmethod
+    def text(value: Any, path: str, *, required: bool = False) -> str | None:
+        if value is None and not required:
+            return None
+        if not isinstance(value, str):
+            raise OONIFormatError(f"{path}: expected a string")
+        return value
+
+    @staticmethod
+    def string(value: Any, path: str) -> str:
+        if not isinstance(value, str):
+            raise OONIFormatError(f"{path}: expected a string")
+        return value
+
+    @staticmethod
+    def integer(value: Any, path: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OONIFormatError(f"{path}: expected an integer")
+        return value
+
+    @staticmethod
+    def number(value: Any, path: str) -> float:
+        if value is None:
+            return 0.0
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise OONIFormatError(f"{path}: expected a number")
+        return float(value)
+
+    @staticmethod
+    def failure(value: Any, path: str) -> str | None:
+        if value is None or value is False:  # old probes wrote false for "no failure"
+            return None
+        if not isinstance(value, str):
+            raise OONIFormatError(f"{path}: expected a failure string or null")
+        return value
+
+
+def _split_endpoint(address: str, path: str) -> tuple[str, int]:
+    """``1.2.3.4:443`` / ``[2001:db8::1]:443`` -> (ip, port)."""
+    host, sep, port_text = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ip = str(ipaddress.ip_address(host))
+        port = int(port_text)
+    except ValueError:
+        raise OONIFormatError(f"{path}: {address!r} is not an ip:port endpoint") from None
+    if not sep or not 0 <= port <= 65535:
+        raise OONIFormatError(f"{path}: {address!r} is not an ip:port endpoint")
+    return ip, port
+
+
+def _ip(value: Any, path: str) -> str:
+    text = _Doc.string(value, path)
+    try:
+        return str(ipaddress.ip_address(text or ""))
+    except ValueError:
+        raise OONIFormatError(f"{path}: {text!r} is not an IP address") from None
+
+
+def _port(value: Any, path: str) -> int:
+    port = _Doc.integer(value, path)
+    if port is None or not 0 <= port <= 65535:
+        raise OONIFormatError(f"{path}: expected a port number")
+    return port
+
+
+def _binary(value: Any, path: str) -> bytes | None:
+    """MaybeBinaryData (df-001): a UTF-8 string, or ``{"format": "base64", "data": ...}``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    doc = _Doc.obj(value, path)
+    if doc.get("format") != "base64":
+        raise OONIFormatError(f"{path}: binary data must have format base64")
+    return _base64(doc.get("data"), f"{path}.data")
+
+
+def _base64(value: Any, path: str) -> bytes:
+    text = _Doc.string(value, path)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise OONIFormatError(f"{path}: not base64") from None
+
+
+def _header_value(value: Any, path: str) -> str:
+    data = _binary(value, path) or b""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _tag_list(entry: dict[str, Any], path: str) -> list[str]:
+    tags = _Doc.array(entry.get("tags"), f"{path}.tags")
+    if not all(isinstance(t, str) for t in tags):
+        raise OONIFormatError(f"{path}.tags: expected strings")
+    return tags
+
+
+def _tag_depth(tags: list[str]) -> int | None:
+    for tag in tags:
+        if tag.startswith("depth="):
+            value = tag[len("depth=") :]
+            if value.isdigit() and len(value) < 4:
+                return int(value)
+    return None
+
+
+@dataclass(slots=True)
+class _Context:
+    lte: bool
+    domain: str
+    hop_hosts: list[str]  # the host of each hop, in order (0.4 has no depth tags)
+
+    def keep(self, tags: list[str]) -> bool:
+        """LTE: only the classic entries (system resolver's addresses); 0.4: all."""
+        return not self.lte or "classic" in tags
+
+    def depth(self, tags: list[str], host: str | None = None) -> int:
+        depth = _tag_depth(tags)
+        if depth is not None:
+            return depth
+        if host is None or host == self.domain:
+            return 0
+        return self.hop_hosts.index(host) if host in self.hop_hosts else 0
+
+
+def from_ooni(data: Any) -> Imported:
+    """An OONI Web Connectivity measurement (0.4 or 0.5) as our observations.
+
+    Raises :class:`~probe.errors.OONIFormatError` naming the first field that is not as
+    OONI's spec says, or the test or version we do not read.
+    """
+    doc = _Doc.obj(data, "$", required=True)
+    test_name = doc.get("test_name")
+    if not isinstance(test_name, str) or test_name not in TEST_NAMES:
+        raise OONIFormatError(f"$.test_name: {str(test_name)[:64]!r} is not web_connectivity")
+    fmt = _Doc.string(doc.get("data_format_version"), "$.data_format_version")
+    if not fmt.startswith("0.2."):
+        raise OONIFormatError(f"$.data_format_version: {fmt[:16]!r} is not 0.2.x")
+    version = _Doc.string(doc.get("test_version"), "$.test_version")
+    if not version.startswith(("0.4.", "0.5.")):
+        raise OONIFormatError(f"$.test_version: {version[:16]!r} is neither 0.4.x nor 0.5.x")
+    start = _Doc.string(doc.get("measurement_start_time"), "$.measurement_start_time")
+    if not _TIME.match(start):
+        raise OONIFormatError("$.measurement_start_time: expected YYYY-MM-DD HH:MM:SS")
+    asn = _Doc.string(doc.get("probe_asn"), "$.probe_asn")
+    if not _ASN.match(asn):
+        raise OONIFormatError(f"$.probe_asn: {asn[:16]!r} is not an AS number like AS8449")
+    cc = _Doc.string(doc.get("probe_cc"), "$.probe_cc")
+    if not _CC.match(cc):
+        raise OONIFormatError(f"$.probe_cc: {cc[:16]!r} is not a country code like KG")
+    raw_input = _Doc.string(doc.get("input"), "$.input")
+    try:
+        url, domain = normalise(raw_input)
+    except ValueError as exc:
+        raise OONIFormatError(f"$.input: {exc}") from None
+    if not url.startswith(("http://", "https://")):
+        raise OONIFormatError("$.input: not an http(s) URL")
+    keys = _Doc.obj(doc.get("test_keys"), "$.test_keys", required=True)
+    report = _Doc.text(doc.get("report_id"), "$.report_id") or ""
+    test_start = _Doc.text(doc.get("test_start_time"), "$.test_start_time") or start
+    if not _TIME.match(test_start):
+        test_start = start
+    software = " ".join(
+        filter(
+            None, (_Doc.text(doc.get(k), f"$.{k}") for k in ("software_name", "software_version"))
+        )
+    )
+    lte = version.startswith("0.5.")
+    requests = _requests(keys, url, lte)
+    hop_hosts = [urlsplit(hop.url).hostname or "" for hop in requests]
+    ctx = _Context(lte=lte, domain=domain, hop_hosts=hop_hosts)
+    obs = Observations(
+        input=_Doc.text(keys.get("x_probe_input"), "$.test_keys.x_probe_input") or raw_input,
+        url=url,
+        domain=domain,
+        category=_Doc.text(keys.get("x_probe_category"), "$.test_keys.x_probe_category"),
+        start_time=start,
+        runtime=_Doc.number(doc.get("test_runtime"), "$.test_runtime"),
+        dns=_queries(keys, ctx),
+        tcp=_connects(keys, ctx, url),
+        tls=_handshakes(keys, ctx),
+        control=_control(doc, keys),
+    )
+    obs.http = _with_hops(obs, requests, keys, ctx)
+    _tie_requests(obs, lte)
+    uid, ids = _identity(doc, keys, report, raw_input, start)
+    return Imported(
+        observations=obs,
+        probe_asn=asn,
+        probe_cc=cc,
+        report_id=report,
+        uid=uid,
+        test_version=version,
+        software=software,
+        test_start_time=test_start,
+        ooni_blocking=keys.get("blocking"),
+        ooni_accessible=keys.get("accessible"),
+        probe_network_name=_Doc.text(doc.get("probe_network_name"), "$.probe_network_name") or None,
+        **ids,
+    )
+
+
+def _identity(
+    doc: dict[str, Any], keys: dict[str, Any], report: str, raw_input: str, start: str
+) -> tuple[str, dict[str, str | None]]:
+    """OONI's identity of the measurement, and our ids when the file is our own export."""
+    ids: dict[str, str | None] = {}
+    for key, name in (
+        ("x_probe_measurement_id", "measurement_id"),
+        ("x_probe_run_id", "run_id"),
+        ("x_probe_vantage", "vantage_id"),
+    ):
+        value = _Doc.text(keys.get(key), f"$.test_keys.{key}")
+        if value is not None:
+            try:
+                value = str(uuid.UUID(value))
+            except ValueError:
+                raise OONIFormatError(f"$.test_keys.{key}: not a UUID") from None
+        ids[name] = value
+    ids["vantage_name"] = _Doc.text(
+        keys.get("x_probe_vantage_name"), "$.test_keys.x_probe_vantage_name"
+    )
+    if ids["measurement_id"]:
+        return f"probe:{ids['measurement_id']}", ids
+    uid = _Doc.text(doc.get("measurement_uid"), "$.measurement_uid")
+    if uid:
+        return f"ooni:{uid}", ids
+    digest = hashlib.sha256(f"{report}\n{raw_input}\n{start}".encode()).hexdigest()
+    return f"ooni-sha256:{digest}", ids
+
+
+def _rcode(entry: dict[str, Any], path: str) -> str | None:
+    named = _Doc.text(entry.get("x_rcode"), f"{path}.x_rcode")
+    if named is not None:
+        return named
+    number = _Doc.integer(entry.get("rcode"), f"{path}.rcode")
+    if number is None and entry.get("raw_response"):
+        raw = _base64(entry.get("raw_response"), f"{path}.raw_response")
+        number = raw[3] & 0x0F if len(raw) >= 4 else None
+    if number is None:
+        return None
+    return _RCODES.get(number, f"RCODE{number}")
+
+
+def _answers_of(
+    entry: dict[str, Any], path: str
+) -> tuple[list[str], list[str], list[str], int | None]:
+    """(IPv4, IPv6, CNAMEs, first TTL) of a query's answers."""
+    v4: list[str] = []
+    v6: list[str] = []
+    cnames: list[str] = []
+    ttl: int | None = None
+    for i, raw in enumerate(_Doc.array(entry.get("answers"), f"{path}.answers")):
+        where = f"{path}.answers[{i}]"
+        answer = _Doc.obj(raw, where, required=True)
+        kind = answer.get("answer_type")
+        if ttl is None:
+            ttl = _Doc.integer(answer.get("ttl"), f"{where}.ttl")
+        if kind == "A":
+            v4.append(_ip(answer.get("ipv4"), f"{where}.ipv4"))
+        elif kind == "AAAA":
+            v6.append(_ip(answer.get("ipv6"), f"{where}.ipv6"))
+        elif kind == "CNAME":
+            name = _Doc.text(answer.get("hostname"), f"{where}.hostname")
+            if name:
+                cnames.append(name)
+    return v4, v6, cnames, ttl
+
+
+def _queries(keys: dict[str, Any], ctx: _Context) -> list[DNSQuery]:
+    out: list[DNSQuery] = []
+    for i, raw in enumerate(_Doc.array(keys.get("queries"), "$.test_keys.queries")):
+        path = f"$.test_keys.queries[{i}]"
+        out += _query(_Doc.obj(raw, path, required=True), path, ctx)
+    for i, raw in enumerate(
+        _Doc.array(keys.get("x_dns_duplicate_responses"), "$.test_keys.x_dns_duplicate_responses")
+    ):
+        path = f"$.test_keys.x_dns_duplicate_responses[{i}]"
+        entry = _Doc.obj(raw, path, required=True)
+        for dup in _query(entry, path, ctx):
+            original = next(
+                (
+                    q
+                    for q in out
+                    if (q.engine, q.resolver, q.hostname, q.query_type, q.depth)
+                    == (dup.engine, dup.resolver, dup.hostname, dup.query_type, dup.depth)
+                ),
+                None,
+            )
+            if original is not None:
+                original.duplicate_replies.append(
+                    {
+                        "rcode": dup.rcode,
+                        "addresses": dup.addresses,
+                        "wrong_id": entry.get("x_wrong_id") is True,
+                        "t": dup.t,
+                    }
+                )
+    return out
+
+
+def _query(entry: dict[str, Any], path: str, ctx: _Context) -> list[DNSQuery]:
+    engine_name = _Doc.text(entry.get("engine"), f"{path}.engine") or "unknown"
+    hostname = _Doc.string(entry.get("hostname"), f"{path}.hostname")
+    qtype = _Doc.string(entry.get("query_type"), f"{path}.query_type")
+    failure = _Doc.failure(entry.get("failure"), f"{path}.failure")
+    address = _Doc.text(entry.get("resolver_address"), f"{path}.resolver_address") or ""
+    tags = _tag_list(entry, path)
+    t0 = _Doc.number(entry.get("t0"), f"{path}.t0")
+    t = _Doc.number(entry.get("t"), f"{path}.t")
+    v4, v6, cnames, ttl = _answers_of(entry, path)
+    rcode = _rcode(entry, path)
+    if engine_name in _SYSTEM_ENGINES:
+        engine = "system"
+        resolver = f"udp://{address}" if address else engine_name
+    elif engine_name in _FROM_OONI_ENGINE:
+        engine = _FROM_OONI_ENGINE[engine_name]
+        resolver = address if engine == "https" else f"{engine}://{address}"
+    else:
+        return []  # a resolver we have no word for
+    resolver = _Doc.text(entry.get("x_resolver"), f"{path}.x_resolver") or resolver
+    host = hostname.rstrip(".").lower()
+    depth = ctx.depth(tags, host)
+
+    def query(qtype: str, addresses: list[str]) -> DNSQuery:
+        return DNSQuery(
+            hostname,
+            qtype,
+            engine,
+            resolver,
+            failure,
+            rcode,
+            addresses,
+            list(cnames),
+            ttl,
+            depth=depth,
+            t0=t0,
+            t=t,
+        )
+
+    if qtype == "ANY":  # getaddrinfo: one lookup, both families
+        a = query("A", v4)
+        if failure is None and not v4:
+            a.failure = "dns_no_answer"
+        out = [a]
+        if v6 or failure is not None:
+            out.append(query("AAAA", v6))
+        return out
+    if qtype in ("A", "AAAA"):
+        return [query(qtype, v4 if qtype == "A" else v6)]
+    return []
+
+
+def _connects(keys: dict[str, Any], ctx: _Context, url: str) -> list[TCPConnect]:
+    out: list[TCPConnect] = []
+    for i, raw in enumerate(_Doc.array(keys.get("tcp_connect"), "$.test_keys.tcp_connect")):
+        path = f"$.test_keys.tcp_connect[{i}]"
+        entry = _Doc.obj(raw, path, required=True)
+        tags = _tag_list(entry, path)
+        if not ctx.keep(tags):
+            continue
+        status = _Doc.obj(entry.get("status"), f"{path}.status", required=True)
+        failure = _Doc.failure(status.get("failure"), f"{path}.status.failure")
+        if failure is None and status.get("success") is False:
+            failure = "unknown_failure: connect failed without a failure string"
+        if "fetch_body=false" in tags and failure is None:
+            continue  # a successful validation connect: its handshake says everything
+        out.append(
+            TCPConnect(
+                ip=_ip(entry.get("ip"), f"{path}.ip"),
+                port=_port(entry.get("port"), f"{path}.port"),
+                failure=failure,
+                depth=ctx.depth(tags),
+                t0=_Doc.number(entry.get("t0"), f"{path}.t0"),
+                t=_Doc.number(entry.get("t"), f"{path}.t"),
+            )
+        )
+    out.sort(key=lambda c: (c.depth, c.t0))
+    return out
+
+
+def _handshakes(keys: dict[str, Any], ctx: _Context) -> list[TLSHandshake]:
+    out: list[TLSHandshake] = []
+    for i, raw in enumerate(_Doc.array(keys.get("tls_handshakes"), "$.test_keys.tls_handshakes")):
+        path = f"$.test_keys.tls_handshakes[{i}]"
+        entry = _Doc.obj(raw, path, required=True)
+        tags = _tag_list(entry, path)
+        if not ctx.keep(tags):
+            continue
+        address = _Doc.string(entry.get("address"), f"{path}.address")
+        ip, port = _split_endpoint(address, f"{path}.address")
+        certs = _Doc.array(entry.get("peer_certificates"), f"{path}.peer_certificates")
+        cert_sha256 = _Doc.text(entry.get("x_cert_sha256"), f"{path}.x_cert_sha256")
+        if cert_sha256 is None and certs:
+            der = _binary(certs[0], f"{path}.peer_certificates[0]") or b""
+            cert_sha256 = hashlib.sha256(der).hexdigest()
+        out.append(
+            TLSHandshake(
+                ip=ip,
+                port=port,
+                server_name=_Doc.text(entry.get("server_name"), f"{path}.server_name") or "",
+                failure=_Doc.failure(entry.get("failure"), f"{path}.failure"),
+                tls_version=_Doc.text(entry.get("tls_version"), f"{path}.tls_version") or None,
+                cipher=_Doc.text(entry.get("cipher_suite"), f"{path}.cipher_suite") or None,
+                alpn=_Doc.text(entry.get("negotiated_protocol"), f"{path}.negotiated_protocol")
+                or None,
+                cert_sha256=cert_sha256,
+                cert_subject=_Doc.text(entry.get("x_cert_subject"), f"{path}.x_cert_subject"),
+                cert_issuer=_Doc.text(entry.get("x_cert_issuer"), f"{path}.x_cert_issuer"),
+                purpose="validate" if "fetch_body=false" in tags else "fetch",
+                depth=ctx.depth(tags),
+                t0=_Doc.number(entry.get("t0"), f"{path}.t0"),
+                t=_Doc.number(entry.get("t"), f"{path}.t"),
+            )
+        )
+    out.sort(key=lambda h: (h.depth, h.t0))
+    return out
+
+
+def _requests(keys: dict[str, Any], url: str, lte: bool) -> list[HTTPRequest]:
+    """The fetch's hops in order (OONI lists the last first); LTE: the classic ones only,
+    and only as long as they follow each other from depth 0."""
+    entries = _Doc.array(keys.get("requests"), "$.test_keys.requests")
+    hops: list[HTTPRequest] = []
+    for index in range(len(entries) - 1, -1, -1):
+        path = f"$.test_keys.requests[{index}]"
+        entry = _Doc.obj(entries[index], path, required=True)
+        tags = _tag_list(entry, path)
+        if lte and "classic" not in tags:
+            continue
+        depth = _tag_depth(tags)
+        depth = len(hops) if depth is None else depth
+        if depth != len(hops):
+            break  # the chain left the system resolver's addresses: the rest is not ours
+        hops.append(_hop(entry, path, depth))
+    return hops
+
+
+def _hop(entry: dict[str, Any], path: str, depth: int) -> HTTPRequest:
+    request = _Doc.obj(entry.get("request"), f"{path}.request")
+    response = _Doc.obj(entry.get("response"), f"{path}.response")
+    hop_url = _Doc.string(request.get("url"), f"{path}.request.url")
+    ip = port = None
+    address = _Doc.text(entry.get("address"), f"{path}.address")
+    if address:
+        ip, port = _split_endpoint(address, f"{path}.address")
+    headers: list[list[str]] = []
+    if response.get("headers_list") is not None:
+        for i, pair in enumerate(
+            _Doc.array(response.get("headers_list"), f"{path}.response.headers_list")
+        ):
+            where = f"{path}.response.headers_list[{i}]"
+            if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], str):
+                raise OONIFormatError(f"{where}: expected [name, value]")
+            headers.append([pair[0], _header_value(pair[1], where)])
+    else:
+        for name, value in _Doc.obj(response.get("headers"), f"{path}.response.headers").items():
+            headers.append([str(name), _header_value(value, f"{path}.response.headers")])
+    code = _Doc.integer(response.get("code"), f"{path}.response.code")
+    hop = HTTPRequest(
+        url=hop_url,
+        method=_Doc.text(request.get("method"), f"{path}.request.method") or "GET",
+        ip=ip,
+        port=port,
+        failure=_Doc.failure(entry.get("failure"), f"{path}.failure"),
+        status_code=code if code and code > 0 else None,
+        headers=headers,
+        depth=depth,
+        t0=_Doc.number(entry.get("t0"), f"{path}.t0"),
+        t=_Doc.number(entry.get("t"), f"{path}.t"),
+    )
+    body = _binary(response.get("body"), f"{path}.response.body")
+    if entry.get("x_body_stored") is False:
+        body = None
+    hop.body = body
+    truncated = entry.get("x_body_truncated", response.get("body_is_truncated"))
+    hop.body_truncated = truncated is True
+    length = _Doc.integer(entry.get("x_body_length"), f"{path}.x_body_length")
+    hop.body_length = length if length is not None else (len(body) if body is not None else None)
+    if "x_body_sha256" in entry:
+        hop.body_sha256 = _Doc.text(entry.get("x_body_sha256"), f"{path}.x_body_sha256")
+    elif body:
+        hop.body_sha256 = hashlib.sha256(body).hexdigest()
+    if "x_title" in entry:
+        hop.title = _Doc.text(entry.get("x_title"), f"{path}.x_title")
+    elif body:
+        hop.title = title_of(body, hop.header("content-type"))
+    if "x_location" in entry:
+        hop.location = _Doc.text(entry.get("x_location"), f"{path}.x_location")
+    elif hop.status_code in _REDIRECTS and hop.header("location") is not None:
+        try:
+            hop.location = urls.canonical(urls.resolve(hop_url, hop.header("location") or ""))
+        except ValueError:
+            hop.location = None
+    informational = _Doc.array(entry.get("x_informational"), f"{path}.x_informational")
+    hop.informational = [c for c in informational if isinstance(c, int) and not isinstance(c, bool)]
+    if entry.get("x_raw") is not None:
+        hop.raw = _base64(entry.get("x_raw"), f"{path}.x_raw")
+    return hop
+
+
+def _with_hops(
+    obs: Observations, hops: list[HTTPRequest], keys: dict[str, Any], ctx: _Context
+) -> list[HTTPRequest]:
+    """The hops, plus the one where no connection succeeded (OONI writes no request for it):
+    from our own export's ``x_probe_unconnected_hops``, else rebuilt from the failed connects."""
+    path = "$.test_keys.x_probe_unconnected_hops"
+    unconnected = _Doc.array(keys.get("x_probe_unconnected_hops"), path)
+    if "x_probe_unconnected_hops" in keys:
+        for i, raw in enumerate(unconnected):
+            entry = _Doc.obj(raw, f"{path}[{i}]", required=True)
+            hops.append(
+                HTTPRequest(
+                    url=_Doc.string(entry.get("url"), f"{path}[{i}].url"),
+                    failure=_Doc.failure(entry.get("failure"), f"{path}[{i}].failure"),
+                    depth=_Doc.integer(entry.get("depth"), f"{path}[{i}].depth") or 0,
+                    t0=_Doc.number(entry.get("t0"), f"{path}[{i}].t0"),
+                    t=_Doc.number(entry.get("t"), f"{path}[{i}].t"),
+                )
+            )
+        hops.sort(key=lambda h: h.depth)
+        return hops
+    last = hops[-1] if hops else None
+    if last is None:
+        depth, url = 0, obs.url
+    elif last.failure is None and last.status_code in _REDIRECTS and last.location:
+        depth, url = last.depth + 1, last.location
+    else:
+        return hops
+    failure = _first_failure(obs, depth, url)
+    if failure is not None:
+        hops.append(HTTPRequest(url=url, depth=depth, failure=failure))
+    return hops
+
+
+def _first_failure(obs: Observations, depth: int, url: str) -> str | None:
+    """What stopped a hop where every connection failed (None if one succeeded): the TLS
+    failure on an address if the handshake was reached, else its TCP failure, taking the
+    addresses in the system resolver's order."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    connects = [c for c in obs.tcp if c.depth == depth and c.port == port]
+    if not connects:
+        return None
+    secure = parts.scheme == "https"
+    handshakes = [h for h in obs.tls if h.depth == depth and h.purpose == "fetch"]
+    if any(c.failure is None for c in connects) and (
+        not secure or any(h.failure is None for h in handshakes)
+    ):
+        return None
+    host = (parts.hostname or "").lower()
+    order = [
+        a
+        for q in obs.dns
+        if q.engine == "system" and q.depth == depth and q.hostname.rstrip(".").lower() == host
+        for a in q.addresses
+    ]
+    ranked = sorted(connects, key=lambda c: order.index(c.ip) if c.ip in order else len(order))
+    for c in ranked:
+        handshake = next((h for h in handshakes if h.ip == c.ip and h.failure), None)
+        if handshake is not None:
+            return handshake.failure
+        if c.failure:
+            return c.failure
+    return None
+
+
+def _tie_requests(obs: Observations, lte: bool) -> None:
+    """0.4's requests carry no address: a failed one is tied to the address the connect step
+    reached on the URL's port (TLS too for https), so the failure is read as the HTTP
+    exchange's, as OONI 0.4 reads it. Only at depth 0, where the connect step ran."""
+    if lte:
+        return
+    for hop in obs.http:
+        if hop.depth != 0 or hop.ip is not None or hop.failure is None:
+            continue
+        scheme, port = urlsplit(hop.url).scheme, None
+        try:
+            port = urlsplit(hop.url).port or (443 if scheme == "https" else 80)
+        except ValueError:
+            continue
+        for c in obs.tcp:
+            if c.depth == 0 and c.port == port and c.failure is None:
+                tls_ok = scheme != "https" or any(
+                    h.ip == c.ip and h.port == port and h.failure is None for h in obs.tls
+                )
+                if tls_ok:
+                    hop.ip, hop.port = c.ip, port
+                    break
+
+
+def _control(doc: dict[str, Any], keys: dict[str, Any]) -> Control:
+    failure = _Doc.failure(keys.get("control_failure"), "$.test_keys.control_failure")
+    helpers = _Doc.obj(doc.get("test_helpers"), "$.test_helpers")
+    backend = helpers.get("backend")
+    helper = None
+    if isinstance(backend, dict):
+        helper = _Doc.text(backend.get("address"), "$.test_helpers.backend.address")
+    extra = _Doc.obj(keys.get("x_probe_control"), "$.test_keys.x_probe_control")
+    t0 = _Doc.number(extra.get("t0"), "$.test_keys.x_probe_control.t0")
+    t = _Doc.number(extra.get("t"), "$.test_keys.x_probe_control.t")
+    helper = _Doc.text(extra.get("helper"), "$.test_keys.x_probe_control.helper") or helper
+    raw = keys.get("control")
+    if failure is not None or not raw:
+        if "failure" in extra:  # our own export says exactly what it was
+            failure = _Doc.failure(extra.get("failure"), "$.test_keys.x_probe_control.failure")
+        else:
+            failure = failure or "no control"
+        return Control(helper=helper, failure=failure, response=None, t0=t0, t=t)
+    try:
+        response = check_response(raw)
+    except ValueError as exc:
+        raise OONIFormatError(f"$.test_keys.control: {exc}") from None
+    return Control(helper=helper, failure=None, response=response, t0=t0, t=t)
+
+
+# ------------------------------------------------------------------ files
+
+
+def read_file(path: Path) -> Iterator[tuple[str, Imported | OONIFormatError, Any]]:
+    """``(FILE:LINE, measurement or the error, the parsed JSON or None)`` for each
+    measurement in ``path``: one JSON object (possibly pretty-printed) or JSON Lines, as OONI
+    publishes them, gzip-compressed when the name ends in ``.gz``. A file that cannot be read
+    (or a compressed stream that breaks off) ends with an error item naming the file."""
+    try:
+        yield from _read(path)
+    except (OSError, EOFError, zlib.error) as exc:
+        yield str(path), OONIFormatError(f"cannot read: {exc}"), None
+
+
+def _read(path: Path) -> Iterator[tuple[str, Imported | OONIFormatError, Any]]:
+    first = None
+    with _open(path) as f:
+        for number, line in _lines(f):
+            if line.strip():
+                first = (number, line)
+                break
+        if first is None:
+            return
+        parsed = _parse_line(first[1])
+        if isinstance(parsed, OONIFormatError):
+            whole = _whole_file(path)
+            if whole is not None:
+                yield _item(path, first[0], whole)
+                return
+        yield _item(path, first[0], parsed)
+        for number, line in _lines(f, start=first[0]):
+            if line.strip():
+                yield _item(path, number, _parse_line(line))
+
+
+def _open(path: Path) -> io.BufferedIOBase:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def _lines(f: io.BufferedIOBase, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """Numbered lines, each at most MAX_LINE_BYTES (a longer one is reported, not held)."""
+    number = start
+    while True:
+        line = f.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+            yield number, b"\x00too long"
+            continue
+        yield number, line
+
+
+def _parse_line(line: bytes) -> Any:
+    if line.startswith(b"\x00too long"):
+        return OONIFormatError(f"longer than {MAX_LINE_BYTES} bytes")
+    try:
+        return json.loads(line)
+    except RecursionError:
+        return OONIFormatError("JSON nested too deeply")
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        return OONIFormatError(f"not JSON: {exc}")
+
+
+def _whole_file(path: Path) -> Any:
+    """The file as one JSON document (a pretty-printed measurement), or None."""
+    with _open(path) as f:
+        data = f.read(MAX_LINE_BYTES + 1)
+    if len(data) > MAX_LINE_BYTES:
+        return None
+    parsed = _parse_line(data)
+    return None if isinstance(parsed, OONIFormatError) else parsed
+
+
+def _item(path: Path, number: int, parsed: Any) -> tuple[str, Imported | OONIFormatError, Any]:
+    source = f"{path}:{number}"
+    if isinstance(parsed, OONIFormatError):
+        return source, parsed, None
+    try:
+        return source, from_ooni(parsed), parsed
+    except OONIFormatError as exc:
+        return source, exc, None

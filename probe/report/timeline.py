@@ -1,0 +1,389 @@
+"""Block events from a stream of measurements: the timeline (pure: no I/O, no clock).
+
+:func:`timeline` reads :class:`MeasurementSummary` records, the few fields of a stored
+measurement a timeline needs, and returns the block events per (domain, network AS number):
+
+* an **event** opens at the first blocked measurement and ends at the first accessible one
+  after it (``end`` is None while the block goes on);
+* it needs ``min_measurements`` blocked measurements in a row on that network, or
+  ``min_vantages`` distinct vantages among them; a shorter run of blocked measurements is an
+  **anomaly** (an isolated measurement between accessible ones, or an unconfirmed last one);
+* inconclusive and down measurements (anything but blocked or accessible) neither open, end
+  nor split an event: they are counted in it;
+* a period without measurement is unknown, never assumed accessible: each event says how long
+  its longest gap between conclusive measurements was, and each network keeps its gaps longer
+  than ``max_gap`` (the report draws them as unknown).
+
+The input must come in time order *per network* (networks may interleave); memory holds one
+small state per (domain, network) and the events, never the measurements, so the same code
+serves a volunteer's SQLite database and a collector's PostgreSQL (each has its reader that
+yields these records in order: :func:`probe.store.research.iter_summaries` for SQLite).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+#: At most this many method phases, block page ids and failure strings are kept per event.
+MAX_PHASES = 100
+MAX_DISTINCT = 10
+#: At most this many unknown gaps are kept per network (the longest ones win).
+MAX_GAPS = 200
+
+
+class MeasurementSummary(NamedTuple):
+    """What the timeline needs of one measurement (a NamedTuple: built from a row cheaply).
+
+    ``time`` is seconds since the Unix epoch (UTC); ``asn`` is ``"AS8449"`` or None when the
+    network was not recorded; ``vantage`` identifies the probe that measured (a database's
+    vantage id); ``evidence`` is the stored evidence (JSON text or the parsed list), needed
+    for blocked measurements only.
+    """
+
+    time: int
+    domain: str
+    asn: str | None
+    vantage: str | None
+    run: str
+    verdict: str
+    blocking: str | None = None
+    failure: str | None = None
+    blockpage: str | None = None
+    measurement_id: str | None = None
+    evidence: str | Sequence[Mapping[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """When a run of blocked measurements is an event, and what counts as an unknown gap."""
+
+    min_measurements: int = 2
+    min_vantages: int = 2
+    max_gap: int = 24 * 3600  # seconds without a conclusive measurement drawn as unknown
+
+
+@dataclass(slots=True)
+class Phase:
+    """A stretch of an event with one method."""
+
+    blocking: str
+    start: int
+    last: int
+    measurements: int = 1
+
+
+@dataclass(slots=True)
+class Event:
+    """A block event (or an anomaly: ``kind``) of one domain on one network."""
+
+    kind: str  # "event" | "anomaly"
+    domain: str
+    asn: str | None
+    start: int
+    last_blocked: int
+    end: int | None = None
+    measurements: int = 0  # blocked measurements
+    inconclusive: int = 0  # inconclusive or down measurements inside the event
+    phases: list[Phase] = field(default_factory=list)
+    vantage_ids: set[str | None] = field(default_factory=set)
+    run_ids: set[str] = field(default_factory=set)
+    blockpages: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    first_measurement: str | None = None
+    last_measurement: str | None = None
+    first_evidence: str | Sequence[Mapping[str, Any]] | None = None
+    longest_gap: int = 0  # seconds between consecutive conclusive measurements
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods seen, in order of first appearance."""
+        return list(dict.fromkeys(p.blocking for p in self.phases))
+
+    @property
+    def blocking(self) -> str | list[str]:
+        """The method, or the methods in order when it changed (``["dns", "tls"]``)."""
+        methods = self.methods
+        return methods[0] if len(methods) == 1 else methods
+
+    @property
+    def vantages(self) -> int:
+        return len(self.vantage_ids)
+
+    @property
+    def runs(self) -> int:
+        return len(self.run_ids)
+
+    def evidence(self) -> list[dict[str, Any]]:
+        """The first blocked measurement's evidence, parsed (the deciding comparison first)."""
+        return parse_evidence(self.first_evidence)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as JSON-able data, times in ISO 8601 UTC."""
+        return {
+            "kind": self.kind,
+            "domain": self.domain,
+            "asn": self.asn,
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "last_blocked": iso(self.last_blocked),
+            "blocking": self.blocking,
+            "methods": [
+                {
+                    "blocking": p.blocking,
+                    "start": iso(p.start),
+                    "last": iso(p.last),
+                    "measurements": p.measurements,
+                }
+                for p in self.phases
+            ],
+            "measurements": self.measurements,
+            "inconclusive": self.inconclusive,
+            "vantages": self.vantages,
+            "runs": self.runs,
+            "longest_gap_seconds": self.longest_gap,
+            "blockpages": self.blockpages,
+            "failures": self.failures,
+            "first_measurement": self.first_measurement,
+            "last_measurement": self.last_measurement,
+        }
+
+
+@dataclass(slots=True)
+class Network:
+    """One domain on one network: what was measured, and its state at the last measurement."""
+
+    domain: str
+    asn: str | None
+    first: int
+    last: int
+    counts: Counter[str] = field(default_factory=Counter)
+    methods: Counter[str] = field(default_factory=Counter)
+    vantage_ids: set[str | None] = field(default_factory=set)
+    #: The last conclusive measurement: (time, verdict, blocking).
+    state: tuple[int, str, str | None] | None = None
+    #: Periods longer than ``max_gap`` without a conclusive measurement: (from, to).
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    events: int = 0
+    anomalies: int = 0
+    #: The run of blocked measurements in progress, and the time of the last conclusive one.
+    open_event: Event | None = None
+    last_conclusive: int | None = None
+
+    @property
+    def measurements(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def blocked_share(self) -> float:
+        """Blocked measurements among the conclusive ones (0 when none was conclusive)."""
+        conclusive = self.counts["blocked"] + self.counts["accessible"]
+        return self.counts["blocked"] / conclusive if conclusive else 0.0
+
+    @property
+    def current(self) -> str:
+        """``blocked``, ``accessible`` or ``unknown`` (no conclusive measurement)."""
+        return self.state[1] if self.state else "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "asn": self.asn,
+            "first": iso(self.first),
+            "last": iso(self.last),
+            "measurements": self.measurements,
+            "verdicts": dict(sorted(self.counts.items())),
+            "blocked_share": round(self.blocked_share, 4),
+            "methods": dict(self.methods.most_common()),
+            "vantages": len(self.vantage_ids),
+            "current": self.current,
+            "current_blocking": self.state[2] if self.state else None,
+            "current_since": iso(self.state[0]) if self.state else None,
+            "events": self.events,
+            "anomalies": self.anomalies,
+            "unknown_gaps": [[iso(a), iso(b)] for a, b in self.gaps],
+        }
+
+
+@dataclass(slots=True)
+class Timeline:
+    """Every event and anomaly, and a summary per (domain, network)."""
+
+    events: list[Event]
+    anomalies: list[Event]
+    networks: list[Network]
+    measurements: int
+    first: int | None
+    last: int | None
+    options: Options
+
+
+def timeline(summaries: Iterable[MeasurementSummary], options: Options | None = None) -> Timeline:
+    """The block events in ``summaries`` (in time order per (domain, network)).
+
+    Raises ``ValueError`` when a network's measurements go back in time (the reader's bug).
+    """
+    opts = options or Options()
+    networks: dict[tuple[str, str | None], Network] = {}
+    events: list[Event] = []
+    anomalies: list[Event] = []
+    count = 0
+    first: int | None = None
+    last: int | None = None
+    max_gap = opts.max_gap
+    current_key: tuple[str, str | None] | None = None
+    net: Network | None = None
+    # One string per run, however many events name it (memory stays flat in measurements).
+    run_names: dict[str, str] = {}
+    for s in summaries:
+        count += 1
+        t = s.time
+        key = (s.domain, s.asn)
+        if key != current_key:
+            net = networks.get(key)
+            if net is None:
+                net = networks[key] = Network(s.domain, s.asn, t, t)
+            current_key = key
+        assert net is not None
+        if t < net.last:
+            raise ValueError(f"{s.domain} on {s.asn}: measurements out of time order")
+        if first is None or t < first:
+            first = t
+        if last is None or t > last:
+            last = t
+        net.last = t
+        verdict = s.verdict
+        net.counts[verdict] += 1
+        net.vantage_ids.add(s.vantage)
+        event = net.open_event
+        if verdict == "blocked":
+            blocking = s.blocking or "unknown"
+            net.methods[blocking] += 1
+            if event is None:
+                event = net.open_event = Event(
+                    "event", s.domain, s.asn, t, t, first_measurement=s.measurement_id,
+                    first_evidence=s.evidence,
+                )  # fmt: skip
+            run = run_names.setdefault(s.run, s.run)
+            _add_blocked(event, s, run, blocking, net.last_conclusive)
+        elif verdict == "accessible":
+            if event is not None:
+                event.end = t
+                _gap(event, net.last_conclusive, t)
+                _close(net, event, opts, events, anomalies)
+        elif event is not None:
+            event.inconclusive += 1
+            continue
+        else:
+            continue
+        # a conclusive measurement
+        previous = net.last_conclusive
+        if previous is not None and t - previous > max_gap:
+            _keep_gap(net.gaps, (previous, t))
+        net.last_conclusive = t
+        net.state = (t, verdict, s.blocking if verdict == "blocked" else None)
+    for net in networks.values():
+        if net.open_event is not None:
+            _close(net, net.open_event, opts, events, anomalies)
+    order = _event_order
+    return Timeline(
+        events=sorted(events, key=order),
+        anomalies=sorted(anomalies, key=order),
+        networks=sorted(networks.values(), key=lambda n: (n.domain, n.asn or "")),
+        measurements=count,
+        first=first,
+        last=last,
+        options=opts,
+    )
+
+
+def _add_blocked(
+    event: Event, s: MeasurementSummary, run: str, blocking: str, previous: int | None
+) -> None:
+    t = s.time
+    if event.measurements:
+        _gap(event, previous, t)
+    event.measurements += 1
+    event.last_blocked = t
+    event.last_measurement = s.measurement_id
+    event.vantage_ids.add(s.vantage)
+    event.run_ids.add(run)
+    phases = event.phases
+    if phases and phases[-1].blocking == blocking:
+        phase = phases[-1]
+        phase.last = t
+        phase.measurements += 1
+    elif len(phases) < MAX_PHASES:
+        phases.append(Phase(blocking, t, t))
+    else:  # too many changes to list: the last phase absorbs the rest
+        phases[-1].last = t
+        phases[-1].measurements += 1
+    if s.blockpage and s.blockpage not in event.blockpages:
+        if len(event.blockpages) < MAX_DISTINCT:
+            event.blockpages.append(s.blockpage)
+    if s.failure and s.failure not in event.failures:
+        if len(event.failures) < MAX_DISTINCT:
+            event.failures.append(s.failure)
+
+
+def _gap(event: Event, previous: int | None, t: int) -> None:
+    if previous is not None and t - previous > event.longest_gap:
+        event.longest_gap = t - previous
+
+
+def _close(
+    net: Network, event: Event, opts: Options, events: list[Event], anomalies: list[Event]
+) -> None:
+    net.open_event = None
+    if event.measurements >= opts.min_measurements or event.vantages >= opts.min_vantages:
+        events.append(event)
+        net.events += 1
+    else:
+        event.kind = "anomaly"
+        anomalies.append(event)
+        net.anomalies += 1
+
+
+def _keep_gap(gaps: list[tuple[int, int]], gap: tuple[int, int]) -> None:
+    """Keep at most MAX_GAPS gaps, the longest ones, in time order."""
+    gaps.append(gap)
+    if len(gaps) > MAX_GAPS:
+        shortest = min(range(len(gaps)), key=lambda i: gaps[i][1] - gaps[i][0])
+        del gaps[shortest]
+
+
+def _event_order(event: Event) -> tuple[str, str, int]:
+    return (event.domain, event.asn or "", event.start)
+
+
+def parse_evidence(evidence: str | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """Stored evidence (JSON text or a list) as a list of dicts; [] when absent or unreadable."""
+    if evidence is None:
+        return []
+    if isinstance(evidence, str):
+        try:
+            evidence = json.loads(evidence)
+        except ValueError:
+            return []
+    if not isinstance(evidence, list):
+        return []
+    return [dict(item) for item in evidence if isinstance(item, Mapping)]
+
+
+def iso(t: int | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC (``2026-10-26T08:00:00Z``), None for None."""
+    if t is None:
+        return None
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def epoch(stored: str) -> int:
+    """A stored UTC time (``YYYY-MM-DD HH:MM:SS``, or ISO 8601 with ``T``/``Z``) as epoch
+    seconds; raises ``ValueError``."""
+    text = stored.strip().replace("T", " ").removesuffix("Z")
+    parsed = datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+    return int(parsed.replace(tzinfo=datetime.UTC).timestamp())
