@@ -38,6 +38,7 @@ from probe.store import Store, open_db
 from tests.postgres import Cluster, Collector
 
 SITE_IP = "93.184.216.34"
+NETWORK_NAMES = {"AS8449": "ElCat", "AS12345": "Megaline <b>&"}
 BODY = b"<html><head><title>News front page</title></head><body>" + b"x" * 3000
 
 
@@ -93,7 +94,9 @@ def volunteer_db(
     for when, targets in runs:
         run = store.start_run(inputs=[], settings={}, targets=len(targets), probe_asn=asn,
                               probe_cc=cc)  # fmt: skip
-        store.db.execute("update runs set started_at = ? where id = ?", [when, run])
+        name = NETWORK_NAMES.get(asn)  # as the network identity step records it (m010)
+        store.db.execute("update runs set started_at = ?, probe_network_name = ? where id = ?",
+                         [when, name, run])  # fmt: skip
         for position, (domain, blocked) in enumerate(targets.items()):
             obs = observations(domain, when, blocked=blocked)
             store.save(run, obs, analyze(obs), probe_asn=asn, probe_cc=cc, position=position)
@@ -461,6 +464,8 @@ def test_timeline_and_report_are_probes_own(dsn, collector, tmp_path):
             assert remote.text == written  # no time of generation in it
         else:
             assert _undated(remote.text) == _undated(written), fmt
+        if fmt == "md":
+            assert "AS8449 (ElCat)" in remote.text  # the network's name came along
     assert client.get("/report?format=pdf").status_code == 400
     assert client.get("/timeline?since=last+week").status_code == 400
     assert client.get("/timeline?color=red").status_code == 400

@@ -59,6 +59,7 @@ def export_measurement(db: Database, measurement_id: str, vantage_name: str | No
         vantage_id=vantage.get("id"),
         vantage_name=name,
         software_version=run.get("software_version") or __version__,
+        probe_network_name=run.get("probe_network_name"),
     )
     return to_ooni(load_observations(db, measurement_id), verdict_from_row(row), provenance)
 
@@ -80,6 +81,7 @@ class Received:
     run_id: str
     vantage_id: str | None
     submitted_verdict: dict[str, Any]  # what the sender said (ours or OONI's words)
+    probe_network_name: str | None  # the network's name, as the sender's run recorded it
 
 
 def import_measurement(content: Any) -> Received:
@@ -97,6 +99,7 @@ def import_measurement(content: Any) -> Received:
         run_id=imported.stored_run_id,
         vantage_id=imported.vantage_id,
         submitted_verdict=submitted,
+        probe_network_name=imported.probe_network_name,
     )
 
 
@@ -123,9 +126,15 @@ def write_report(
     generated_at: str,
     filters: dict[str, Any],
     options: Options,
+    network_names: dict[str, str],
 ) -> None:
     """``probe report --format FMT``'s output."""
     report = build_report(
-        summaries, details_of, generated_at=generated_at, filters=filters, options=options
+        summaries,
+        details_of,
+        generated_at=generated_at,
+        filters=filters,
+        options=options,
+        network_names=network_names,
     )
     render(report, fmt, out)

@@ -145,13 +145,14 @@ class Report:
 #: Columns of ``measurements`` written on arrival, in :meth:`Row.values` order.
 COLUMNS = (
     "id", "start_time", "measurement_uid", "report_id", "volunteer_id", "vantage_id", "run_id",
-    "probe_asn", "probe_cc", "input", "url", "domain", "category", "verdict", "blocking",
+    "probe_asn", "probe_cc", "probe_network_name", "input", "url", "domain", "category",
+    "verdict", "blocking",
     "accessible", "dns_consistency", "failure", "blockpage", "confirmed", "reason", "evidence",
     "analysis_version", "submitted_verdict", "content",
 )  # fmt: skip
 _TYPES = (
     "text", "timestamptz", "text", "text", "bigint", "text", "text", "text", "text", "text",
-    "text", "text", "text", "text", "text", "boolean", "text", "text", "text", "boolean",
+    "text", "text", "text", "text", "text", "text", "boolean", "text", "text", "text", "boolean",
     "text", "json", "text", "jsonb", "text",
 )  # fmt: skip
 
@@ -222,6 +223,7 @@ def measurement(body: bytes, report: Report, fingerprints: Fingerprints) -> Row:
             received.run_id,
             asn,
             cc,
+            received.probe_network_name,
             obs.input,
             obs.url,
             obs.domain,

@@ -58,12 +58,12 @@ class Filters:
 
 def iter_summaries(conn: psycopg.Connection, filters: Filters) -> Iterator[Any]:
     """Every matching measurement as a ``MeasurementSummary`` (``conn`` not in autocommit:
-    the cursor lives in a transaction)."""
+    the cursor lives in a transaction), read from the timeline index alone. Evidence is left
+    out, as the SQLite reader leaves it: a report reads it with the details."""
     where, args = filters.where()
     sql = f"""
         select extract(epoch from start_time)::bigint, domain, probe_asn, vantage_id, run_id,
-               verdict, blocking, failure, blockpage, id,
-               case when verdict = 'blocked' then evidence::text end
+               verdict, blocking, failure, blockpage, id, null
         from measurements
         where {where}
         order by probe_asn, domain, start_time
@@ -104,6 +104,18 @@ def measurement_details(conn: psycopg.Connection, ids: Iterable[str]) -> dict[st
                 detail["evidence"] = []
             out.setdefault(detail["id"], detail)
     return out
+
+
+def network_names(conn: psycopg.Connection) -> dict[str, str]:
+    """AS number -> the name most of its runs recorded (as the SQLite reader picks it)."""
+    rows = conn.execute(
+        """select probe_asn, probe_network_name, count(distinct run_id) as n
+           from measurements
+           where probe_asn is not null and probe_network_name is not null
+             and probe_network_name != ''
+           group by 1, 2 order by n"""
+    )
+    return {asn: name for asn, name, _ in rows}  # the most frequent comes last and wins
 
 
 @dataclass(frozen=True, slots=True)

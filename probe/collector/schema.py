@@ -75,6 +75,7 @@ STEPS: list[tuple[str, str]] = [
             run_id text not null,
             probe_asn text,
             probe_cc text,
+            probe_network_name text,
             input text not null,
             url text not null,
             domain text not null,
@@ -93,9 +94,10 @@ STEPS: list[tuple[str, str]] = [
             content text not null,
             primary key (id, start_time)
         ) partition by range (start_time);
-        -- the timeline's order: each (network, domain) in time order
+        -- the timeline's order, each (network, domain) in time order, holding every column
+        -- it reads: an index-only scan, no row read
         create index measurements_timeline on measurements (probe_asn, domain, start_time)
-            include (verdict, blocking, vantage_id, run_id);
+            include (verdict, blocking, failure, blockpage, vantage_id, run_id, id);
         create index measurements_received on measurements (received_at);
         """,
     ),

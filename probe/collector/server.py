@@ -291,6 +291,7 @@ class Collector:
                 return out.getvalue().encode(), "application/x-ndjson; charset=utf-8"
             now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             with schema.connect(self.config.dsn) as details:
+                names = reader.network_names(details)
                 bridge.write_report(
                     summaries,
                     lambda ids: reader.measurement_details(details, ids),
@@ -299,6 +300,7 @@ class Collector:
                     generated_at=now,
                     filters=query.shown,
                     options=query.options,
+                    network_names=names,
                 )
         return out.getvalue().encode(), _TEXT_TYPES[query.fmt]
 
