@@ -216,7 +216,8 @@ def fill(dsn: str, measurements: int, vantages: int) -> None:
                                 "ours": {"failure": "dns_nxdomain_error"},
                                 "control": {"addresses": ["93.184.216.34"]}}])  # fmt: skip
         columns = ("id, start_time, measurement_uid, report_id, volunteer_id, vantage_id, "
-                   "run_id, probe_asn, probe_cc, input, url, domain, verdict, blocking, "
+                   "run_id, probe_asn, probe_cc, probe_network_name, input, url, domain, verdict, "
+                   "blocking, "
                    "failure, confirmed, reason, evidence, analysis_version, submitted_verdict, "
                    "content")  # fmt: skip
         with conn.cursor() as cur, cur.copy(f"copy measurements ({columns}) from stdin") as copy:
@@ -236,6 +237,7 @@ def fill(dsn: str, measurements: int, vantages: int) -> None:
                 copy.write_row((
                     str(uuid.UUID(int=rng.getrandbits(128))), t, f"uid{i}", "r", 1,
                     f"vantage-{vantage}", f"run-{vantage}-{t:%Y%m%d%H}", asn, "KG",
+                    f"Network {asn}",
                     f"https://{domain}/", f"https://{domain}/", domain, verdict,
                     methods[asn] if verdict == "blocked" else None,
                     "dns_nxdomain_error" if verdict == "blocked" else None, False,
