@@ -38,6 +38,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -178,8 +179,9 @@ def critical_path(sites: list[BenchSite], rtt: float, concurrency: int) -> float
 
 
 class ConnectionPeaks:
-    """Samples, in the internet namespace, how many TCP connections from the vantage each
-    server address holds at once (``ss``, every 50 ms); the highest count seen per address."""
+    """Samples, in the vantage, how many TCP connections it holds open to each server address
+    at once (``ss``, every 50 ms); the highest count seen per address. (Counted at the client:
+    a server keeps the flows a censor reset on the client's side open until it times out.)"""
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
@@ -196,11 +198,10 @@ class ConnectionPeaks:
         self._thread.join()
 
     def _run(self) -> None:
-        argv = ["ip", "netns", "exec", self.lab.net, "ss", "-Htn", "state", "established",
-                "dst", self.lab.VANTAGE_IP]  # fmt: skip
+        argv = ["ip", "netns", "exec", self.lab.vantage, "ss", "-Htn", "state", "established"]
         while not self._stop.wait(0.05):
             out = subprocess.run(argv, capture_output=True, text=True).stdout
-            now = Counter(line.split()[2].rsplit(":", 1)[0] for line in out.splitlines() if line)
+            now = Counter(line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line)
             for ip, count in now.items():
                 self.peaks[ip] = max(self.peaks[ip], count)
 
@@ -387,6 +388,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="probe's --concurrency")
     parser.add_argument("--profile", help="py-spy output: FILE.svg (flame graph) or FILE.txt")
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy's path")
+    parser.add_argument("--helper-profile", help="py-spy output for the helper (--helper-rps)")
     parser.add_argument("--cprofile", help="write cProfile stats of the probe to this file")
     parser.add_argument(
         "--helper-rps", type=int, default=0, metavar="N",
@@ -396,7 +398,7 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("the lab needs root")
     with Lab(sites=[]) as lab:
-        lab.start_probe_helper(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        helper = lab.start_probe_helper(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for size in args.targets:
             started = time.monotonic()
             figures = bench(lab, size, args.rtt, args.concurrency, lab.helper_url,
@@ -408,7 +410,17 @@ def main() -> None:
                 raise SystemExit(f"wrong verdicts: no result ({figures['probe']['wrong']})")
         if args.helper_rps:
             sites = plan(max(args.targets))  # in the lab since its run, uncensored now
+            spy = None
+            if args.helper_profile:
+                fmt = "flamegraph" if args.helper_profile.endswith(".svg") else "raw"
+                spy = subprocess.Popen([
+                    args.py_spy or "py-spy", "record", "-r", "200", "-f", fmt,
+                    "-o", args.helper_profile, "--pid", str(helper.pid),
+                ])  # fmt: skip
             rps = helper_rps(lab, sites, args.helper_rps, HELPER_CLIENTS, lab.helper_url)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
             print(json.dumps({"helper": rps}), flush=True)
 
 
