@@ -226,6 +226,7 @@ finally:
 def run_probe(
     lab: Lab, sites: list[BenchSite], concurrency: int, helper_url: str, tmp: Path,
     profile: str | None = None, py_spy: str | None = None, cprofile: str | None = None,
+    keep_db: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """One ``probe check`` run over the sites' URLs; its figures and verdicts."""
     targets = tmp / "targets.txt"
@@ -257,6 +258,8 @@ def run_probe(
         elapsed = time.monotonic() - started
     if result.returncode != 0:
         raise SystemExit(f"probe check failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    if keep_db:
+        shutil.copy(db, keep_db)
     cpu, peak_kib = usage_file.read_text().split()
     with sqlite3.connect(db) as conn:
         got, runtimes = {}, {}
@@ -389,6 +392,7 @@ def main() -> None:
     parser.add_argument("--profile", help="py-spy output: FILE.svg (flame graph) or FILE.txt")
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy's path")
     parser.add_argument("--helper-profile", help="py-spy output for the helper (--helper-rps)")
+    parser.add_argument("--keep-db", help="copy the probe's database here (after a checkpoint)")
     parser.add_argument("--cprofile", help="write cProfile stats of the probe to this file")
     parser.add_argument(
         "--helper-rps", type=int, default=0, metavar="N",
@@ -403,7 +407,7 @@ def main() -> None:
             started = time.monotonic()
             figures = bench(lab, size, args.rtt, args.concurrency, lab.helper_url,
                             profile=args.profile, py_spy=args.py_spy,
-                            cprofile=args.cprofile)  # fmt: skip
+                            cprofile=args.cprofile, keep_db=args.keep_db)  # fmt: skip
             figures["bench_seconds"] = round(time.monotonic() - started, 1)
             print(json.dumps(figures), flush=True)
             if figures["probe"]["right"] < 1:
