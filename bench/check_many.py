@@ -180,8 +180,9 @@ def critical_path(sites: list[BenchSite], rtt: float, concurrency: int) -> float
 
 class ConnectionPeaks:
     """Samples, in the vantage, how many TCP connections it holds open to each server address
-    at once (``ss``, every 50 ms); the highest count seen per address. (Counted at the client:
-    a server keeps the flows a censor reset on the client's side open until it times out.)"""
+    at once (its /proc/net/tcp, every 20 ms, read without starting a process); the highest
+    count seen per address. (Counted at the client: a server keeps the flows a censor reset
+    on the client's side open until it times out.)"""
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
@@ -190,19 +191,28 @@ class ConnectionPeaks:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> ConnectionPeaks:
+        self._witness = self.lab.spawn(self.lab.vantage, ["sleep", "infinity"])
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._witness.kill()
+        self._witness.wait()
 
     def _run(self) -> None:
-        argv = ["ip", "netns", "exec", self.lab.vantage, "ss", "-Htn", "state", "established"]
-        while not self._stop.wait(0.05):
-            out = subprocess.run(argv, capture_output=True, text=True).stdout
-            now = Counter(line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line)
-            for ip, count in now.items():
+        table = Path(f"/proc/{self._witness.pid}/net/tcp")
+        while not self._stop.wait(0.02):
+            # (The file is not read atomically: a socket may show twice, so count each once.)
+            established = set()
+            for line in table.read_text().splitlines()[1:]:
+                _, local, remote, state = line.split(None, 4)[:4]
+                if state == "01":  # ESTABLISHED
+                    established.add((local, remote))
+            now = Counter(remote.split(":")[0] for _, remote in established)
+            for hex_ip, count in now.items():
+                ip = ".".join(str(b) for b in reversed(bytes.fromhex(hex_ip)))
                 self.peaks[ip] = max(self.peaks[ip], count)
 
     def worst(self, excluded: set[str]) -> int:
@@ -253,9 +263,10 @@ def run_probe(
     config.write_text('consent = "2026-01-01 00:00:00"\nvantage = "bench"\n')
     env = {"PYTHONPATH": str(REPO), "PROBE_CONFIG": str(config)}
     with ConnectionPeaks(lab) as peaks:
-        started = time.monotonic()
+        started, before, lab_before = time.monotonic(), _cpu_times(), _lab_cpu(lab)
         result = lab.run(lab.vantage, argv, timeout=1800, env=env)
-        elapsed = time.monotonic() - started
+        elapsed, after, lab_after = time.monotonic() - started, _cpu_times(), _lab_cpu(lab)
+    busy, total = (a - b for a, b in zip(after, before, strict=True))
     if result.returncode != 0:
         raise SystemExit(f"probe check failed ({result.returncode}):\n{result.stderr[-3000:]}")
     if keep_db:
@@ -286,11 +297,45 @@ def run_probe(
         "wrong": dict(list(wrong.items())[:10]),
         "most_connections_to_one_site_address": peaks.worst(excluded),
         "verdicts": dict(Counter(v for v, _ in got.values())),
+        # How busy the machine's cores were during the run (probe, helper, lab, router).
+        "machine_busy": round(busy / total, 2),
+        "cpu_seconds": {
+            "probe": round(float(cpu), 1),
+            **{role: round(lab_after[role] - lab_before[role], 1) for role in sorted(lab_after)},
+        },
         # Each kind's stored runtimes (seconds): mean and most.
         "runtime_by_kind": {
             kind: [round(sum(r) / len(r), 2), round(max(r), 2)] for kind, r in by_kind.items()
         },
     }
+
+
+def _lab_cpu(lab: Lab) -> Counter[str]:
+    """CPU seconds used so far by the lab's long-running processes, by role: the helper, the
+    internet's servers, the ISP's servers and its router daemon."""
+    roles = {"helper serve": "helper", "servers net": "lab_internet", "servers isp": "lab_isp",
+             "tests.lab.router": "lab_router"}  # fmt: skip
+    used: Counter[str] = Counter()
+    tick = os.sysconf("SC_CLK_TCK")
+    for ns in (lab.net, lab.isp):
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+        for pid in pids.stdout.split():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            for needle, role in roles.items():
+                if needle in cmdline:
+                    used[role] += (int(stat[11]) + int(stat[12])) / tick  # utime + stime
+    return used
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def run_curl(lab: Lab, sites: list[BenchSite], concurrency: int, tmp: Path) -> dict[str, Any]:
@@ -364,10 +409,14 @@ def bench(lab: Lab, n: int, rtt: int, concurrency: int, helper_url: str,
         censor(lab, sites)
         delay(lab, sites, rtt)
         with tempfile.TemporaryDirectory() as tmp:
+            # curl before and after the probe; the faster of its two runs is the baseline.
+            curls = [run_curl(lab, sites, concurrency, Path(tmp))]
             probe = run_probe(lab, sites, concurrency, helper_url, Path(tmp), **profiling)
-            curl = run_curl(lab, sites, concurrency, Path(tmp))
+            curls.append(run_curl(lab, sites, concurrency, Path(tmp)))
     finally:
         lab.reset()
+    curl = min(curls, key=lambda c: c["seconds"])
+    curl["runs"] = [c["seconds"] for c in curls]
     bound = critical_path(sites, rtt, concurrency)
     return {
         "targets": n,

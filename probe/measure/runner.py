@@ -204,7 +204,16 @@ async def _check(
         probe_asn=config.probe_asn,
         probe_cc=config.probe_cc,
     )
-    limits = httpx.Limits(max_connections=max(config.concurrency, 8), max_keepalive_connections=8)
+    # Every connection kept alive: a pool that closes what it cannot keep pays a TCP and TLS
+    # handshake (two round trips, and the CPU) for most DoH lookups and helper requests.
+    # (HTTP/1.1: one lookup at a time per connection; the measurer lets as many at once.)
+    doh_limits = httpx.Limits(
+        max_connections=settings.doh_lookups, max_keepalive_connections=settings.doh_lookups
+    )
+    helper_limits = httpx.Limits(
+        max_connections=config.helper_concurrency,
+        max_keepalive_connections=config.helper_concurrency,
+    )
     verify = settings.ssl_context
     counts: Counter[str] = Counter()
 
@@ -222,9 +231,11 @@ async def _check(
         grace = max(steps.dns, steps.tcp, steps.tls, steps.http, steps.control)
     try:
         async with (
-            httpx.AsyncClient(verify=verify, limits=limits, timeout=settings.timeouts.dns) as doh,
             httpx.AsyncClient(
-                verify=verify, limits=limits, timeout=settings.timeouts.control
+                verify=verify, limits=doh_limits, timeout=settings.timeouts.dns
+            ) as doh,
+            httpx.AsyncClient(
+                verify=verify, limits=helper_limits, timeout=settings.timeouts.control
             ) as helper_http,
         ):
             helper_client = HelperClient(
