@@ -221,9 +221,12 @@ class ConnectionPeaks:
 
 
 WRAPPER = """\
-import resource, runpy, sys
+import asyncio, os, resource, runpy, sys
 out = sys.argv.pop(1)
 sys.argv[0] = 'probe'
+if os.environ.get("BENCH_UVLOOP"):
+    import uvloop
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 try:
     runpy.run_module('probe.cli', run_name='__main__')
 finally:
@@ -236,7 +239,7 @@ finally:
 def run_probe(
     lab: Lab, sites: list[BenchSite], concurrency: int, helper_url: str, tmp: Path,
     profile: str | None = None, py_spy: str | None = None, cprofile: str | None = None,
-    keep_db: str | None = None,
+    keep_db: str | None = None, uvloop: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """One ``probe check`` run over the sites' URLs; its figures and verdicts."""
     targets = tmp / "targets.txt"
@@ -262,6 +265,8 @@ def run_probe(
     config = tmp / "config.toml"
     config.write_text('consent = "2026-01-01 00:00:00"\nvantage = "bench"\n')
     env = {"PYTHONPATH": str(REPO), "PROBE_CONFIG": str(config)}
+    if uvloop:
+        env["BENCH_UVLOOP"] = "1"
     with ConnectionPeaks(lab) as peaks:
         started, before, lab_before = time.monotonic(), _cpu_times(), _lab_cpu(lab)
         result = lab.run(lab.vantage, argv, timeout=1800, env=env)
@@ -441,6 +446,7 @@ def main() -> None:
     parser.add_argument("--profile", help="py-spy output: FILE.svg (flame graph) or FILE.txt")
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy's path")
     parser.add_argument("--helper-profile", help="py-spy output for the helper (--helper-rps)")
+    parser.add_argument("--uvloop", action="store_true", help="run the probe on uvloop")
     parser.add_argument("--keep-db", help="copy the probe's database here (after a checkpoint)")
     parser.add_argument("--cprofile", help="write cProfile stats of the probe to this file")
     parser.add_argument(
@@ -456,7 +462,8 @@ def main() -> None:
             started = time.monotonic()
             figures = bench(lab, size, args.rtt, args.concurrency, lab.helper_url,
                             profile=args.profile, py_spy=args.py_spy,
-                            cprofile=args.cprofile, keep_db=args.keep_db)  # fmt: skip
+                            cprofile=args.cprofile, keep_db=args.keep_db,
+                            uvloop=args.uvloop)  # fmt: skip
             figures["bench_seconds"] = round(time.monotonic() - started, 1)
             print(json.dumps(figures), flush=True)
             if figures["probe"]["right"] < 1:

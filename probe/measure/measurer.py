@@ -108,10 +108,6 @@ class Settings:
     #: Unanswered connects at once to one address (a blackhole): each target still makes its
     #: own attempt, but they no longer wait for each other's timeouts.
     pending_per_address: int = 16
-    #: DNS-over-HTTPS lookups in flight at once (the DoH client's pool should keep as many
-    #: connections alive): the others wait here, where waiting costs nothing, instead of in
-    #: httpx's pool, which scans every waiting request whenever a connection frees up.
-    doh_lookups: int = 16
     headers: dict[str, str] = field(default_factory=lambda: dict(http11.DEFAULT_HEADERS))
     #: Whether an address may be connected to, besides the bogon rule (the test helper's
     #: policy); None: every address that is not a bogon.
@@ -150,7 +146,7 @@ class Measurer:
         self,
         settings: Settings,
         *,
-        doh_client: httpx.AsyncClient,
+        doh_client: httpx.AsyncClient | resolvers.DoHClient,
         helpers: HelperClient | None,
         throttle: Any = None,
     ) -> None:
@@ -159,7 +155,6 @@ class Measurer:
         self.helpers = helpers
         self.throttle = throttle
         self._addresses: dict[str, _Address] = {}
-        self._doh_lookups = asyncio.Semaphore(settings.doh_lookups)
 
     @asynccontextmanager
     async def connection(
@@ -239,14 +234,6 @@ class Measurer:
         self, m: _Measurement, resolver: resolvers.Resolver, host: str, qtype: str, depth: int
     ) -> DNSQuery:
         await self._throttled()
-        if resolver.engine == "https":
-            async with self._doh_lookups:
-                return await self._lookup_now(m, resolver, host, qtype, depth)
-        return await self._lookup_now(m, resolver, host, qtype, depth)
-
-    async def _lookup_now(
-        self, m: _Measurement, resolver: resolvers.Resolver, host: str, qtype: str, depth: int
-    ) -> DNSQuery:
         return await resolvers.lookup(
             resolver,
             host,

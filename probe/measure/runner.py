@@ -15,6 +15,7 @@ in one transaction, or not at all), and the run is marked "interrupted".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import traceback
@@ -30,6 +31,7 @@ from .. import analysis
 from ..analysis.fingerprints import Fingerprints
 from ..errors import StoreError
 from ..model.records import Verdict
+from ..net.resolvers import DoHClient
 from ..store import Store
 from ..targets import Target
 from .control import HelperClient
@@ -205,11 +207,7 @@ async def _check(
         probe_cc=config.probe_cc,
     )
     # Every connection kept alive: a pool that closes what it cannot keep pays a TCP and TLS
-    # handshake (two round trips, and the CPU) for most DoH lookups and helper requests.
-    # (HTTP/1.1: one lookup at a time per connection; the measurer lets as many at once.)
-    doh_limits = httpx.Limits(
-        max_connections=settings.doh_lookups, max_keepalive_connections=settings.doh_lookups
-    )
+    # handshake (two round trips, and the CPU) for most helper requests.
     helper_limits = httpx.Limits(
         max_connections=config.helper_concurrency,
         max_keepalive_connections=config.helper_concurrency,
@@ -231,9 +229,7 @@ async def _check(
         grace = max(steps.dns, steps.tcp, steps.tls, steps.http, steps.control)
     try:
         async with (
-            httpx.AsyncClient(
-                verify=verify, limits=doh_limits, timeout=settings.timeouts.dns
-            ) as doh,
+            contextlib.aclosing(DoHClient(verify)) as doh,
             httpx.AsyncClient(
                 verify=verify, limits=helper_limits, timeout=settings.timeouts.control
             ) as helper_http,
