@@ -257,12 +257,18 @@ class Measurer:
         return _unique(a for q in queries for a in q.addresses)
 
     async def measure(
-        self, target: Target, *, headers: dict[str, str] | None = None
+        self,
+        target: Target,
+        *,
+        headers: dict[str, str] | None = None,
+        active_done: Callable[[], None] | None = None,
     ) -> Observations:
         """Measure one target; never raises (failures are recorded).
 
         ``headers`` replaces the settings' request headers for this target (the helper
-        forwards the probe's).
+        forwards the probe's). ``active_done`` is called once every connection and query is
+        over, when only the listening for late DNS replies remains (up to
+        ``dns_duplicate_window`` seconds): a runner may start another target then.
         """
         obs = Observations(
             input=target.input,
@@ -297,6 +303,8 @@ class Measurer:
                 if self.helpers is not None:
                     asked = _unique([*_capped(system_addresses), *_capped(control_addresses)])
                     obs.control = await self._control(target.url, asked, m.clock)
+            if active_done is not None:
+                active_done()
             await m.late.wait()
         finally:
             m.late.cancel()

@@ -109,41 +109,57 @@ async def run(
     # Per target only what the offline flag needs, so memory stays flat.
     seen: list[analysis.OfflineSigns] = []
 
-    async def worker() -> None:
+    # A target whose connections and queries are over only listens, up to half a second, for
+    # late DNS replies (evidence of injection): its worker moves on to the next target then.
+    # At most ``concurrency`` targets are measured at once, and as many more may be listening.
+    listening = asyncio.Semaphore(2 * max(1, concurrency))
+
+    async def worker(group: asyncio.TaskGroup) -> None:
         for position, target in pending:
             if deadline is not None and loop.time() >= deadline:
                 summary.partial = True
                 return
+            await listening.acquire()
+            active = asyncio.Event()
+            group.create_task(one(position, target, active))
+            await active.wait()
+
+    async def one(position: int, target: Target, active: asyncio.Event) -> None:
+        try:
             try:
-                obs = await measurer.measure(target)
-                scrub.observations(obs)
-                verdict = analysis.analyze(obs, fingerprints=fingerprints)
-                measurement_id = store.save(
-                    run_id,
-                    obs,
-                    verdict,
-                    probe_asn=probe_asn,
-                    probe_cc=probe_cc,
-                    position=position,
-                )
-            except StoreError:
-                raise  # no target can be stored: the run ends (the TaskGroup cancels the rest)
-            except Exception as exc:  # a bug must not lose the other targets
-                detail = "".join(traceback.format_exception_only(exc)).strip()
-                summary.errors.append(scrub.text(f"{target.url}: internal error: {detail}"))
-                print(scrub.text(traceback.format_exc()), file=sys.stderr)
-                continue
-            seen.append(analysis.offline_signs(obs))
-            summary.counts[verdict.verdict] += 1
-            if on_result is not None:
-                on_result(Result(target, measurement_id, verdict))
+                obs = await measurer.measure(target, active_done=active.set)
+            finally:
+                active.set()
+            scrub.observations(obs)
+            verdict = analysis.analyze(obs, fingerprints=fingerprints)
+            measurement_id = store.save(
+                run_id,
+                obs,
+                verdict,
+                probe_asn=probe_asn,
+                probe_cc=probe_cc,
+                position=position,
+            )
+        except StoreError:
+            raise  # no target can be stored: the run ends (the TaskGroup cancels the rest)
+        except Exception as exc:  # a bug must not lose the other targets
+            detail = "".join(traceback.format_exception_only(exc)).strip()
+            summary.errors.append(scrub.text(f"{target.url}: internal error: {detail}"))
+            print(scrub.text(traceback.format_exc()), file=sys.stderr)
+            return
+        finally:
+            listening.release()
+        seen.append(analysis.offline_signs(obs))
+        summary.counts[verdict.verdict] += 1
+        if on_result is not None:
+            on_result(Result(target, measurement_id, verdict))
 
     try:
         async with asyncio.timeout_at(None if deadline is None else deadline + grace):
             try:
                 async with asyncio.TaskGroup() as group:
                     for _ in range(max(1, concurrency)):
-                        group.create_task(worker())
+                        group.create_task(worker(group))
             except* StoreError as errors:
                 summary.store_error = str(errors.exceptions[0])
     except TimeoutError:
