@@ -167,7 +167,9 @@ class Measurer:
         nobody. So a connect takes a slot, but one still unanswered after ``connect_grace``
         gives it back and waits on as one of at most ``pending_per_address`` such connects;
         while no connect to the address has succeeded since, new ones start there at once.
-        A connect that succeeds takes a slot back before the body runs. Ten sites on one
+        A connect that succeeds takes a slot back before the body runs (one that succeeds only
+        after the grace, while both slots are busy, waits idle for one: the server then sees
+        it open, unused; at most ``pending_per_address`` of them). Ten sites on one
         blackholed address thus time out together, not five timeouts back to back, and each
         target still records its own attempt. Every connection passes the rate limit.
         """
