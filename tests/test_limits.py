@@ -1,11 +1,12 @@
 """Run-wide limits of the measurer: connections per server address, and the rate limit."""
 
 import asyncio
+import json
 
 import pytest
 
 from probe.measure.measurer import Measurer, Settings
-from probe.net.connections import client_context
+from probe.net.connections import Clock, client_context
 from probe.net.resolvers import parse_resolver
 
 
@@ -32,29 +33,124 @@ def measurer(per_address: int = 2, throttle=None) -> Measurer:
     return Measurer(settings, doh_client=None, helpers=None, throttle=throttle)  # type: ignore[arg-type]
 
 
+class CountingServer:
+    """A loopback TCP server that counts the connections it holds at once. A client says
+    "bye" before closing and the server answers once it no longer counts that connection, so
+    the count never lags behind the client."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = self.served = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await reader.readexactly(3)
+        finally:
+            self.now -= 1
+            self.served += 1
+        writer.write(b"ok")
+        await writer.drain()
+        writer.close()
+
+
 @pytest.mark.asyncio
-async def test_at_most_two_connections_at_once_to_one_address():
+async def test_a_server_sees_at_most_two_connections_at_once_from_us():
+    servers = [CountingServer(), CountingServer()]
+    listeners = [await asyncio.start_server(s.handle, "127.0.0.1", 0) for s in servers]
+    ports = [listener.sockets[0].getsockname()[1] for listener in listeners]
     m = measurer()
-    now = {"192.88.99.100": 0, "192.88.99.101": 0}
-    peak = dict(now)
 
-    async def connection(ip: str) -> None:
-        async with m.slot(ip):
-            now[ip] += 1
-            peak[ip] = max(peak[ip], now[ip])
-            await asyncio.sleep(0.01)
-            now[ip] -= 1
+    async def use(port: int) -> str | None:
+        async with m.connection("127.0.0.1", port, Clock(), 0) as (record, conn):
+            if conn is not None:
+                await asyncio.sleep(0.01)
+                await conn.send(b"bye")
+                assert await conn.recv() == b"ok"
+                conn.close()
+            return record.failure
 
-    await asyncio.gather(*(connection(ip) for ip in now for _ in range(10)))
-    assert peak == {"192.88.99.100": 2, "192.88.99.101": 2}
-    assert not m._slots  # no state kept for addresses no longer in use (flat memory)
+    try:
+        results = await asyncio.gather(*(use(port) for port in ports for _ in range(10)))
+    finally:
+        for listener in listeners:
+            listener.close()
+    assert results == [None] * 20
+    assert [(s.served, s.peak) for s in servers] == [(10, 2), (10, 2)]
+    assert not m._addresses  # no state kept for addresses no longer in use (flat memory)
 
 
 @pytest.mark.asyncio
 async def test_every_connection_passes_the_rate_limit():
     throttle = CountingThrottle()
     m = measurer(throttle=throttle)
-    for _ in range(5):
-        async with m.slot("192.88.99.100"):
-            pass
+    listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        for _ in range(5):
+            async with m.connection("127.0.0.1", port, Clock(), 0) as (_record, conn):
+                assert conn is not None
+                conn.close()
+    finally:
+        listener.close()
     assert throttle.entered == 5
+
+
+# Run in the vantage: ten connects at once to a blackholed address, ten to a live one, ten to
+# one whose every packet takes 1.5 s each way (the connects outlast the grace, then succeed).
+# Prints each address's connect records and the most connections in use there at once.
+BLACKHOLE_SCRIPT = """
+import asyncio, json, sys
+from probe.measure.measurer import Measurer, Settings, Timeouts
+from probe.net.connections import Clock, client_context
+from probe.net.resolvers import parse_resolver
+
+async def main(addresses):
+    settings = Settings(
+        system_resolver=parse_resolver("udp://192.88.99.10", engine="system"),
+        control_resolvers=[], ssl_context=client_context(), timeouts=Timeouts(tcp=4),
+        connect_grace=0.3,
+    )
+    m = Measurer(settings, doh_client=None, helpers=None)
+    now = {ip: 0 for ip in addresses}
+    peak = dict(now)
+    records = {ip: [] for ip in addresses}
+
+    clock = Clock()
+
+    async def one(ip):
+        async with m.connection(ip, 80, clock, 0) as (record, conn):
+            records[ip].append([record.failure, record.t0, record.t])
+            if conn is not None:
+                now[ip] += 1
+                peak[ip] = max(peak[ip], now[ip])
+                await asyncio.sleep(0.05)
+                now[ip] -= 1
+                conn.close()
+
+    await asyncio.gather(*(one(ip) for ip in addresses for _ in range(10)))
+    print(json.dumps({"records": records, "peak": peak, "left": len(m._addresses)}))
+
+asyncio.run(main(sys.argv[1:]))
+"""
+
+
+def test_blackholed_connects_wait_together_and_live_servers_still_see_two(clean_lab):
+    """Politeness is about connections that reach a server: ten sites on one blackholed
+    address time out together (each records its own attempt), not two by two; a live address
+    and a slow one (connects longer than the grace) still see at most two at once."""
+    lab = clean_lab
+    dark, live, slow = (lab.site(name).ip for name in ("factcheck.kg", "kaktus.media", "24.kg"))
+    lab.tcp_blackhole(dark)
+    lab.throttle(slow, delay_ms=1500)
+    code = f"import sys; sys.argv[1:] = {[dark, live, slow]!r}\n" + BLACKHOLE_SCRIPT
+    out = json.loads(lab.python(lab.vantage, code, timeout=60))
+    dark_records = out["records"][dark]
+    assert [failure for failure, _, _ in dark_records] == ["generic_timeout_error"] * 10
+    # Every attempt had started before the first one gave up (two by two, the later ones
+    # would only start as the first timed out).
+    assert max(t0 for _, t0, _ in dark_records) < min(t for _, _, t in dark_records)
+    for ip in (live, slow):
+        assert [failure for failure, _, _ in out["records"][ip]] == [None] * 10
+        assert out["peak"][ip] == 2
+    assert out["left"] == 0

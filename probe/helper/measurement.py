@@ -95,6 +95,9 @@ class HelperContext:
                 ssl_context=ssl_context,
                 timeouts=Timeouts(dns=self.timeouts.dns, http=self.timeouts.http),
                 address_allowed=self.allowed,
+                # The answer reports no duplicate DNS replies: listening for them would only
+                # hold every request 0.5 s longer (a third of the helper's throughput).
+                dns_duplicate_window=0,
             ),
             doh_client=self.doh_client,
             helpers=None,

@@ -102,12 +102,29 @@ class Settings:
     max_redirects: int = 10
     max_body: int = http11.MAX_BODY
     per_address: int = 2  # connections at once to one server address
+    #: Seconds after which a connect still unanswered gives its slot back (see
+    #: :meth:`Measurer.connection`); its SYN has reached nobody so far.
+    connect_grace: float = 1.0
+    #: Unanswered connects at once to one address (a blackhole): each target still makes its
+    #: own attempt, but they no longer wait for each other's timeouts.
+    pending_per_address: int = 16
     headers: dict[str, str] = field(default_factory=lambda: dict(http11.DEFAULT_HEADERS))
     #: Whether an address may be connected to, besides the bogon rule (the test helper's
     #: policy); None: every address that is not a bogon.
     address_allowed: Callable[[str], bool] | None = None
     #: Seconds a UDP lookup still collects replies after its answer (duplicates are evidence).
     dns_duplicate_window: float = resolvers.DUPLICATE_WINDOW
+
+
+class _Address:
+    """The limits on connections to one server address, shared by every target of a run."""
+
+    def __init__(self, slots: int, pending: int) -> None:
+        self.slots = asyncio.Semaphore(slots)  # connections in use
+        self.pending = asyncio.Semaphore(pending)  # connects that gave their slot back
+        #: A connect here went unanswered for the grace period, and none succeeded since.
+        self.silent = False
+        self.users = 0
 
 
 @dataclass
@@ -129,7 +146,7 @@ class Measurer:
         self,
         settings: Settings,
         *,
-        doh_client: httpx.AsyncClient,
+        doh_client: httpx.AsyncClient | resolvers.DoHClient,
         helpers: HelperClient | None,
         throttle: Any = None,
     ) -> None:
@@ -137,24 +154,78 @@ class Measurer:
         self.doh_client = doh_client
         self.helpers = helpers
         self.throttle = throttle
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._slot_users: dict[str, int] = {}
+        self._addresses: dict[str, _Address] = {}
 
     @asynccontextmanager
-    async def slot(self, ip: str) -> AsyncIterator[None]:
-        """At most ``per_address`` connections at once to one address, and the rate limit."""
-        sem = self._slots.get(ip)
-        if sem is None:
-            sem = self._slots[ip] = asyncio.Semaphore(self.settings.per_address)
-        self._slot_users[ip] = self._slot_users.get(ip, 0) + 1
+    async def connection(
+        self, ip: str, port: int, clock: Clock, depth: int
+    ) -> AsyncIterator[tuple[TCPConnect, Conn | None]]:
+        """A measured TCP connect to ``ip:port``: its record, and the connection when it
+        succeeded, which the body then holds as one of the address's ``per_address`` slots.
+
+        Politeness is about connections that reach a server, and a SYN into a blackhole reaches
+        nobody. So a connect takes a slot, but one still unanswered after ``connect_grace``
+        gives it back and waits on as one of at most ``pending_per_address`` such connects;
+        while no connect to the address has succeeded since, new ones start there at once.
+        A connect that succeeds takes a slot back before the body runs (one that succeeds only
+        after the grace, while both slots are busy, waits idle for one: the server then sees
+        it open, unused; at most ``pending_per_address`` of them). Ten sites on one
+        blackholed address thus time out together, not five timeouts back to back, and each
+        target still records its own attempt. Every connection passes the rate limit.
+        """
+        address = self._addresses.get(ip)
+        if address is None:
+            address = self._addresses[ip] = _Address(
+                self.settings.per_address, self.settings.pending_per_address
+            )
+        address.users += 1
+        holding = pending = False
+        attempt: asyncio.Task[tuple[TCPConnect, Conn | None]] | None = None
+        conn: Conn | None = None
         try:
-            async with sem:
-                await self._throttled()
-                yield
+            if address.silent:
+                await address.pending.acquire()
+                pending = True
+            else:
+                await address.slots.acquire()
+                holding = True
+            await self._throttled()
+            attempt = asyncio.create_task(
+                tcp_connect(ip, port, timeout=self.settings.timeouts.tcp, clock=clock, depth=depth)
+            )
+            if holding:
+                done, _ = await asyncio.wait({attempt}, timeout=self.settings.connect_grace)
+                if not done and not address.pending.locked():
+                    await address.pending.acquire()  # free: returns at once
+                    pending, address.silent = True, True
+                    address.slots.release()
+                    holding = False
+            record, conn = await attempt
+            attempt = None  # its connection, if any, is ``conn`` now
+            if conn is not None:
+                address.silent = False
+                if not holding:
+                    await address.slots.acquire()
+                    holding = True
+            if pending:
+                address.pending.release()
+                pending = False
+            yielded, conn = conn, None  # the body owns it now
+            yield record, yielded
         finally:
-            self._slot_users[ip] -= 1
-            if not self._slot_users[ip]:  # keep memory flat over many addresses
-                del self._slot_users[ip], self._slots[ip]
+            if attempt is not None:  # cancelled while connecting
+                attempt.cancel()
+                if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+                    conn = attempt.result()[1]
+            if conn is not None:  # connected, but cancelled before the body got it
+                conn.close()
+            if holding:
+                address.slots.release()
+            if pending:
+                address.pending.release()
+            address.users -= 1
+            if not address.users:  # keep memory flat over many addresses
+                del self._addresses[ip]
 
     async def _throttled(self) -> None:
         if self.throttle is not None:
@@ -188,12 +259,18 @@ class Measurer:
         return _unique(a for q in queries for a in q.addresses)
 
     async def measure(
-        self, target: Target, *, headers: dict[str, str] | None = None
+        self,
+        target: Target,
+        *,
+        headers: dict[str, str] | None = None,
+        active_done: Callable[[], None] | None = None,
     ) -> Observations:
         """Measure one target; never raises (failures are recorded).
 
         ``headers`` replaces the settings' request headers for this target (the helper
-        forwards the probe's).
+        forwards the probe's). ``active_done`` is called once every connection and query is
+        over, when only the listening for late DNS replies remains (up to
+        ``dns_duplicate_window`` seconds): a runner may start another target then.
         """
         obs = Observations(
             input=target.input,
@@ -228,6 +305,8 @@ class Measurer:
                 if self.helpers is not None:
                     asked = _unique([*_capped(system_addresses), *_capped(control_addresses)])
                     obs.control = await self._control(target.url, asked, m.clock)
+            if active_done is not None:
+                active_done()
             await m.late.wait()
         finally:
             m.late.cancel()
@@ -297,10 +376,7 @@ class Measurer:
         async def endpoint(ip: str) -> HTTPRequest | None:
             if not self._allowed(m, ip, port, depth):
                 return None
-            async with self.slot(ip):
-                tcp, conn = await tcp_connect(
-                    ip, port, timeout=self.settings.timeouts.tcp, clock=clock, depth=depth
-                )
+            async with self.connection(ip, port, clock, depth) as (tcp, conn):
                 obs.tcp.append(tcp)
                 if conn is None:
                     return None
@@ -329,10 +405,7 @@ class Measurer:
         async def validate(ip: str) -> None:
             if not self._allowed(m, ip, 443, depth):
                 return
-            async with self.slot(ip):
-                tcp, conn = await tcp_connect(
-                    ip, 443, timeout=self.settings.timeouts.tcp, clock=clock, depth=depth
-                )
+            async with self.connection(ip, 443, clock, depth) as (tcp, conn):
                 if conn is None:
                     obs.tcp.append(tcp)
                     return

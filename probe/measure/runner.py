@@ -17,6 +17,7 @@ in one transaction, or not at all), and the run is marked "interrupted".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import traceback
@@ -32,6 +33,7 @@ from .. import analysis
 from ..analysis.fingerprints import Fingerprints
 from ..errors import StoreError
 from ..model.records import Verdict
+from ..net.resolvers import DoHClient
 from ..store import Store
 from ..targets import Target
 from .control import HelperClient
@@ -110,41 +112,57 @@ async def run(
     # Per target only what the offline flag needs, so memory stays flat.
     seen: list[analysis.OfflineSigns] = []
 
-    async def worker() -> None:
+    # A target whose connections and queries are over only listens, up to half a second, for
+    # late DNS replies (evidence of injection): its worker moves on to the next target then.
+    # At most ``concurrency`` targets are measured at once, and as many more may be listening.
+    listening = asyncio.Semaphore(2 * max(1, concurrency))
+
+    async def worker(group: asyncio.TaskGroup) -> None:
         for position, target in pending:
             if deadline is not None and loop.time() >= deadline:
                 summary.partial = True
                 return
+            await listening.acquire()
+            active = asyncio.Event()
+            group.create_task(one(position, target, active))
+            await active.wait()
+
+    async def one(position: int, target: Target, active: asyncio.Event) -> None:
+        try:
             try:
-                obs = await measurer.measure(target)
-                scrub.observations(obs)
-                verdict = analysis.analyze(obs, fingerprints=fingerprints)
-                measurement_id = store.save(
-                    run_id,
-                    obs,
-                    verdict,
-                    probe_asn=probe_asn,
-                    probe_cc=probe_cc,
-                    position=position,
-                )
-            except StoreError:
-                raise  # no target can be stored: the run ends (the TaskGroup cancels the rest)
-            except Exception as exc:  # a bug must not lose the other targets
-                detail = "".join(traceback.format_exception_only(exc)).strip()
-                summary.errors.append(scrub.text(f"{target.url}: internal error: {detail}"))
-                print(scrub.text(traceback.format_exc()), file=sys.stderr)
-                continue
-            seen.append(analysis.offline_signs(obs))
-            summary.counts[verdict.verdict] += 1
-            if on_result is not None:
-                on_result(Result(target, measurement_id, verdict))
+                obs = await measurer.measure(target, active_done=active.set)
+            finally:
+                active.set()
+            scrub.observations(obs)
+            verdict = analysis.analyze(obs, fingerprints=fingerprints)
+            measurement_id = store.save(
+                run_id,
+                obs,
+                verdict,
+                probe_asn=probe_asn,
+                probe_cc=probe_cc,
+                position=position,
+            )
+        except StoreError:
+            raise  # no target can be stored: the run ends (the TaskGroup cancels the rest)
+        except Exception as exc:  # a bug must not lose the other targets
+            detail = "".join(traceback.format_exception_only(exc)).strip()
+            summary.errors.append(scrub.text(f"{target.url}: internal error: {detail}"))
+            print(scrub.text(traceback.format_exc()), file=sys.stderr)
+            return
+        finally:
+            listening.release()
+        seen.append(analysis.offline_signs(obs))
+        summary.counts[verdict.verdict] += 1
+        if on_result is not None:
+            on_result(Result(target, measurement_id, verdict))
 
     try:
         async with asyncio.timeout_at(None if deadline is None else deadline + grace):
             try:
                 async with asyncio.TaskGroup() as group:
                     for _ in range(max(1, concurrency)):
-                        group.create_task(worker())
+                        group.create_task(worker(group))
             except* StoreError as errors:
                 summary.store_error = str(errors.exceptions[0])
     except TimeoutError:
@@ -213,7 +231,12 @@ async def _check(
         probe_asn=config.probe_asn,
         probe_cc=config.probe_cc,
     )
-    limits = httpx.Limits(max_connections=max(config.concurrency, 8), max_keepalive_connections=8)
+    # Every connection kept alive: a pool that closes what it cannot keep pays a TCP and TLS
+    # handshake (two round trips, and the CPU) for most helper requests.
+    helper_limits = httpx.Limits(
+        max_connections=config.helper_concurrency,
+        max_keepalive_connections=config.helper_concurrency,
+    )
     verify = settings.ssl_context
     counts: Counter[str] = Counter()
 
@@ -231,9 +254,9 @@ async def _check(
         grace = max(steps.dns, steps.tcp, steps.tls, steps.http, steps.control)
     try:
         async with (
-            httpx.AsyncClient(verify=verify, limits=limits, timeout=settings.timeouts.dns) as doh,
+            contextlib.aclosing(DoHClient(verify)) as doh,
             httpx.AsyncClient(
-                verify=verify, limits=limits, timeout=settings.timeouts.control
+                verify=verify, limits=helper_limits, timeout=settings.timeouts.control
             ) as helper_http,
         ):
             # The network's identity; the public address goes into the scrubber, nowhere else.

@@ -253,6 +253,10 @@ def open_db(path: str | Path) -> Database:
         db = Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT, check_same_thread=False))
         with file_lock(lock_path(path, "migrate"), wait=BUSY_TIMEOUT):
             db.enable_wal()
+            # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a power cut may
+            # lose the last measurements, never whole ones or the database's integrity, and
+            # each measurement's commit no longer waits for the disk (the run's event loop did).
+            db.execute("pragma synchronous = normal")
             _refuse_newer(db, path)
             migrations.apply(db)
     except Busy:

@@ -682,11 +682,12 @@ class Lab:
             self._commit()
             return site
 
-    def add_sites(self, names: list[str], ips: list[str] | None = None) -> list[Site]:
-        """Add many plain sites at once (one state reload); ``ips`` are used round robin."""
+    def add_sites(self, names: list[str], ips: list[str] | None = None, **options) -> list[Site]:
+        """Add many sites at once (one state reload), all with the same ``options`` (see
+        ``add_site``); ``ips`` are used round robin."""
         with self._lock:
             sites = [
-                self._add_site(name, ips[i % len(ips)] if ips else None, {})
+                self._add_site(name, ips[i % len(ips)] if ips else None, dict(options))
                 for i, name in enumerate(names)
             ]
             self._commit()
