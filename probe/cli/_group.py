@@ -69,6 +69,17 @@ def db_option(what: str = "The SQLite database") -> Callable[[F], F]:
     )
 
 
+def fingerprints_option() -> Callable[[F], F]:
+    """``--fingerprints FILE`` (repeatable): extra block-page fingerprints for the analysis."""
+    return click.option(
+        "--fingerprints",
+        "fingerprint_files",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Extra blockpage fingerprints (JSON, probe's format), repeatable.",
+    )
+
+
 def db_path(db: Path | None) -> Path:
     """The database: ``--db`` (or $PROBE_DB), else the configuration's, else the default."""
     from ..config import default_db

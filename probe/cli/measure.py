@@ -19,7 +19,17 @@ from .. import targets
 from ..errors import InputError, StoreError
 from ..model.records import utc_now
 from ..store.locks import Busy, file_lock, lock_path
-from ._group import BadInput, HungUp, Interrupted, Terminated, cli, db_option, db_path, existing_db
+from ._group import (
+    BadInput,
+    HungUp,
+    Interrupted,
+    Terminated,
+    cli,
+    db_option,
+    db_path,
+    existing_db,
+    fingerprints_option,
+)
 
 STOPPED = "interrupted; measurements finished so far are stored"
 
@@ -139,13 +149,7 @@ def _require_consent(settings: dict[str, Any], db: Path, files: tuple[Path, ...]
     "each --helper's own /whoami. They find the AS number, country and AS name unless "
     "--probe-asn/--probe-cc say them.",
 )
-@click.option(
-    "--fingerprints",
-    "fingerprint_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Extra blockpage fingerprints (JSON, probe's format), repeatable.",
-)
+@fingerprints_option()
 @click.option(
     "--max-runtime",
     type=click.FloatRange(min=1),
@@ -426,13 +430,7 @@ JSON_KEYS = (
 @db_option("The SQLite database to re-analyse")
 @click.option("--since", metavar="TIME", help="Only measurements from TIME (UTC, YYYY-MM-DD).")
 @click.option("--run", "run_id", metavar="ID", help="Only the measurements of this run.")
-@click.option(
-    "--fingerprints",
-    "fingerprint_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Extra blockpage fingerprints (JSON, probe's format), repeatable.",
-)
+@fingerprints_option()
 def reanalyze(
     db: Path | None, since: str | None, run_id: str | None, fingerprint_files: tuple[str, ...]
 ) -> None:

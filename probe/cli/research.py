@@ -13,7 +13,7 @@ from typing import Any, TextIO
 import click
 
 from ..errors import InputError, StoreError
-from ._group import BadInput, cli, db_option, db_path, existing_db
+from ._group import BadInput, cli, db_option, db_path, existing_db, fingerprints_option
 
 _ASN = re.compile(r"^(?:AS)?(\d{1,10})$", re.IGNORECASE)
 
@@ -378,13 +378,7 @@ def export(
 @click.option(
     "--json", "as_json", is_flag=True, help="Print each imported measurement as `check --json`."
 )
-@click.option(
-    "--fingerprints",
-    "fingerprint_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Extra blockpage fingerprints (JSON, probe's format), repeatable.",
-)
+@fingerprints_option()
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
