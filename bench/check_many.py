@@ -87,8 +87,15 @@ KINDS: dict[str, Kind] = {
     "blackhole": Kind(0.05, "https", "blocked", "tcp_ip", 0, own_addresses=True),
 }
 #: Sites per address for the kinds with addresses of their own (blackholes: 50 sites over 5
-#: addresses at 1,000 targets, as when a censor blocks an address range).
+#: addresses at 1,000 targets, as when a censor blocks an address range), on at most
+#: :data:`MAX_OWN_ADDRESSES` addresses (a handful: the censor's rules do not grow with the list,
+#: and the outlets' other addresses stay for the shared sites).
 SITES_PER_OWN_ADDRESS = 10
+MAX_OWN_ADDRESSES = 5
+#: The SNI-reset sites are names under this many blocked zones (``*.tls0.bench.kg`` ...): the
+#: censor's DPI matches a zone, one rule each, whatever the number of sites (one rule per site
+#: would make every forwarded packet scan hundreds of patterns at 10,000 targets).
+SNI_ZONES = 5
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,7 @@ def plan(n: int, seed: int = 11) -> list[BenchSite]:
     own: dict[str, list[str]] = {}
     for kind, k in KINDS.items():
         if k.own_addresses:
-            wanted = max(1, -(-counts[kind] // SITES_PER_OWN_ADDRESS))
+            wanted = min(MAX_OWN_ADDRESSES, max(1, -(-counts[kind] // SITES_PER_OWN_ADDRESS)))
             own[kind], outlets = outlets[:wanted], outlets[wanted:]
     kinds = [kind for kind, count in counts.items() for _ in range(count)]
     random.Random(seed).shuffle(kinds)
@@ -129,13 +136,21 @@ def plan(n: int, seed: int = 11) -> list[BenchSite]:
             used[kind] += 1
         else:
             ip, shared = outlets[shared % len(outlets)], shared + 1
-        sites.append(BenchSite(f"s{i:05d}.bench.kg", kind, ip))
+        zone = f".tls{used[kind] % SNI_ZONES}" if kind == "sni-reset" else ""
+        if kind == "sni-reset":
+            used[kind] += 1
+        sites.append(BenchSite(f"s{i:05d}{zone}.bench.kg", kind, ip))
     return sites
 
 
 def censor(lab: Lab, sites: list[BenchSite]) -> None:
     """Add the sites to the lab and censor them as their kinds say (undone by lab.reset();
-    the sites stay until :func:`remove`)."""
+    the sites stay until :func:`remove`), with one state reload (:meth:`Lab.batch`)."""
+    with lab.batch():
+        _censor(lab, sites)
+
+
+def _censor(lab: Lab, sites: list[BenchSite]) -> None:
     by_kind: dict[str, list[BenchSite]] = {}
     for site in sites:
         by_kind.setdefault(site.kind, []).append(site)
@@ -147,8 +162,8 @@ def censor(lab: Lab, sites: list[BenchSite]) -> None:
         lab.dns_lie(site.name, lab.BLOCKPAGE_IP)
     for site in by_kind.get("nxdomain", []):
         lab.dns_nxdomain(site.name)
-    for site in by_kind.get("sni-reset", []):
-        lab.dpi_reset(site.name, port=443)
+    for zone in sorted({s.name.split(".", 1)[1] for s in by_kind.get("sni-reset", [])}):
+        lab.dpi_reset(f".{zone}", port=443)
     for kind, act in (("blockpage", lab.inject_blockpage), ("down", lab.site_down),
                       ("blackhole", lab.tcp_blackhole)):  # fmt: skip
         for ip in sorted({s.ip for s in by_kind.get(kind, [])}):
@@ -156,8 +171,9 @@ def censor(lab: Lab, sites: list[BenchSite]) -> None:
 
 
 def remove(lab: Lab, sites: list[BenchSite]) -> None:
-    for site in sites:
-        lab.remove_site(site.name)
+    with lab.batch():
+        for site in sites:
+            lab.remove_site(site.name)
 
 
 def delay(lab: Lab, sites: list[BenchSite], rtt: int) -> None:
@@ -419,7 +435,8 @@ def bench(lab: Lab, n: int, rtt: int, concurrency: int, helper_url: str,
             probe = run_probe(lab, sites, concurrency, helper_url, Path(tmp), **profiling)
             curls.append(run_curl(lab, sites, concurrency, Path(tmp)))
     finally:
-        lab.reset()
+        with lab.batch():
+            lab.reset()
     curl = min(curls, key=lambda c: c["seconds"])
     curl["runs"] = [c["seconds"] for c in curls]
     bound = critical_path(sites, rtt, concurrency)

@@ -97,6 +97,7 @@ from __future__ import annotations
 
 import atexit
 import codecs
+import contextlib
 import ctypes
 import datetime
 import ipaddress
@@ -110,7 +111,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -314,6 +315,8 @@ class Lab:
         self._htb = False
         self._token = 0
         self._version = 0
+        self._batch_depth = 0
+        self._batch_dirty = False
         self._started = False
         self._closed = False
         self._lock = threading.RLock()
@@ -754,8 +757,29 @@ class Lab:
         os.replace(tmp, path)
 
     def _commit(self) -> None:
+        if self._batch_depth:
+            self._batch_dirty = True
+            return
         self._write_state()
         self._wait_ack()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many changes (sites, censorship primitives, their undos, ``reset()``) with one state
+        reload: inside the block the servers' state is written once, at its end, and the block
+        returns once they have picked it up. (Each state reload rewrites every site, so one per
+        change costs the square of the number of sites.) Until the end the servers may still
+        act on the old state while the iptables rules are already in force; nothing must be
+        measured inside the block. Blocks nest; other threads wait for the outermost to end."""
+        with self._lock:
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+                if self._batch_depth == 0 and self._batch_dirty:
+                    self._batch_dirty = False
+                    self._commit()
 
     # ------------------------------------------------------------ running things
 
