@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from probe.analysis import analyze
 from probe.cli import cli
 from probe.errors import OONIFormatError
+from probe.model.records import VERDICTS
 from probe.ooni.measurement import from_ooni, read_file
 from tests.test_check import SCENARIOS, censor, probe_check
 
@@ -221,9 +222,13 @@ def test_any_damage_to_a_measurement_is_a_format_error_or_readable(which, pick, 
     node[path[-1]] = value
     try:
         imported = from_ooni(data)
-    except OONIFormatError:
+    except OONIFormatError as exc:
+        assert str(exc)  # a format error says what is wrong
         return
-    analyze(imported.observations)  # what was read is fit for the analysis
+    # What was read is fit for the analysis, which gives one of its verdicts.
+    verdict = analyze(imported.observations)
+    assert verdict.verdict in VERDICTS and verdict.reason
+    assert isinstance(imported.observations.url, str) and imported.probe_asn.startswith("AS")
 
 
 def test_unreadable_files_are_reported_not_raised(tmp_path):
