@@ -154,3 +154,47 @@ def test_blackholed_connects_wait_together_and_live_servers_still_see_two(clean_
         assert [failure for failure, _, _ in out["records"][ip]] == [None] * 10
         assert out["peak"][ip] == 2
     assert out["left"] == 0
+
+
+# Run in the vantage: ``probe``'s runner with one worker over a blackholed site, then two live
+# ones (no helper, no control). Prints the URLs in the order their results came.
+PARKED_SCRIPT = """
+import asyncio, json, sys, tempfile
+from probe.measure.measurer import Measurer, Settings, Timeouts
+from probe.measure.runner import run
+from probe.net.connections import client_context
+from probe.net.resolvers import parse_resolver
+from probe.store import Store, open_db
+from probe.targets import load
+
+async def main(urls):
+    settings = Settings(
+        system_resolver=parse_resolver("udp://192.88.99.10", engine="system"),
+        control_resolvers=[], ssl_context=client_context(), timeouts=Timeouts(tcp=4),
+        connect_grace=0.3,
+    )
+    m = Measurer(settings, doh_client=None, helpers=None)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(open_db(tmp + "/p.db"))
+        run_id = store.start_run(inputs=[], settings={}, targets=len(urls))
+        order = []
+        summary = await run(load(inputs=urls), m, store, run_id, concurrency=1,
+                            on_result=lambda r: order.append(r.target.url))
+    print(json.dumps({"order": order, "counts": dict(summary.counts)}))
+
+asyncio.run(main(sys.argv[1:]))
+"""
+
+
+def test_a_target_waiting_on_a_blackhole_frees_its_worker(clean_lab):
+    """With one worker, a site whose address is blackholed does not hold the live sites after
+    it for its whole TCP timeout: once its connect goes unanswered past the grace, the next
+    target starts, so the live sites finish first (before: in list order)."""
+    lab = clean_lab
+    dark, first, second = ("factcheck.kg", "kaktus.media", "24.kg")
+    lab.tcp_blackhole(lab.site(dark).ip)
+    urls = [f"http://{dark}/", f"https://{first}/", f"https://{second}/"]
+    code = f"import sys; sys.argv[1:] = {urls!r}\n" + PARKED_SCRIPT
+    out = json.loads(lab.python(lab.vantage, code, timeout=60))
+    assert out["order"] == [urls[1], urls[2], urls[0]]
+    assert sum(out["counts"].values()) == 3

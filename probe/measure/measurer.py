@@ -137,6 +137,8 @@ class _Measurement:
     #: a bogon IP literal; else none.
     bogons_allowed: frozenset[str]
     late: resolvers.LateReplies
+    #: Called when the target waits on a silent address (see :meth:`Measurer.measure`).
+    parked: Callable[[], None] | None = None
 
 
 class Measurer:
@@ -158,7 +160,12 @@ class Measurer:
 
     @asynccontextmanager
     async def connection(
-        self, ip: str, port: int, clock: Clock, depth: int
+        self,
+        ip: str,
+        port: int,
+        clock: Clock,
+        depth: int,
+        parked: Callable[[], None] | None = None,
     ) -> AsyncIterator[tuple[TCPConnect, Conn | None]]:
         """A measured TCP connect to ``ip:port``: its record, and the connection when it
         succeeded, which the body then holds as one of the address's ``per_address`` slots.
@@ -172,6 +179,9 @@ class Measurer:
         it open, unused; at most ``pending_per_address`` of them). Ten sites on one
         blackholed address thus time out together, not five timeouts back to back, and each
         target still records its own attempt. Every connection passes the rate limit.
+
+        ``parked`` is called when this connect waits on a silent address: gone unanswered
+        past the grace, or started where connects go unanswered.
         """
         address = self._addresses.get(ip)
         if address is None:
@@ -184,6 +194,8 @@ class Measurer:
         conn: Conn | None = None
         try:
             if address.silent:
+                if parked is not None:
+                    parked()
                 await address.pending.acquire()
                 pending = True
             else:
@@ -200,6 +212,8 @@ class Measurer:
                     pending, address.silent = True, True
                     address.slots.release()
                     holding = False
+                    if parked is not None:
+                        parked()
             record, conn = await attempt
             attempt = None  # its connection, if any, is ``conn`` now
             if conn is not None:
@@ -268,9 +282,12 @@ class Measurer:
         """Measure one target; never raises (failures are recorded).
 
         ``headers`` replaces the settings' request headers for this target (the helper
-        forwards the probe's). ``active_done`` is called once every connection and query is
-        over, when only the listening for late DNS replies remains (up to
-        ``dns_duplicate_window`` seconds): a runner may start another target then.
+        forwards the probe's). ``active_done`` is called when the target no longer keeps the
+        vantage busy, so a runner may start another target: once every connection and query
+        is over and only the listening for late DNS replies remains (up to
+        ``dns_duplicate_window`` seconds), or as soon as one of its connects waits on a silent
+        address (a blackhole: it may wait out the whole TCP timeout, sending nothing more).
+        It may be called more than once.
         """
         obs = Observations(
             input=target.input,
@@ -285,6 +302,7 @@ class Measurer:
             clock=Clock(),
             bogons_allowed=frozenset({_canonical(host)} if is_bogon(host) else ()),
             late=resolvers.LateReplies(self.settings.dns_duplicate_window),
+            parked=active_done,
         )
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -376,7 +394,7 @@ class Measurer:
         async def endpoint(ip: str) -> HTTPRequest | None:
             if not self._allowed(m, ip, port, depth):
                 return None
-            async with self.connection(ip, port, clock, depth) as (tcp, conn):
+            async with self.connection(ip, port, clock, depth, m.parked) as (tcp, conn):
                 obs.tcp.append(tcp)
                 if conn is None:
                     return None
@@ -405,7 +423,7 @@ class Measurer:
         async def validate(ip: str) -> None:
             if not self._allowed(m, ip, 443, depth):
                 return
-            async with self.connection(ip, 443, clock, depth) as (tcp, conn):
+            async with self.connection(ip, 443, clock, depth, m.parked) as (tcp, conn):
                 if conn is None:
                     obs.tcp.append(tcp)
                     return

@@ -79,6 +79,10 @@ class RunSummary:
         return "offline" if self.offline else "complete"
 
 
+#: Targets held at once per worker: one keeping the vantage busy, the others waiting on a
+#: blackhole or listening for late DNS replies.
+IN_FLIGHT_PER_WORKER = 4
+
 #: Signals that end a run cleanly, as Ctrl-C does.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -113,16 +117,18 @@ async def run(
     seen: list[analysis.OfflineSigns] = []
 
     # A target whose connections and queries are over only listens, up to half a second, for
-    # late DNS replies (evidence of injection): its worker moves on to the next target then.
-    # At most ``concurrency`` targets are measured at once, and as many more may be listening.
-    listening = asyncio.Semaphore(2 * max(1, concurrency))
+    # late DNS replies (evidence of injection), and one whose connect went unanswered past the
+    # grace waits, sending nothing, for the TCP timeout (a blackhole): its worker moves on to
+    # the next target then. At most ``concurrency`` targets keep the vantage busy at once, and
+    # in all at most ``IN_FLIGHT_PER_WORKER`` times as many are held (memory stays flat).
+    in_flight = asyncio.Semaphore(IN_FLIGHT_PER_WORKER * max(1, concurrency))
 
     async def worker(group: asyncio.TaskGroup) -> None:
         for position, target in pending:
             if deadline is not None and loop.time() >= deadline:
                 summary.partial = True
                 return
-            await listening.acquire()
+            await in_flight.acquire()
             active = asyncio.Event()
             group.create_task(one(position, target, active))
             await active.wait()
@@ -151,7 +157,7 @@ async def run(
             print(scrub.text(traceback.format_exc()), file=sys.stderr)
             return
         finally:
-            listening.release()
+            in_flight.release()
         seen.append(analysis.offline_signs(obs))
         summary.counts[verdict.verdict] += 1
         if on_result is not None:
@@ -254,7 +260,7 @@ async def _check(
         grace = max(steps.dns, steps.tcp, steps.tls, steps.http, steps.control)
     try:
         async with (
-            contextlib.aclosing(DoHClient(verify)) as doh,
+            contextlib.aclosing(DoHClient(verify, doh_connections(config.concurrency))) as doh,
             httpx.AsyncClient(
                 verify=verify, limits=helper_limits, timeout=settings.timeouts.control
             ) as helper_http,
@@ -305,6 +311,13 @@ async def _check(
         except StoreError:
             pass  # a full disk: the run stays "running" until the next command marks it
     return summary
+
+
+def doh_connections(concurrency: int) -> int:
+    """DoH connections kept per server: one lookup at a time each (HTTP/1.1), and every target
+    asks two (A and AAAA) at once, so fewer than the targets at once queues most lookups
+    (at 64 targets, 16 connections made a lookup 0.29 s instead of 0.07 s at 50 ms RTT)."""
+    return min(64, max(4, concurrency))
 
 
 def throttler(rate: float) -> Throttler:
