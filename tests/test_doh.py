@@ -24,10 +24,10 @@ async def main(url, ca, names):
         return [query.failure, query.addresses]
 
     first = await asyncio.gather(*(one(name) for name in names))
-    kept = sum(len(idle) for idle in doh._idle.values())
+    kept = sum(len(idle) for idle in doh.http._idle.values())
     # The server closes the kept connections (as servers do after a while): the next lookups
     # find them closed and ask again on new ones.
-    for idle in doh._idle.values():
+    for idle in doh.http._idle.values():
         for conn in idle:
             conn.writer.transport.abort()
     await asyncio.sleep(0.1)

@@ -1247,8 +1247,9 @@ def test_lab_helper_answers_at_its_deadline_while_a_measurement_spins(lab):
 
 
 TLS_ABUSE = """
-import asyncio, json, os, socket, ssl, httpx
+import asyncio, contextlib, json, os, socket, ssl
 from probe.measure.control import HelperClient
+from probe.net.kept import KeptClient
 from probe.net.connections import Clock, client_context
 from probe.ooni.helper_protocol import control_request
 
@@ -1271,7 +1272,7 @@ def abusers():
 async def main():
     socks = abusers()
     context = client_context({ca_file!r})
-    async with httpx.AsyncClient(verify=context, timeout=30) as client:
+    async with contextlib.aclosing(KeptClient(context, 4)) as client:
         helpers = HelperClient([url], client, concurrency=4, timeout=40)
         requests = [control_request(u, [], {{"User-Agent": "probe-test"}})
                     for u in ({site_url!r}, {site_url2!r})]

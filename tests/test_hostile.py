@@ -459,14 +459,14 @@ HELPER_CASES = {
 }  # fmt: skip
 
 HELPER_SNIPPET = """
-import asyncio, json, ssl, sys
-import httpx
+import asyncio, contextlib, json, ssl, sys
 from probe.measure.control import HelperClient
+from probe.net.kept import KeptClient
 from probe.net.connections import Clock
 
 async def main(urls, ca):
     out = {}
-    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=ca)) as client:
+    async with contextlib.aclosing(KeptClient(ssl.create_default_context(cafile=ca))) as client:
         for url in urls:
             helper = HelperClient([url], client, timeout=3)
             record = await helper.control(

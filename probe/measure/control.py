@@ -13,14 +13,12 @@ import math
 import random
 from typing import Any
 
-import httpx
-
 from .. import __version__
 from ..errors import HelperAnswerError, NetworkError
 from ..model.records import Control
-from ..net.bounded import read_capped
 from ..net.classify import classify
 from ..net.connections import Clock
+from ..net.kept import KeptClient
 from ..ooni.helper_protocol import ControlRequest, check_response
 
 #: OONI's public test helpers, used when no ``--helper`` is given.
@@ -44,8 +42,8 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 BUSY_RETRIES = 5
 #: Requests in flight to helpers the volunteer names: below our helper's default load limit (25).
 OWN_HELPER_CONCURRENCY = 16
-#: What asking a helper can raise: the network, httpx, our checks of its answer, timeouts.
-HELPER_ERRORS = (httpx.HTTPError, httpx.InvalidURL, OSError, TimeoutError, NetworkError)
+#: What asking a helper can raise: the network, our checks of its answer, timeouts.
+HELPER_ERRORS = (OSError, EOFError, TimeoutError, NetworkError)
 
 
 class HelperClient:
@@ -54,7 +52,7 @@ class HelperClient:
     def __init__(
         self,
         helpers: list[str],
-        client: httpx.AsyncClient,
+        client: KeptClient,
         *,
         concurrency: int = DEFAULT_HELPER_CONCURRENCY,
         timeout: float = 30.0,
@@ -70,11 +68,11 @@ class HelperClient:
         """Ask the helpers; never raises (a helper's failure is recorded, the next is tried)."""
         record = Control(t0=clock())
         body = json.dumps(request).encode()
-        headers = {
-            "content-type": "application/json",
-            "user-agent": f"probe/{__version__}",
-            "accept-encoding": "gzip, deflate",
-        }
+        headers = [
+            ("content-type", "application/json"),
+            ("user-agent", f"probe/{__version__}"),
+            ("accept-encoding", "gzip, deflate"),
+        ]
         order = self.helpers[self._first :] + self.helpers[: self._first]
         async with self.slots:
             for helper in order:
@@ -90,20 +88,20 @@ class HelperClient:
         record.t = clock()
         return record
 
-    async def _post(self, helper: str, body: bytes, headers: dict[str, str]) -> bytes:
+    async def _post(self, helper: str, body: bytes, headers: list[tuple[str, str]]) -> bytes:
         """POST and read the answer (at most MAX_RESPONSE_BYTES), waiting and retrying while
         the helper sheds load (503)."""
         for attempt in range(BUSY_RETRIES + 1):
-            async with self.client.stream(
-                "POST", helper, content=body, headers=headers
-            ) as response:
-                if response.status_code == 503 and attempt < BUSY_RETRIES:
-                    pause = _retry_after(response, attempt)
-                elif response.status_code != 200:
-                    raise HelperAnswerError(f"helper answered HTTP {response.status_code}")
-                else:
-                    return await read_capped(response, MAX_RESPONSE_BYTES, _too_large)
-            await asyncio.sleep(pause)
+            answer = await self.client.request(
+                "POST", helper, headers=headers, body=body, cap=MAX_RESPONSE_BYTES,
+                error=_too_large,
+            )  # fmt: skip
+            if answer.status == 503 and attempt < BUSY_RETRIES:
+                await asyncio.sleep(_retry_after(answer.headers, attempt))
+            elif answer.status != 200:
+                raise HelperAnswerError(f"helper answered HTTP {answer.status}")
+            else:
+                return answer.body
         raise AssertionError("unreachable")
 
 
@@ -111,10 +109,10 @@ def _too_large(reason: str) -> HelperAnswerError:
     return HelperAnswerError(f"helper answer unusable: {reason}")
 
 
-def _retry_after(response: httpx.Response, attempt: int) -> float:
+def _retry_after(headers: dict[str, str], attempt: int) -> float:
     """Seconds to wait before asking a busy helper again: its Retry-After, else backoff."""
     try:
-        wanted = float(response.headers.get("retry-after", ""))
+        wanted = float(headers.get("retry-after", ""))
     except ValueError:
         wanted = math.nan
     if not math.isfinite(wanted):  # absent, garbage, "nan" or "inf"

@@ -37,15 +37,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin
-
-import httpx
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from .. import __version__
 from ..errors import HelperAnswerError, StoreError
 from ..model.addresses import is_bogon, is_ip_literal
-from ..net.bounded import read_capped
 from ..net.classify import classify
+from ..net.kept import KeptClient
 from .control import DEFAULT_HELPERS, HELPER_ERRORS
 from .privacy import Scrubber
 
@@ -176,22 +174,24 @@ def _name(value: Any, scrubber: Scrubber) -> str | None:
     return scrubber.text(text) or None
 
 
-async def ask(client: httpx.AsyncClient, url: str, resolver: str | None, timeout: float) -> bytes:
+async def ask(client: KeptClient, url: str, resolver: str | None, timeout: float) -> bytes:
     """GET ``url`` (with ``?resolver=``); the answer's body, at most :data:`MAX_ANSWER`
     bytes. Raises what :data:`~probe.measure.control.HELPER_ERRORS` names."""
-    params = {"resolver": resolver} if resolver else None
-    headers = {"user-agent": f"probe/{__version__}", "accept": "application/json"}
-    async with (
-        asyncio.timeout(timeout),  # the whole exchange: a helper dripping bytes gets no longer
-        client.stream("GET", url, params=params, headers=headers, timeout=timeout) as response,
-    ):
-        if response.status_code != 200:
-            raise HelperAnswerError(f"HTTP {response.status_code}")
-        return await read_capped(response, MAX_ANSWER, HelperAnswerError)
+    if resolver:
+        url += ("&" if urlsplit(url).query else "?") + urlencode({"resolver": resolver})
+    headers = [("user-agent", f"probe/{__version__}"), ("accept", "application/json")]
+    # One deadline over the whole exchange: a helper dripping bytes gets no longer.
+    async with asyncio.timeout(timeout):
+        answer = await client.request(
+            "GET", url, headers=headers, cap=MAX_ANSWER, error=HelperAnswerError
+        )
+    if answer.status != 200:
+        raise HelperAnswerError(f"HTTP {answer.status}")
+    return answer.body
 
 
 async def lookup(
-    client: httpx.AsyncClient,
+    client: KeptClient,
     urls: Sequence[str],
     scrubber: Scrubber,
     *,
@@ -257,7 +257,7 @@ def _stderr(line: str) -> None:
 
 async def network_identity(
     config: CheckConfig,
-    client: httpx.AsyncClient,
+    client: KeptClient,
     scrubber: Scrubber,
     *,
     warn: Callable[[str], None] | None = None,

@@ -26,13 +26,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import httpx
 from asyncio_throttle.throttler import Throttler
 
 from .. import analysis
 from ..analysis.fingerprints import Fingerprints
 from ..errors import StoreError
 from ..model.records import Verdict
+from ..net.kept import KeptClient
 from ..net.resolvers import DoHClient
 from ..store import Store
 from ..targets import Target
@@ -237,12 +237,6 @@ async def _check(
         probe_asn=config.probe_asn,
         probe_cc=config.probe_cc,
     )
-    # Every connection kept alive: a pool that closes what it cannot keep pays a TCP and TLS
-    # handshake (two round trips, and the CPU) for most helper requests.
-    helper_limits = httpx.Limits(
-        max_connections=config.helper_concurrency,
-        max_keepalive_connections=config.helper_concurrency,
-    )
     verify = settings.ssl_context
     counts: Counter[str] = Counter()
 
@@ -261,9 +255,7 @@ async def _check(
     try:
         async with (
             contextlib.aclosing(DoHClient(verify, doh_connections(config.concurrency))) as doh,
-            httpx.AsyncClient(
-                verify=verify, limits=helper_limits, timeout=settings.timeouts.control
-            ) as helper_http,
+            contextlib.aclosing(KeptClient(verify, config.helper_concurrency)) as helper_http,
         ):
             # The network's identity; the public address goes into the scrubber, nowhere else.
             scrubber = Scrubber(towards=settings.system_resolver.host)

@@ -28,7 +28,6 @@ import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
-import h11
 import httpx
 
 from ..errors import DNSWrongQueryID, DoHError, NetworkError, ResolverError
@@ -38,6 +37,7 @@ from ..model.records import DNSQuery
 from .bounded import read_capped
 from .classify import classify
 from .connections import Clock, open_tcp
+from .kept import KeptClient
 
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
 #: A DNS message is at most 64 KiB; a larger DoH answer is not DNS.
@@ -140,130 +140,36 @@ async def _tcp_exchange(
 
 
 class DoHClient:
-    """DNS over HTTPS on HTTP/1.1 connections kept alive, one lookup at a time each, at most
-    ``connections`` per server; the lookups beyond wait for a free connection.
-
-    httpx does the same at a cost that grows with its pool: it scans every connection for
-    every request, and every waiting request whenever a connection frees up (a third of the
-    probe's CPU over a thousand targets, 64 connections). Here a lookup takes an idle
-    connection or opens one. A kept connection the server has closed meanwhile fails at once
-    and the lookup is asked again, once, on a new connection. Answers are capped at
-    :data:`MAX_DOH_ANSWER` bytes; any other status than 200 is a :class:`DoHError`.
-    """
+    """DNS over HTTPS (POST) on HTTP/1.1 connections kept alive (:class:`~.kept.KeptClient`),
+    at most ``connections`` per server. Answers are capped at :data:`MAX_DOH_ANSWER` bytes;
+    any other status than 200 is a :class:`DoHError`."""
 
     def __init__(self, ssl_context: ssl.SSLContext, connections: int = 16) -> None:
-        self.ssl_context = ssl_context
-        self.connections = connections
-        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
-        self._idle: dict[tuple[str, int], list[_DoHConnection]] = {}
+        self.http = KeptClient(ssl_context, connections)
 
     async def post(self, resolver: Resolver, wire: bytes) -> bytes:
         """The DNS answer ``resolver`` gives to the query ``wire``; raises on failure."""
-        key = (resolver.host, resolver.port)
-        slots = self._slots.setdefault(key, asyncio.Semaphore(self.connections))
-        async with slots:
-            idle = self._idle.setdefault(key, [])
-            while idle:
-                conn = idle.pop()
-                try:
-                    return await self._ask(key, conn, resolver, wire)
-                except (*_DOH_CONNECTION_ERRORS, DoHError):
-                    if conn.answered:
-                        raise
-                    # closed while idle: ask again on another connection
-            conn = await _DoHConnection.open(resolver, self.ssl_context)
-            return await self._ask(key, conn, resolver, wire)
-
-    async def _ask(
-        self, key: tuple[str, int], conn: _DoHConnection, resolver: Resolver, wire: bytes
-    ) -> bytes:
-        try:
-            answer = await conn.exchange(resolver, wire)
-        except BaseException:
-            conn.close()
-            raise
-        if conn.reusable:
-            self._idle.setdefault(key, []).append(conn)
-        else:
-            conn.close()
-        return answer
+        answer = await self.http.request(
+            "POST",
+            resolver.url,
+            headers=[
+                ("content-type", "application/dns-message"),
+                ("accept", "application/dns-message"),
+            ],
+            body=wire,
+            cap=MAX_DOH_ANSWER,
+            error=_doh_error,
+        )
+        if answer.status != 200:
+            raise DoHError(f"DoH server answered HTTP {answer.status}")
+        return answer.body
 
     async def aclose(self) -> None:
-        for idle in self._idle.values():
-            for conn in idle:
-                conn.close()
-        self._idle.clear()
+        await self.http.aclose()
 
 
-#: A kept DoH connection that fails with one of these before any byte of an answer was closed
-#: by the server meanwhile.
-_DOH_CONNECTION_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError)
-
-
-class _DoHConnection:
-    """One HTTP/1.1 connection to a DoH server (asyncio's TLS transport, h11's parser)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.http = h11.Connection(h11.CLIENT)
-        self.answered = False  # whether this exchange got any byte of an answer
-        self.reusable = False
-
-    @classmethod
-    async def open(cls, resolver: Resolver, context: ssl.SSLContext) -> _DoHConnection:
-        reader, writer = await asyncio.open_connection(
-            resolver.host, resolver.port, ssl=context, server_hostname=resolver.host
-        )
-        return cls(reader, writer)
-
-    async def exchange(self, resolver: Resolver, wire: bytes) -> bytes:
-        self.answered = self.reusable = False
-        parts = urlsplit(resolver.url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host = bracket(resolver.host) + ("" if resolver.port == 443 else f":{resolver.port}")
-        try:
-            request = h11.Request(
-                method="POST",
-                target=target,
-                headers=[
-                    ("host", host),
-                    ("content-type", "application/dns-message"),
-                    ("accept", "application/dns-message"),
-                    ("content-length", str(len(wire))),
-                ],
-            )
-            self.writer.write(self.http.send(request) + self.http.send(h11.Data(data=wire)))
-            self.writer.write(self.http.send(h11.EndOfMessage()))
-            await self.writer.drain()
-            status, body = 0, bytearray()
-            while True:
-                event = self.http.next_event()
-                if event is h11.NEED_DATA:
-                    data = await self.reader.read(65536)
-                    if data:
-                        self.answered = True
-                    self.http.receive_data(data)
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                    if len(body) > MAX_DOH_ANSWER:
-                        raise DoHError(f"DoH answer larger than {MAX_DOH_ANSWER} bytes")
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise EOFError("the DoH server closed the connection")
-        except h11.ProtocolError as exc:
-            raise DoHError(f"DoH answer is not HTTP: {exc}") from None
-        if status != 200:
-            raise DoHError(f"DoH server answered HTTP {status}")
-        if self.http.our_state is h11.DONE and self.http.their_state is h11.DONE:
-            self.http.start_next_cycle()
-            self.reusable = True
-        return bytes(body)
-
-    def close(self) -> None:
-        self.writer.close()
+def _doh_error(reason: str) -> DoHError:
+    return DoHError(f"DoH answer unusable: {reason}")
 
 
 async def _doh_exchange(

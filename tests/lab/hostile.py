@@ -491,6 +491,8 @@ class Hostile:
         self._undo.append(["ip", "-n", ns, "addr", "del", f"{ip}/32", "dev", "lo"])
 
     def _spawn(self, ns: str, args: list[str], ready: Path) -> None:
+        # A ready file left by an earlier Hostile in this lab would say ready at once.
+        ready.unlink(missing_ok=True)
         log = open(self.logdir / f"{args[0]}.log", "wb")  # noqa: SIM115
         env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PYTHONUNBUFFERED": "1"}
         proc = self.lab.spawn(
