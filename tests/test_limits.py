@@ -198,3 +198,19 @@ def test_a_target_waiting_on_a_blackhole_frees_its_worker(clean_lab):
     out = json.loads(lab.python(lab.vantage, code, timeout=60))
     assert out["order"] == [urls[1], urls[2], urls[0]]
     assert sum(out["counts"].values()) == 3
+
+
+def test_a_target_whose_address_is_known_silent_does_not_wait_its_turn(clean_lab):
+    """With one busy slot, a slow live site holds it for seconds; a later target whose only
+    address is already known silent (another target's connect hangs there) steps out of the
+    queue and starts at once, so it ends a TCP timeout after the first blackholed one, not
+    after the slow site (before: in list order, the slow site first)."""
+    lab = clean_lab
+    dark, slow = "factcheck.kg", "24.kg"
+    lab.tcp_blackhole(lab.site(dark).ip)
+    # The slow site answers its GET after 8 s: it holds the one slot that long.
+    urls = [f"http://{dark}/", f"http://{slow}/delay/8000", f"http://{dark}/again"]
+    code = f"import sys; sys.argv[1:] = {urls!r}\n" + PARKED_SCRIPT
+    out = json.loads(lab.python(lab.vantage, code, timeout=90))
+    assert out["order"] == [urls[0], urls[2], urls[1]]
+    assert sum(out["counts"].values()) == 3

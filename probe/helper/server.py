@@ -62,7 +62,7 @@ from .. import __version__
 from ..errors import BadRequest
 from ..model.addresses import bracket
 from ..net import resolvers
-from ..net.connections import client_context
+from ..net.connections import client_context, raise_fd_limit
 from ..ooni.helper_protocol import HELLO
 from . import whoami
 from .asn import AsnDB
@@ -504,19 +504,6 @@ def serve(config: HelperConfig) -> None:
     asyncio.run(_serve(config))
 
 
-def _raise_fd_limit() -> None:
-    """Many sockets at once (25 requests x dozens of endpoints): lift the soft fd limit."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        want = hard if hard != resource.RLIM_INFINITY else 65536
-        if soft != resource.RLIM_INFINITY and soft < want:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    except (ImportError, ValueError, OSError):
-        pass
-
-
 def context_for(config: HelperConfig) -> HelperContext:
     """Load everything the config names; raises :class:`~probe.errors.InputError` or
     ``OSError`` naming the file."""
@@ -531,7 +518,7 @@ def context_for(config: HelperConfig) -> HelperContext:
 
 
 async def _serve(config: HelperConfig) -> None:
-    _raise_fd_limit()
+    raise_fd_limit()
     context = context_for(config)
     server = HelperServer(config, context)
     stop = asyncio.Event()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
@@ -157,6 +157,7 @@ class Measurer:
         self.helpers = helpers
         self.throttle = throttle
         self._addresses: dict[str, _Address] = {}
+        self._silence: asyncio.Future[None] | None = None
 
     @asynccontextmanager
     async def connection(
@@ -210,6 +211,8 @@ class Measurer:
                 if not done and not address.pending.locked():
                     await address.pending.acquire()  # free: returns at once
                     pending, address.silent = True, True
+                    if self._silence is not None and not self._silence.done():
+                        self._silence.set_result(None)
                     address.slots.release()
                     holding = False
                     if parked is not None:
@@ -278,6 +281,7 @@ class Measurer:
         *,
         headers: dict[str, str] | None = None,
         active_done: Callable[[], None] | None = None,
+        turn: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> Observations:
         """Measure one target; never raises (failures are recorded).
 
@@ -287,7 +291,9 @@ class Measurer:
         is over and only the listening for late DNS replies remains (up to
         ``dns_duplicate_window`` seconds), or as soon as one of its connects waits on a silent
         address (a blackhole: it may wait out the whole TCP timeout, sending nothing more).
-        It may be called more than once.
+        It may be called more than once. ``turn``, when given, is awaited with the system
+        resolver's addresses (the host itself for an IP literal) before anything else is
+        sent: a runner makes the target wait there for its turn.
         """
         obs = Observations(
             input=target.input,
@@ -306,16 +312,14 @@ class Measurer:
         )
         try:
             async with asyncio.TaskGroup() as tasks:
+                system = tasks.create_task(self._system_addresses(m, host))
+                if turn is not None:
+                    await turn(await system)
                 controls = [
                     tasks.create_task(self._resolve(m, resolver, host, 0))
                     for resolver in self.settings.control_resolvers
                 ]
-                if is_ip_literal(host):
-                    system_addresses = [host]
-                else:
-                    system_addresses = await self._resolve(
-                        m, self.settings.system_resolver, host, 0
-                    )
+                system_addresses = await system
                 tasks.create_task(
                     self._fetch(m, target.url, system_addresses, headers or self.settings.headers)
                 )
@@ -331,6 +335,23 @@ class Measurer:
         obs.runtime = m.clock()
         _sort(obs)
         return obs
+
+    async def _system_addresses(self, m: _Measurement, host: str) -> list[str]:
+        if is_ip_literal(host):
+            return [host]
+        return await self._resolve(m, self.settings.system_resolver, host, 0)
+
+    def next_silence(self) -> asyncio.Future[None]:
+        """A future done when the next address goes silent."""
+        if self._silence is None or self._silence.done():
+            self._silence = asyncio.get_running_loop().create_future()
+        return self._silence
+
+    def silent(self, ip: str) -> bool:
+        """Whether connects to ``ip`` go unanswered: one is waiting there past the grace,
+        and none has succeeded since."""
+        address = self._addresses.get(ip)
+        return address is not None and address.silent
 
     async def _control(self, url: str, addresses: list[str], clock: Clock) -> Control:
         assert self.helpers is not None

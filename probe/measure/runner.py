@@ -1,8 +1,9 @@
 """Run many targets concurrently, analyse and store each as soon as it finishes.
 
-A fixed pool of ``concurrency`` workers pulls targets from the list, so memory stays flat in
-the number of targets: only the targets in flight are held, plus a small summary per target
-for the run-level offline flag; results are read back from the store. A per-address limit
+At most ``concurrency`` targets keep the vantage busy at once, taking their turns in list
+order (:func:`run` says how targets waiting on a blackhole step aside), and memory stays flat
+in the number of targets: only a few targets per busy slot are held, plus a small summary per
+target for the run-level offline flag; results are read back from the store. A per-address limit
 (in :class:`~probe.measure.measurer.Measurer`) keeps us from hammering one server, and an
 optional rate limit caps new network requests per second.
 
@@ -21,7 +22,7 @@ import contextlib
 import signal
 import sys
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ from .. import analysis
 from ..analysis.fingerprints import Fingerprints
 from ..errors import StoreError
 from ..model.records import Verdict
+from ..net.connections import raise_fd_limit
 from ..net.kept import KeptClient
 from ..net.resolvers import DoHClient
 from ..store import Store
@@ -79,9 +81,79 @@ class RunSummary:
         return "offline" if self.offline else "complete"
 
 
-#: Targets held at once per worker: one keeping the vantage busy, the others waiting on a
-#: blackhole or listening for late DNS replies.
-IN_FLIGHT_PER_WORKER = 4
+#: Targets held at once per busy slot (see :func:`run`): one keeping the vantage busy, the
+#: others resolved and waiting their turn, waiting on a blackhole or listening for late DNS
+#: replies.
+TARGETS_HELD_PER_SLOT = 4
+
+
+class _Turns:
+    """The busy slots, granted in the order asked; a target may step aside while it waits."""
+
+    def __init__(self, slots: int) -> None:
+        self.free = slots
+        self.waiting: deque[asyncio.Future[None]] = deque()
+
+    def ask(self) -> asyncio.Future[None]:
+        """A ticket: done once the slot is this target's."""
+        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.free and not self.waiting:
+            self.free -= 1
+            ticket.set_result(None)
+        else:
+            self.waiting.append(ticket)
+        return ticket
+
+    def withdraw(self, ticket: asyncio.Future[None]) -> None:
+        """Leave the queue (a ticket not yet granted); a granted one's slot is given back."""
+        if ticket.done():
+            self.give()
+        else:
+            self.waiting.remove(ticket)
+            ticket.cancel()
+
+    def give(self) -> None:
+        """Give a slot back: to the first in the queue, else to the pool."""
+        if self.waiting:
+            self.waiting.popleft().set_result(None)
+        else:
+            self.free += 1
+
+
+class _Pace:
+    """One target's place in the run's pacing (see :func:`run`)."""
+
+    def __init__(self, turns: _Turns, resolving: asyncio.Semaphore, measurer: Measurer) -> None:
+        self.turns, self.resolving, self.measurer = turns, resolving, measurer
+        self.is_resolving, self.is_busy = True, False
+
+    def resolved(self) -> None:
+        if self.is_resolving:
+            self.is_resolving = False
+            self.resolving.release()
+
+    async def turn(self, addresses: list[str]) -> None:
+        """Wait for a busy slot; step aside as soon as every address is known silent."""
+        self.resolved()
+        ticket = self.turns.ask()
+        try:
+            while not ticket.done():
+                if addresses and all(self.measurer.silent(ip) for ip in addresses):
+                    self.turns.withdraw(ticket)
+                    return
+                await asyncio.wait(
+                    (ticket, self.measurer.next_silence()), return_when=asyncio.FIRST_COMPLETED
+                )
+        except asyncio.CancelledError:
+            self.turns.withdraw(ticket)
+            raise
+        self.is_busy = True
+
+    def idle(self) -> None:
+        if self.is_busy:
+            self.is_busy = False
+            self.turns.give()
+
 
 #: Signals that end a run cleanly, as Ctrl-C does.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -116,29 +188,38 @@ async def run(
     # Per target only what the offline flag needs, so memory stays flat.
     seen: list[analysis.OfflineSigns] = []
 
-    # A target whose connections and queries are over only listens, up to half a second, for
-    # late DNS replies (evidence of injection), and one whose connect went unanswered past the
-    # grace waits, sending nothing, for the TCP timeout (a blackhole): its worker moves on to
-    # the next target then. At most ``concurrency`` targets keep the vantage busy at once, and
-    # in all at most ``IN_FLIGHT_PER_WORKER`` times as many are held (memory stays flat).
-    in_flight = asyncio.Semaphore(IN_FLIGHT_PER_WORKER * max(1, concurrency))
+    # Pacing. At most ``concurrency`` targets keep the vantage busy (connecting, fetching,
+    # asking the control) at once. A target first asks the system resolver, then waits its
+    # turn for one of those slots, in list order, and gives it back as soon as it only listens
+    # for late DNS replies (up to half a second: evidence of injection) or waits on a silent
+    # address (a blackhole: up to the whole TCP timeout, sending nothing). Targets are resolved
+    # ahead of their turn, so one whose every address is already known silent skips the
+    # queue: a blackholed site late in the list would otherwise end a whole timeout after
+    # all the others. ``held`` bounds the targets held in all (memory stays flat) and
+    # ``resolving`` the targets asking the system resolver at once (a home router's resolver
+    # drops queries past about 150 in flight).
+    slots = max(1, concurrency)
+    turns = _Turns(slots)
+    held = asyncio.Semaphore(TARGETS_HELD_PER_SLOT * slots)
+    resolving = asyncio.Semaphore(slots)
 
-    async def worker(group: asyncio.TaskGroup) -> None:
+    async def feeder(group: asyncio.TaskGroup) -> None:
         for position, target in pending:
             if deadline is not None and loop.time() >= deadline:
                 summary.partial = True
                 return
-            await in_flight.acquire()
-            active = asyncio.Event()
-            group.create_task(one(position, target, active))
-            await active.wait()
+            await held.acquire()
+            await resolving.acquire()
+            group.create_task(one(position, target))
 
-    async def one(position: int, target: Target, active: asyncio.Event) -> None:
+    async def one(position: int, target: Target) -> None:
+        pace = _Pace(turns, resolving, measurer)
         try:
             try:
-                obs = await measurer.measure(target, active_done=active.set)
+                obs = await measurer.measure(target, turn=pace.turn, active_done=pace.idle)
             finally:
-                active.set()
+                pace.resolved()
+                pace.idle()
             scrub.observations(obs)
             verdict = analysis.analyze(obs, fingerprints=fingerprints)
             measurement_id = store.save(
@@ -157,7 +238,7 @@ async def run(
             print(scrub.text(traceback.format_exc()), file=sys.stderr)
             return
         finally:
-            in_flight.release()
+            held.release()
         seen.append(analysis.offline_signs(obs))
         summary.counts[verdict.verdict] += 1
         if on_result is not None:
@@ -167,8 +248,7 @@ async def run(
         async with asyncio.timeout_at(None if deadline is None else deadline + grace):
             try:
                 async with asyncio.TaskGroup() as group:
-                    for _ in range(max(1, concurrency)):
-                        group.create_task(worker(group))
+                    group.create_task(feeder(group))
             except* StoreError as errors:
                 summary.store_error = str(errors.exceptions[0])
     except TimeoutError:
@@ -207,6 +287,7 @@ async def check(
             stopped_by.append(signum)
             main.cancel()
 
+    raise_fd_limit()
     for signum in STOP_SIGNALS:  # before the run exists, so it can never stay "running"
         loop.add_signal_handler(signum, stop, signum)
     try:

@@ -241,3 +241,19 @@ def client_context(ca_file: str | None = None, alpn: list[str] | None = None) ->
     context = ssl.create_default_context(cafile=cafile)
     context.set_alpn_protocols(alpn or ["http/1.1"])
     return context
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft limit on open files to the hard one: a run or a helper holds hundreds of
+    sockets at once, and many systems start processes with a soft limit of 1024."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass  # the system refuses: we keep the limit we have
