@@ -6,12 +6,13 @@
 The first form loads the observations of the stored measurements of the probe database DB
 (:func:`probe.store.load_observations`; not timed), then, R times, runs
 :func:`probe.analysis.analyze` over each with the fingerprints ``probe check`` loads by default
-(:func:`probe.config.check_config` without ``--fingerprints``), and :meth:`probe.store.Store.save` of each with its
-verdict into a new database (one run, one transaction per measurement, as ``probe check``
-does). It prints one JSON line: CPU milliseconds per measurement (process time) for analyze and
-save, the best and the median of the R rounds (the best is the figure to compare on a shared
-machine), and how many verdicts differ from the ones stored in DB (0 unless the analysis
-changed). ``--profile`` also prints cProfile's top entries of one round of each.
+(:func:`probe.config.check_config` without ``--fingerprints``), and
+:meth:`probe.store.Store.save` of each with its verdict into a new database (one run, one
+transaction per measurement, as ``probe check`` does). It prints one JSON line: CPU
+milliseconds per measurement (process time) for analyze and save, the best and the median of
+the R rounds (the best is the figure to compare on a shared machine), and how many verdicts
+differ from the ones stored in DB (0 unless the analysis changed). ``--profile`` also prints
+cProfile's top entries of one round of each.
 
 The second form makes input without a lab: it writes the measurements of SOURCE, N times over
 (one run per copy, new measurement ids unless N is 1), into a new database NEW, each with the
