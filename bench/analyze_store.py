@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.db is None:
         parser.error("give a database, or --replay SOURCE --out NEW")
-    figures = bench(args.db, limit=args.limit, rounds=args.rounds, profile=args.profile)
+    figures = bench(
+        args.db, limit=args.limit, rounds=args.rounds, profile=args.profile, top=args.top
+    )
     for name, text in figures.get("profile", {}).items():
         print(f"--- cProfile, one round of {name} (by own time) ---\n{text}", file=sys.stderr)
     print(json.dumps(dict(_rounded(figures))))
