@@ -1,4 +1,5 @@
-"""The performance benchmark (bench/check_many.py) keeps working: a 20-target smoke of it.
+"""The performance benchmarks keep working: a 20-target smoke of bench/check_many.py, and one
+round of bench/analyze_store.py over tests/data's fixture.
 
 Speed is never asserted here (it is measured by the benchmark itself); this checks that the
 benchmark builds its mix, that probe gets every verdict of it right, that the curl baseline
@@ -44,3 +45,29 @@ def test_twenty_targets(clean_lab, helper):
     assert figures["curl"]["status_codes"].get("200", 0) >= 14
     assert 1 <= probe["most_connections_to_one_site_address"] <= 2
     assert probe["db_bytes_per_measurement"] > 0 and probe["peak_rss_mib"] > 0
+
+
+def test_analyze_store_times_the_fixture_and_replays_it(tmp_path):
+    from bench import analyze_store
+    from tests.test_store import FIXTURE, dump, fixture
+
+    figures = analyze_store.bench(FIXTURE, limit=12, rounds=1, profile=True, top=5)
+    assert figures["measurements"] == 12 and figures["verdicts_differing_from_stored"] == 0
+    assert figures["analyze_ms"]["best"] > 0 and figures["save_ms"]["best"] > 0
+    assert all("function calls" in text for text in figures["profile"].values())
+    # --per-kind 1: one measurement of each kind, stored as the fixture stored it.
+    made = analyze_store.replay(FIXTURE, tmp_path / "one.db", times=1, per_kind=1)
+    one = analyze_store.read_only(tmp_path / "one.db")
+    kinds = {analyze_store.kind(fixture(), row) for row in analyze_store.measurements(fixture())}
+    assert made["measurements"] == len(kinds) < 36
+    kept = {row[0] for row in one.execute("select id from measurements")}
+    # Every column but run_id (column 1; the copy is a run of its own).
+    before = [r[:1] + r[2:] for r in dump(fixture(), "measurements") if r[0][1:-1] in kept]
+    assert before == [r[:1] + r[2:] for r in dump(one, "measurements")]
+    # --times 2: two runs of new measurements.
+    analyze_store.replay(tmp_path / "one.db", tmp_path / "two.db", times=2, per_kind=None)
+    two = analyze_store.read_only(tmp_path / "two.db")
+    assert two.execute("select count(distinct run_id), count(*) from measurements").fetchone() == (
+        2,
+        2 * len(kinds),
+    )

@@ -5,9 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from probe.analysis.fingerprints import MATCH_BODY_BYTES, Fingerprints, default
+from probe.analysis import fingerprints
+from probe.analysis.fingerprints import (
+    MATCH_BODY_BYTES,
+    Fingerprints,
+    Match,
+    decode_body,
+    default,
+    response_text,
+)
 from probe.model.records import HTTPRequest
+from probe.store import load_observations
 
 ELCAT = (
     b'<html><body><p class="error">Access to the requested website has been blocked by '
@@ -231,3 +242,140 @@ def test_fingerprints_match_the_raw_bytes_of_a_reply_that_was_not_http(tmp_path)
     hop = HTTPRequest(url="http://x.kg/", failure="unknown_failure: invalid HTTP response: x",
                       raw=b"BLOCKED\r\nblocked by order of the court\r\n")  # fmt: skip
     assert fps.match_http(hop).id == "lab.raw_notice"
+
+
+# --------------------------------------------------------------------------------------------
+# Matching takes shortcuts (a literal every match contains is looked for first; a signature
+# that is only literal text is that substring search). These tests hold the shortcuts to the
+# plain rule: the first rule, in order, whose regexp / text test says yes.
+
+SIGNATURES = [r for r in default()._blockpages + default()._false_positives if r.regex]
+QUICK = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def reference_match(fps: Fingerprints, hop: HTTPRequest) -> Match | None:
+    """match_http as the module docstring states it, without shortcuts."""
+    if hop.status_code is None and not hop.headers and not hop.body and not hop.raw:
+        return None
+    body = decode_body(hop)
+    whole = response_text(hop, body)
+
+    def test(rule, value):
+        if rule.type == "regexp":
+            return rule.regex.search(value) is not None
+        if rule.type == "contains":
+            return rule.pattern in value
+        return value == rule.pattern if rule.type == "full" else value.startswith(rule.pattern)
+
+    def first(rules):
+        for rule in rules:
+            if rule.location == "body":
+                values = [body]
+            elif rule.location == "response":
+                values = [whole]
+            else:
+                name = rule.location.removeprefix("header.")
+                values = [v.strip() for k, v in hop.headers if k.lower() == name]
+            if any(test(rule, value) for value in values):
+                return rule
+        return None
+
+    hit = first(fps._blockpages)
+    if hit is None:
+        return None
+    return (first(fps._false_positives) or hit).match()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "needle", "only"),
+    [
+        ("fortinet\\.net", "fortinet.net", True),
+        ("<title>a</title>", "<title>a</title>", True),
+        ("URL .* Sp.*er Gate", "er Gate", False),  # the longest literal run
+        ("abc(de)?f", "abc", False),  # a group is not at the top level
+        ("ab?cd", "cd", False),  # nor a literal under a quantifier
+        ("a|bcd", None, False),  # nor one of alternatives
+        ("(?i)blocked", None, False),  # case-insensitive: no needle
+        ("(?x) blocked \\ page", "blocked page", True),  # verbose: the regex's own reading
+        ("[ab]x", "x", False),
+        ("", None, False),
+    ],
+)
+def test_needle_is_a_literal_every_match_contains(pattern, needle, only):
+    assert fingerprints._needle(pattern) == (needle, only)
+
+
+def _check_signature(rule) -> None:
+    @settings(max_examples=3, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.from_regex(rule.regex))
+    def check(text):
+        assert rule.regex.search(text), rule.id
+        assert rule.needle is None or rule.needle in text, rule.id
+        assert rule.test(text), rule.id
+
+    check()
+
+
+def test_every_shipped_signature_s_matches_contain_its_needle():
+    assert sum(rule.needle_only for rule in SIGNATURES) > 1000  # the shortcut is the rule
+    for rule in SIGNATURES:
+        _check_signature(rule)
+
+
+def _near(text: str, data: st.DataObject) -> str:
+    """``text`` or a small edit of it: one character gone, changed, or a cut."""
+    if not text:
+        return text
+    at = data.draw(st.integers(0, len(text) - 1))
+    edit = data.draw(st.sampled_from(["same", "drop", "change", "cut"]))
+    if edit == "drop":
+        return text[:at] + text[at + 1 :]
+    if edit == "change":
+        return text[:at] + data.draw(st.characters()) + text[at + 1 :]
+    return text[:at] if edit == "cut" else text
+
+
+@QUICK
+@given(st.data())
+def test_a_signature_s_test_is_its_regexp_search(data):
+    rule = data.draw(st.sampled_from(SIGNATURES))
+    text = _near(data.draw(st.from_regex(rule.regex)), data)
+    assert rule.test(text) == (rule.regex.search(text) is not None)
+
+
+HEADER_NAMES = st.sampled_from(["Server", "Location", "LOCATION", "Content-Type", "X-Filter"])
+
+
+@QUICK
+@given(st.data())
+def test_match_http_is_the_first_rule_that_matches(data):
+    fps = default()
+    pages = [data.draw(st.from_regex(r.regex)) for r in data.draw(st.lists(
+        st.sampled_from(SIGNATURES), max_size=3))]  # fmt: skip
+    body = "".join(_near(page, data) for page in pages) + data.draw(st.text(max_size=20))
+    values = st.one_of(
+        st.text(max_size=30),
+        st.just(" http://homeline.kg/access/blockpage.html "),
+        st.sampled_from(SIGNATURES).flatmap(lambda r: st.from_regex(r.regex)),
+    )
+    headers = data.draw(st.lists(st.tuples(HEADER_NAMES, values), max_size=4))
+    hop = HTTPRequest(
+        url="http://example.kg/",
+        status_code=data.draw(st.sampled_from([None, 200, 302])),
+        headers=[list(h) for h in headers],
+        body=body.encode("utf-8") if data.draw(st.booleans()) else None,
+        raw=body.encode("utf-8") if data.draw(st.booleans()) else None,
+    )
+    assert fps.match_http(hop) == reference_match(fps, hop)
+
+
+def test_match_http_is_the_first_rule_that_matches_on_the_lab_s_pages():
+    from tests.test_store import fixture
+
+    db = fixture()
+    ids = [row[0] for row in db.execute("select id from measurements")]
+    hops = [hop for i in ids for hop in load_observations(db, i).http]
+    assert sum(hop.body is not None for hop in hops) >= 10
+    matched = [default().match_http(hop) for hop in hops]
+    assert matched == [reference_match(default(), hop) for hop in hops]
+    assert any(matched)

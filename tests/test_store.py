@@ -1,5 +1,14 @@
 """The SQLite store: schema, WAL mode, one transaction per measurement, lossless round trip."""
 
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlite_utils import Database
+
+from bench.analyze_store import stored_verdict
+from probe import analysis
+from probe.errors import StoreError
 from probe.model.records import (
     Control,
     DNSQuery,
@@ -10,6 +19,7 @@ from probe.model.records import (
     Verdict,
 )
 from probe.store import Store, load_observations, open_db
+from probe.store.sqlite import _verdict_row
 
 
 def sample() -> Observations:
@@ -131,3 +141,88 @@ def test_https_body_dropped_when_accessible(tmp_path):
     obs.http[0].url = "https://24.kg/"
     mid = store.save(run_id, obs, Verdict("accessible", None, True))
     assert load_observations(db, mid).http[0].body is None
+
+
+# --------------------------------------------------------------------------------------------
+# tests/data/analyze_store.db: 36 measurements of a lab run of 1,000 targets (4 of each kind),
+# written by Store.save (`python -m bench.analyze_store --replay SAMPLE --per-kind 4 --out ...`).
+# What Store.save writes must not change by a byte, nor the verdicts of today's analysis; when
+# the analysis changes a verdict on purpose, `probe reanalyze --db` the fixture.
+
+FIXTURE = Path(__file__).parent / "data" / "analyze_store.db"
+STEP_TABLES = ("measurements", "dns_queries", "tcp_connects", "tls_handshakes", "http_requests",
+               "controls")  # fmt: skip
+
+
+def fixture() -> Database:
+    return Database(sqlite3.connect(f"file:{FIXTURE}?mode=ro", uri=True))
+
+
+def dump(db: Database, table: str) -> list[tuple[object, ...]]:
+    """Every row of ``table``, in insertion order, each value as SQL spells it (so 1 and 1.0,
+    or text and a blob of the same bytes, differ)."""
+    columns = [row[1] for row in db.execute(f"pragma table_info({table})")]
+    values = ", ".join(f"quote({name})" for name in columns)
+    return db.execute(f"select {values} from {table} order by rowid").fetchall()
+
+
+def test_the_fixture_has_every_kind_of_measurement():
+    db = fixture()
+    kinds = {tuple(row) for row in db.execute("select verdict, blocking from measurements")}
+    assert kinds == {("accessible", None), ("blocked", "dns"), ("blocked", "http-diff"),
+                     ("blocked", "tcp_ip"), ("blocked", "tls"), ("down", None)}  # fmt: skip
+    (fingerprinted, bodies, redirects) = db.execute(
+        "select (select count(*) from measurements where blockpage is not null), "
+        "(select count(*) from http_requests where body is not null), "
+        "(select count(*) from http_requests where hop > 0)"
+    ).fetchone()
+    assert fingerprinted and bodies and redirects
+
+
+def test_todays_analysis_gives_the_stored_verdicts():
+    db = fixture()
+    ids = [row[0] for row in db.execute("select id from measurements order by rowid")]
+    assert len(ids) >= 30
+    for measurement_id in ids:
+        verdict = analysis.analyze(load_observations(db, measurement_id))
+        expected = _verdict_row(verdict)
+        stored = db["measurements"].get(measurement_id)
+        assert {key: stored[key] for key in expected} == expected, stored["url"]
+
+
+def test_saving_stored_observations_again_writes_the_same_bytes(tmp_path):
+    old = fixture()
+    db = open_db(tmp_path / "again.db")
+    for run in old["runs"].rows:
+        db["runs"].insert(run)
+    store = Store(db)
+    for row in old.query("select * from measurements order by rowid"):
+        obs = load_observations(old, row["id"])
+        saved = store.save(
+            row["run_id"],
+            obs,
+            stored_verdict(row),
+            probe_asn=row["probe_asn"],
+            probe_cc=row["probe_cc"],
+            position=row["position"],
+            measurement_id=row["id"],
+        )
+        assert saved == row["id"]
+        assert load_observations(db, saved) == obs  # every field round-trips
+    for table in STEP_TABLES:
+        assert dump(db, table) == dump(old, table), table
+
+
+def test_a_measurement_the_database_refuses_in_part_is_not_stored_at_all(tmp_path):
+    db = open_db(tmp_path / "probe.db")
+    store = Store(db)
+    run_id = store.start_run(inputs=[], settings={}, targets=2)
+    # A controls row already there for the id: the measurement's last insert fails.
+    db.execute("insert into controls (measurement_id) values ('taken')")
+    with pytest.raises(StoreError, match="cannot write"):
+        store.save(run_id, sample(), Verdict("accessible", None, True), measurement_id="taken")
+    for table in STEP_TABLES[:-1]:
+        assert db.execute(f"select count(*) from {table}").fetchone() == (0,), table
+    # The connection is usable, and the next measurement is stored whole.
+    mid = store.save(run_id, sample(), Verdict("accessible", None, True))
+    assert load_observations(db, mid) == sample()

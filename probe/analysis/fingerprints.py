@@ -29,7 +29,12 @@ of targets a minute, and one big alternation is slower still with Python's ``re`
 the literal-prefix search then). Block pages are small, so bodies are decoded once (in the
 charset the page declares, else UTF-8, ``errors="replace"``) and only their first
 :data:`MATCH_BODY_BYTES` (64 KiB) are matched; header fingerprints always see every header.
-Patterns are compiled once, and the shipped set is cached by :func:`default`.
+Patterns are compiled once, and the shipped set is cached by :func:`default`. Nearly every
+Censored Planet signature is literal text (``fortinet\\.net``): each rule knows, once, a run of
+literal text that every match contains (its *needle*, read from the regex's parse tree), so a
+page is first searched for the needle, and the regex runs only when it is there and the pattern
+is more than that text. Each response's views (decoded body, whole text, headers by name) are
+made once, when a rule first needs them.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from re import _parser as _sre_parser  # type: ignore[attr-defined]
 from typing import Any
 
 from ..errors import FingerprintError
@@ -86,19 +92,77 @@ class _Rule:
     regex: re.Pattern[str] | None
     scope: str | None
     countries: tuple[str, ...]
+    #: The header a ``header.<name>`` rule looks at (lower case), else None.
+    header: str | None = None
+    #: For a regexp: text that every match contains (see :func:`_needle`), or None.
+    needle: str | None = None
+    #: The regexp is only its needle: found in the value is matched.
+    needle_only: bool = False
 
     def match(self) -> Match:
         return Match(self.id, self.scope, self.countries, self.location)
 
     def test(self, value: str) -> bool:
-        if self.type == "full":
-            return value == self.pattern
-        if self.type == "prefix":
-            return value.startswith(self.pattern)
+        if self.type == "regexp":
+            # Most signatures are literal text: a substring search says no (or yes) at once.
+            if self.needle is not None:
+                if self.needle not in value:
+                    return False
+                if self.needle_only:
+                    return True
+            assert self.regex is not None
+            return self.regex.search(value) is not None
         if self.type == "contains":
             return self.pattern in value
-        assert self.regex is not None
-        return self.regex.search(value) is not None
+        if self.type == "full":
+            return value == self.pattern
+        return value.startswith(self.pattern)
+
+
+def _rule(
+    fid: str,
+    location: str,
+    kind: str,
+    pattern: str,
+    scope: str | None,
+    countries: tuple[str, ...] = (),
+) -> _Rule:
+    """A rule with what matching needs computed once (raises :class:`re.error`)."""
+    header = location[len("header.") :] if location.startswith("header.") else None
+    if kind != "regexp":
+        return _Rule(fid, location, kind, pattern, None, scope, countries, header)
+    regex = re.compile(pattern, re.DOTALL)
+    needle, needle_only = _needle(pattern)
+    return _Rule(fid, location, kind, pattern, regex, scope, countries, header, needle, needle_only)
+
+
+def _needle(pattern: str) -> tuple[str | None, bool]:
+    """The longest run of literal characters at the top level of ``pattern`` (every match
+    contains it), and whether the pattern is that run alone; (None, False) when there is none.
+
+    Read from the parse tree of Python's own regex parser (``re._parser``, 3.11+), so escapes,
+    ``(?x)`` and the like mean what they mean to the regex: a literal under a quantifier, in a
+    group or in an alternative is not at the top level, and a pattern with ``(?i)`` has no
+    needle.
+    """
+    parsed = _sre_parser.parse(pattern, re.DOTALL)
+    if parsed.state.flags & re.IGNORECASE:
+        return None, False
+    runs: list[str] = []
+    run: list[str] = []
+    for op, value in parsed:
+        if op is _sre_parser.LITERAL:
+            run.append(chr(value))
+            continue
+        if run:
+            runs.append("".join(run))
+            run = []
+    if run:
+        runs.append("".join(run))
+    if not runs:
+        return None, False
+    needle = max(runs, key=len)
+    return needle, len(runs) == 1 and len(needle) == len(parsed)
 
 
 def _normalise_ip(text: str) -> str:
@@ -125,12 +189,11 @@ def _rule_from_entry(entry: dict[str, Any], origin: str) -> _Rule:
         location = location.lower()
     if location == "dns" and kind == "full":
         pattern = _normalise_ip(pattern)
+    countries = tuple(c.upper() for c in entry.get("countries") or ())
     try:
-        regex = re.compile(pattern, re.DOTALL) if kind == "regexp" else None
+        return _rule(fid, location, kind, pattern, scope, countries)
     except re.error as exc:
         raise FingerprintError(f"{origin}: fingerprint {fid}: bad regexp: {exc}") from None
-    countries = tuple(c.upper() for c in entry.get("countries") or ())
-    return _Rule(fid, location, kind, pattern, regex, scope, countries)
 
 
 def _read_ours(text: str, origin: str) -> list[_Rule]:
@@ -156,8 +219,7 @@ def _read_cp(text: str, false_positive: bool) -> list[_Rule]:
             continue
         seen.add((name, pattern))
         scope = "fp" if false_positive else _CP_SCOPE.get(name[:1]) if name[1:2] == "_" else None
-        regex = re.compile(pattern, re.DOTALL)
-        rules.append(_Rule(f"cp.{name}", "response", "regexp", pattern, regex, scope, ()))
+        rules.append(_rule(f"cp.{name}", "response", "regexp", pattern, scope))
     return rules
 
 
@@ -182,6 +244,32 @@ def response_text(hop: HTTPRequest, body_text: str | None = None) -> str:
         body_text = decode_body(hop)
     head = "\r\n".join(f"{name}: {value}" for name, value in hop.headers)
     return f"{head}\r\n\r\n{body_text}" if head else body_text
+
+
+class _Seen:
+    """One response as the rules look at it, each view made once, when first needed: the
+    decoded body, the whole response text (Censored Planet's), the header values by name."""
+
+    __slots__ = ("_headers", "_whole", "body", "hop")
+
+    def __init__(self, hop: HTTPRequest) -> None:
+        self.hop = hop
+        self.body = decode_body(hop)
+        self._whole: str | None = None
+        self._headers: dict[str, list[str]] | None = None
+
+    def whole(self) -> str:
+        if self._whole is None:
+            self._whole = response_text(self.hop, self.body)
+        return self._whole
+
+    def header_values(self, name: str) -> list[str]:
+        """The values of header ``name`` (lower case), stripped, in order."""
+        if self._headers is None:
+            self._headers = {}
+            for key, value in self.hop.headers:
+                self._headers.setdefault(key.lower(), []).append(value.strip())
+        return self._headers.get(name, [])
 
 
 class Fingerprints:
@@ -218,19 +306,14 @@ class Fingerprints:
     def __len__(self) -> int:
         return sum(map(len, (self._dns, self._dns_fp, self._blockpages, self._false_positives)))
 
-    def _first(
-        self, rules: Iterable[_Rule], hop: HTTPRequest, body: str, whole: list[str]
-    ) -> _Rule | None:
+    def _first(self, rules: Iterable[_Rule], seen: _Seen) -> _Rule | None:
         for rule in rules:
-            if rule.location == "body":
-                hit = rule.test(body)
-            elif rule.location == "response":
-                if not whole:
-                    whole.append(response_text(hop, body))
-                hit = rule.test(whole[0])
+            if rule.location == "response":
+                hit = rule.test(seen.whole())
+            elif rule.header is not None:
+                hit = any(map(rule.test, seen.header_values(rule.header)))
             else:
-                name = rule.location[len("header.") :]
-                hit = any(rule.test(v.strip()) for k, v in hop.headers if k.lower() == name)
+                hit = rule.test(seen.body)
             if hit:
                 return rule
         return None
@@ -243,12 +326,11 @@ class Fingerprints:
         """
         if hop.status_code is None and not hop.headers and not hop.body and not hop.raw:
             return None
-        body = decode_body(hop)
-        whole: list[str] = []
-        hit = self._first(self._blockpages, hop, body, whole)
+        seen = _Seen(hop)
+        hit = self._first(self._blockpages, seen)
         if hit is None:
             return None
-        false_positive = self._first(self._false_positives, hop, body, whole)
+        false_positive = self._first(self._false_positives, seen)
         return (false_positive or hit).match()
 
     def match_dns(self, addresses: Iterable[str]) -> Match | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import sqlite3
 import uuid
@@ -366,26 +367,33 @@ class Store:
         unless ``measurement_id`` is given, as an import keeps the id it was exported with)."""
         measurement_id = measurement_id or str(uuid.uuid4())
         with self._writing(), self.db.atomic():
-            self.db.table("measurements").insert(
-                {
-                    "id": measurement_id,
-                    "run_id": run_id,
-                    "position": position,
-                    "input": obs.input,
-                    "url": obs.url,
-                    "domain": obs.domain,
-                    "category": obs.category,
-                    "start_time": obs.start_time,
-                    "runtime": obs.runtime,
-                    "probe_asn": probe_asn,
-                    "probe_cc": probe_cc,
-                    "software_version": __version__,
-                    **_verdict_row(verdict),
-                }
+            conn = self.db.conn
+            _insert(
+                conn,
+                "measurements",
+                [
+                    {
+                        "id": measurement_id,
+                        "run_id": run_id,
+                        "position": position,
+                        "input": obs.input,
+                        "url": obs.url,
+                        "domain": obs.domain,
+                        "category": obs.category,
+                        "start_time": obs.start_time,
+                        "runtime": obs.runtime,
+                        "probe_asn": probe_asn,
+                        "probe_cc": probe_cc,
+                        "software_version": __version__,
+                        **_verdict_row(verdict),
+                    }
+                ],
             )
             steps = {"measurement_id": measurement_id}
-            self.db.table("dns_queries").insert_all(
-                (
+            _insert(
+                conn,
+                "dns_queries",
+                [
                     {
                         **steps,
                         **_row(q),
@@ -394,32 +402,40 @@ class Store:
                         "duplicate_replies": json.dumps(q.duplicate_replies),
                     }
                     for q in obs.dns
-                ),
+                ],
             )
-            self.db.table("tcp_connects").insert_all({**steps, **_row(c)} for c in obs.tcp)
-            self.db.table("tls_handshakes").insert_all({**steps, **_row(h)} for h in obs.tls)
-            self.db.table("http_requests").insert_all(
-                {
-                    **steps,
-                    **_row(hop),
-                    "hop": index,
-                    "headers": json.dumps(hop.headers),
-                    "informational": json.dumps(hop.informational),
-                    "body_truncated": int(hop.body_truncated),
-                    **_stored_body(hop, verdict),
-                }
-                for index, hop in enumerate(obs.http)
+            _insert(conn, "tcp_connects", [{**steps, **_row(c)} for c in obs.tcp])
+            _insert(conn, "tls_handshakes", [{**steps, **_row(h)} for h in obs.tls])
+            _insert(
+                conn,
+                "http_requests",
+                [
+                    {
+                        **steps,
+                        **_row(hop),
+                        "hop": index,
+                        "headers": json.dumps(hop.headers),
+                        "informational": json.dumps(hop.informational),
+                        "body_truncated": int(hop.body_truncated),
+                        **_stored_body(hop, verdict),
+                    }
+                    for index, hop in enumerate(obs.http)
+                ],
             )
             control = obs.control
-            self.db.table("controls").insert(
-                {
-                    **steps,
-                    "helper": control.helper,
-                    "failure": control.failure,
-                    "response": json.dumps(control.response) if control.response else None,
-                    "t0": control.t0,
-                    "t": control.t,
-                }
+            _insert(
+                conn,
+                "controls",
+                [
+                    {
+                        **steps,
+                        "helper": control.helper,
+                        "failure": control.failure,
+                        "response": json.dumps(control.response) if control.response else None,
+                        "t0": control.t0,
+                        "t": control.t,
+                    }
+                ],
             )
         return measurement_id
 
@@ -459,6 +475,22 @@ def _stored_body(hop: HTTPRequest, verdict: Verdict) -> dict[str, Any]:
     if not keep or hop.body is None:
         return {"body": None, "body_encoding": None}
     return {"body": zlib.compress(hop.body[:STORED_BODY_BYTES]), "body_encoding": "zlib"}
+
+
+@functools.cache
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    names = ", ".join(f'"{name}"' for name in columns)
+    values = ", ".join(f":{name}" for name in columns)
+    return f'insert into "{table}" ({names}) values ({values})'
+
+
+def _insert(conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (alike: the first one's keys are the columns) with one statement that
+    sqlite3 prepares once per connection: a measurement's writes cost no table introspection,
+    SQL building or value conversion, as sqlite-utils' ``insert_all`` does per call. Values are
+    stored as they are: one SQLite cannot store (a list) is an error, never converted."""
+    if rows:
+        conn.executemany(_insert_sql(table, tuple(rows[0])), rows)
 
 
 def _row(record: Any) -> dict[str, Any]:
