@@ -47,12 +47,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from re import _parser as _sre_parser  # type: ignore[attr-defined]
 from typing import Any
 
 from ..errors import FingerprintError
 from ..model.charset import charset_of, decode_text
 from ..model.records import HTTPRequest
+
+try:  # CPython's own regex parser (private): a Python without it only loses the shortcut
+    from re import _parser as _sre_parser  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover
+    _sre_parser = None
 
 #: Only this many leading bytes of a body are matched (block pages are a few KiB).
 MATCH_BODY_BYTES = 64 * 1024
@@ -145,6 +149,8 @@ def _needle(pattern: str) -> tuple[str | None, bool]:
     group or in an alternative is not at the top level, and a pattern with ``(?i)`` has no
     needle.
     """
+    if _sre_parser is None:
+        return None, False
     parsed = _sre_parser.parse(pattern, re.DOTALL)
     if parsed.state.flags & re.IGNORECASE:
         return None, False
