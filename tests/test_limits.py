@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -214,3 +216,20 @@ def test_a_target_whose_address_is_known_silent_does_not_wait_its_turn(clean_lab
     out = json.loads(lab.python(lab.vantage, code, timeout=90))
     assert out["order"] == [urls[0], urls[2], urls[1]]
     assert sum(out["counts"].values()) == 3
+
+
+def test_the_targets_held_fit_the_open_files_limit():
+    """Targets held ahead listen for late DNS replies on two sockets each: with a soft limit of
+    1,024 files the run holds fewer of them, and never fewer than its busy slots."""
+    code = (
+        "import resource\n"
+        "from probe.measure.runner import TARGETS_HELD_PER_SLOT, targets_held\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))\n"
+        "print(targets_held(64), targets_held(4), targets_held(600), TARGETS_HELD_PER_SLOT)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    busy64, busy4, busy600, per_slot = map(int, out.stdout.split())
+    assert 64 <= busy64 < per_slot * 64 and 2 * busy64 + 8 * 64 <= 1024
+    assert busy4 == per_slot * 4  # few slots: the whole lookahead fits
+    assert busy600 == 600  # the limit cannot even hold the busy ones' sockets: no lookahead
