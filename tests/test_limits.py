@@ -233,3 +233,40 @@ def test_the_targets_held_fit_the_open_files_limit():
     assert 64 <= busy64 < per_slot * 64 and 2 * busy64 + 8 * 64 <= 1024
     assert busy4 == per_slot * 4  # few slots: the whole lookahead fits
     assert busy600 == 600  # the limit cannot even hold the busy ones' sockets: no lookahead
+
+
+# Like PARKED_SCRIPT, counting the GETs in flight at once over the whole run.
+SLOW_NETWORK_SCRIPT = PARKED_SCRIPT.replace(
+    "async def main(urls):",
+    """import probe.net.http11 as http11
+real_get, in_flight, peak = http11.get, [0], [0]
+
+async def counted_get(*args, **kwargs):
+    in_flight[0] += 1
+    peak[0] = max(peak[0], in_flight[0])
+    try:
+        return await real_get(*args, **kwargs)
+    finally:
+        in_flight[0] -= 1
+
+http11.get = counted_get
+
+async def main(urls):""",
+).replace('"counts": dict(summary.counts)', '"counts": dict(summary.counts), "peak": peak[0]')
+
+
+def test_a_network_slower_than_the_grace_keeps_the_limit_on_busy_targets(clean_lab):
+    """On a path where every connect takes longer than the grace (2 s round trips), each
+    target goes idle while connecting; once its connect succeeds it waits to be busy again,
+    so with one busy slot the three sites are never fetched at once (before: all three)."""
+    lab = clean_lab
+    sites = ["24.kg", "kaktus.media", "vesti.kg"]
+    for site in sites:
+        lab.throttle(lab.site(site).ip, delay_ms=2000)
+    urls = [f"http://{site}/" for site in sites]
+    code = f"import sys; sys.argv[1:] = {urls!r}\n" + SLOW_NETWORK_SCRIPT.replace(
+        "timeouts=Timeouts(tcp=4)", "timeouts=Timeouts(tcp=6, tls=6, http=10)"
+    )
+    out = json.loads(lab.python(lab.vantage, code, timeout=120))
+    assert sum(out["counts"].values()) == 3
+    assert out["peak"] == 1

@@ -32,11 +32,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -116,6 +116,19 @@ class Settings:
     dns_duplicate_window: float = resolvers.DUPLICATE_WINDOW
 
 
+class Pacing(Protocol):
+    """How a runner paces the targets it measures at once (see :meth:`Measurer.measure`)."""
+
+    async def turn(self, addresses: list[str]) -> None:
+        """Wait, with the system resolver's addresses, until the target may go on."""
+
+    def idle(self) -> None:
+        """The target no longer keeps the vantage busy (it may be called more than once)."""
+
+    async def resume(self) -> None:
+        """Wait until the idle target may keep the vantage busy again."""
+
+
 class _Address:
     """The limits on connections to one server address, shared by every target of a run."""
 
@@ -137,8 +150,7 @@ class _Measurement:
     #: a bogon IP literal; else none.
     bogons_allowed: frozenset[str]
     late: resolvers.LateReplies
-    #: Called when the target waits on a silent address (see :meth:`Measurer.measure`).
-    parked: Callable[[], None] | None = None
+    pace: Pacing | None = None
 
 
 class Measurer:
@@ -166,7 +178,7 @@ class Measurer:
         port: int,
         clock: Clock,
         depth: int,
-        parked: Callable[[], None] | None = None,
+        pace: Pacing | None = None,
     ) -> AsyncIterator[tuple[TCPConnect, Conn | None]]:
         """A measured TCP connect to ``ip:port``: its record, and the connection when it
         succeeded, which the body then holds as one of the address's ``per_address`` slots.
@@ -181,8 +193,10 @@ class Measurer:
         blackholed address thus time out together, not five timeouts back to back, and each
         target still records its own attempt. Every connection passes the rate limit.
 
-        ``parked`` is called when this connect waits on a silent address: gone unanswered
-        past the grace, or started where connects go unanswered.
+        ``pace`` is told when this connect waits on a silent address (gone unanswered past
+        the grace, or started where connects go unanswered): the target is idle then; should
+        the connect succeed after all, the target waits to be busy again before going on (a
+        network slower than the grace must not lift the run's limit on busy targets).
         """
         address = self._addresses.get(ip)
         if address is None:
@@ -195,8 +209,8 @@ class Measurer:
         conn: Conn | None = None
         try:
             if address.silent:
-                if parked is not None:
-                    parked()
+                if pace is not None:
+                    pace.idle()
                 await address.pending.acquire()
                 pending = True
             else:
@@ -215,12 +229,14 @@ class Measurer:
                         self._silence.set_result(None)
                     address.slots.release()
                     holding = False
-                    if parked is not None:
-                        parked()
+                    if pace is not None:
+                        pace.idle()
             record, conn = await attempt
             attempt = None  # its connection, if any, is ``conn`` now
             if conn is not None:
                 address.silent = False
+                if pending and pace is not None:
+                    await pace.resume()
                 if not holding:
                     await address.slots.acquire()
                     holding = True
@@ -280,20 +296,18 @@ class Measurer:
         target: Target,
         *,
         headers: dict[str, str] | None = None,
-        active_done: Callable[[], None] | None = None,
-        turn: Callable[[list[str]], Awaitable[None]] | None = None,
+        pace: Pacing | None = None,
     ) -> Observations:
-        """Measure one target; never raises (failures are recorded).
+        r"""Measure one target; never raises (failures are recorded).
 
         ``headers`` replaces the settings' request headers for this target (the helper
-        forwards the probe's). ``active_done`` is called when the target no longer keeps the
-        vantage busy, so a runner may start another target: once every connection and query
-        is over and only the listening for late DNS replies remains (up to
-        ``dns_duplicate_window`` seconds), or as soon as one of its connects waits on a silent
-        address (a blackhole: it may wait out the whole TCP timeout, sending nothing more).
-        It may be called more than once. ``turn``, when given, is awaited with the system
-        resolver's addresses (the host itself for an IP literal) before anything else is
-        sent: a runner makes the target wait there for its turn.
+        forwards the probe's). ``pace``, when given, is how a runner keeps a limit on the
+        targets keeping the vantage busy: its ``turn`` is awaited with the system resolver's
+        addresses (the host itself for an IP literal) before anything else is sent; the target
+        goes ``idle`` once every connection and query is over and only the listening for late
+        DNS replies remains (up to ``dns_duplicate_window`` seconds), or as soon as one of its
+        connects waits on a silent address (a blackhole: it may wait out the whole TCP
+        timeout, sending nothing more), and ``resume``\ s should that connect succeed.
         """
         obs = Observations(
             input=target.input,
@@ -308,13 +322,13 @@ class Measurer:
             clock=Clock(),
             bogons_allowed=frozenset({_canonical(host)} if is_bogon(host) else ()),
             late=resolvers.LateReplies(self.settings.dns_duplicate_window),
-            parked=active_done,
+            pace=pace,
         )
         try:
             async with asyncio.TaskGroup() as tasks:
                 system = tasks.create_task(self._system_addresses(m, host))
-                if turn is not None:
-                    await turn(await system)
+                if pace is not None:
+                    await pace.turn(await system)
                 controls = [
                     tasks.create_task(self._resolve(m, resolver, host, 0))
                     for resolver in self.settings.control_resolvers
@@ -327,8 +341,8 @@ class Measurer:
                 if self.helpers is not None:
                     asked = _unique([*_capped(system_addresses), *_capped(control_addresses)])
                     obs.control = await self._control(target.url, asked, m.clock)
-            if active_done is not None:
-                active_done()
+            if pace is not None:
+                pace.idle()
             await m.late.wait()
         finally:
             m.late.cancel()
@@ -415,7 +429,7 @@ class Measurer:
         async def endpoint(ip: str) -> HTTPRequest | None:
             if not self._allowed(m, ip, port, depth):
                 return None
-            async with self.connection(ip, port, clock, depth, m.parked) as (tcp, conn):
+            async with self.connection(ip, port, clock, depth, m.pace) as (tcp, conn):
                 obs.tcp.append(tcp)
                 if conn is None:
                     return None
@@ -444,7 +458,7 @@ class Measurer:
         async def validate(ip: str) -> None:
             if not self._allowed(m, ip, 443, depth):
                 return
-            async with self.connection(ip, 443, clock, depth, m.parked) as (tcp, conn):
+            async with self.connection(ip, 443, clock, depth, m.pace) as (tcp, conn):
                 if conn is None:
                     obs.tcp.append(tcp)
                     return

@@ -128,6 +128,7 @@ class _Pace:
     def __init__(self, turns: _Turns, resolving: asyncio.Semaphore, measurer: Measurer) -> None:
         self.turns, self.resolving, self.measurer = turns, resolving, measurer
         self.is_resolving, self.is_busy = True, False
+        self.resuming = asyncio.Lock()
 
     def resolved(self) -> None:
         if self.is_resolving:
@@ -137,6 +138,16 @@ class _Pace:
     async def turn(self, addresses: list[str]) -> None:
         """Wait for a busy slot; step aside as soon as every address is known silent."""
         self.resolved()
+        await self._busy(addresses)
+
+    async def resume(self) -> None:
+        """Wait for a busy slot again (a connect to a silent address succeeded after all).
+        Several connects of the target may resume at once: they share one slot."""
+        async with self.resuming:
+            if not self.is_busy:
+                await self._busy([])
+
+    async def _busy(self, addresses: list[str]) -> None:
         ticket = self.turns.ask()
         try:
             while not ticket.done():
@@ -218,7 +229,7 @@ async def run(
         pace = _Pace(turns, resolving, measurer)
         try:
             try:
-                obs = await measurer.measure(target, turn=pace.turn, active_done=pace.idle)
+                obs = await measurer.measure(target, pace=pace)
             finally:
                 pace.resolved()
                 pace.idle()
