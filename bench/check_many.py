@@ -408,7 +408,9 @@ def helper_rps(lab: Lab, sites: list[BenchSite], n: int, concurrency: int,
     sites, ``concurrency`` at once, from the vantage (the helper measures from the internet)."""
     https = [f"{s.name}={s.ip}" for s in sites if s.kind == "https"]
     argv = [sys.executable, "-c", HELPER_CLIENT, helper_url, str(n), str(concurrency), *https]
+    before = _lab_cpu(lab)
     result = lab.run(lab.vantage, argv, timeout=1800, env={"PYTHONPATH": str(REPO)})
+    after = _lab_cpu(lab)
     if result.returncode != 0:
         raise SystemExit(f"helper client failed:\n{result.stderr[-3000:]}")
     out = json.loads(result.stdout)
@@ -417,6 +419,11 @@ def helper_rps(lab: Lab, sites: list[BenchSite], n: int, concurrency: int,
         "seconds": round(out["seconds"], 2),
         "requests_per_second": round(n / out["seconds"], 1),
         "statuses": out["statuses"],
+        # CPU per request of the helper, and of the sites it connects to (their side of it).
+        "cpu_ms_per_request": {
+            role: round((after[role] - before[role]) * 1000 / n, 2)
+            for role in ("helper", "lab_internet")
+        },
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from probe.helper.requests import (
     url_ports,
 )
 from probe.helper.server import printable
+from probe.measure.measurer import MAX_ADDRESSES_PER_FAMILY
 from probe.model import failures
 from probe.model.records import HTTPRequest
 from probe.net import connections
@@ -632,6 +634,190 @@ def test_lab_wrong_certificate(lab, helper):
     assert answer["tcp_connect"][f"{site.ip}:443"]["status"] is True
     assert answer["http_request"]["failure"] == "ssl_invalid_hostname"
     assert not answer["ip_info"][site.ip]["flags"] & FLAG_VALID_TLS
+
+
+# ---------------------------------------------------------------- each endpoint once
+
+
+@contextlib.contextmanager
+def net_rules(lab, rules: list[list[str]]):
+    """iptables rules inserted at the head of net's OUTPUT chain (where the helper's own
+    connections leave from, to the outlets on lo or beyond), removed afterwards."""
+    added: list[list[str]] = []
+    try:
+        for rule in rules:
+            lab.run(lab.net, ["iptables", "-w", "-I", "OUTPUT", *rule]).check_returncode()
+            added.append(rule)
+        yield
+    finally:
+        for rule in added:
+            lab.run(lab.net, ["iptables", "-w", "-D", "OUTPUT", *rule])
+
+
+@contextlib.contextmanager
+def helper_connections(lab, endpoints: list[tuple[str, int]]):
+    """Counts the TCP connections opened from net (the helper's) to each ``(ip, port)``: a
+    rule without a target per endpoint, counting its SYNs. Yields a function that returns the
+    counts so far as ``{(ip, port): n}``."""
+    rules = [
+        ["-p", "tcp", "--syn", "-d", ip, "--dport", str(port),
+         "-m", "comment", "--comment", f"count {ip} {port}"]
+        for ip, port in endpoints
+    ]  # fmt: skip
+
+    def counts() -> dict[tuple[str, int], int]:
+        listing = lab.run(lab.net, ["iptables", "-w", "-L", "OUTPUT", "-n", "-v", "-x"])
+        found = {}
+        for line in listing.stdout.splitlines():
+            match = re.search(r"/\* count (\S+) (\d+) \*/", line)
+            if match:
+                found[(match[1], int(match[2]))] = int(line.split()[0])
+        return found
+
+    with net_rules(lab, rules):
+        yield counts
+
+
+def spare_outlet_ips(lab, n: int) -> list[str]:
+    """``n`` outlet addresses no site uses (from the top of the range down)."""
+    used = {ip for site in lab.sites.values() for ip in site.ips}
+    free = [f"192.88.99.{i}" for i in range(250, 99, -1) if f"192.88.99.{i}" not in used]
+    return free[:n]
+
+
+OK = {"status": True, "failure": None}
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_lab_each_endpoint_is_connected_to_once(lab, helper, scheme):
+    # The endpoints are the helper's own addresses (as for any uncensored site): the fetch's
+    # own connects and handshakes answer for them, so each address sees one connection per
+    # port and request (TLS on :443), not a check and then a fetch.
+    site = lab.add_site("twice.lab-helper.kg", extra_ips=spare_outlet_ips(lab, 1))
+    try:
+        ports = [443] if scheme == "https" else [80, 443]
+        endpoints = [(ip, port) for ip in site.ips for port in ports]
+        sent = endpoints_for(site.ips, ports[0], scheme, False)
+        with helper_connections(lab, endpoints) as counts:
+            answer = measure(lab, helper, request(site.url(scheme), sent))
+            counted = counts()
+    finally:
+        lab.remove_site(site.name)
+    assert counted == {endpoint: 1 for endpoint in endpoints}  # before: 2 each
+    assert answer["tcp_connect"] == {f"{ip}:{port}": OK for ip, port in endpoints}
+    assert answer["tls_handshake"] == {
+        f"{ip}:443": {"server_name": site.host, "status": True, "failure": None} for ip in site.ips
+    }
+    assert sorted(answer["dns"]["addrs"]) == sorted(site.ips)
+    assert answer["http_request"]["status_code"] == 200
+    for ip in site.ips:
+        assert answer["ip_info"][ip]["flags"] == FLAG_PROBE | FLAG_HELPER | FLAG_VALID_TLS
+
+
+def test_lab_endpoints_the_helper_did_not_resolve_are_checked(lab, helper):
+    # The probe's DNS was lied to: its endpoints are the ISP's block notice (HTTP on 80, and
+    # HTTPS on 443 with a certificate for another name). The helper's fetch never goes there,
+    # so it checks them, with TLS on 443 only; its own address is measured by the fetch.
+    site = lab.site("kloop.kg")
+    notice = lab.NOTICE_IP
+    endpoints = [(notice, 80), (notice, 443), (site.ip, 80), (site.ip, 443)]
+    with helper_connections(lab, endpoints) as counts:
+        answer = measure(
+            lab, helper, request(site.url("http"), endpoints_for([notice], 80, "http", False))
+        )
+        counted = counts()
+    assert counted == {endpoint: 1 for endpoint in endpoints}  # before: 2 to the site's
+    assert answer["tcp_connect"] == {f"{ip}:{port}": OK for ip, port in endpoints}
+    assert answer["tls_handshake"] == {
+        f"{notice}:443": {
+            "server_name": site.host,
+            "status": False,
+            "failure": failures.SSL_INVALID_HOSTNAME,
+        },
+        f"{site.ip}:443": {"server_name": site.host, "status": True, "failure": None},
+    }
+    assert answer["ip_info"][notice]["flags"] == FLAG_PROBE
+    assert answer["ip_info"][site.ip]["flags"] == FLAG_HELPER | FLAG_VALID_TLS
+    assert answer["http_request"]["title"] == "kloop.kg — lab news"
+
+
+def test_lab_addresses_beyond_the_fetch_cap_are_checked(lab, helper):
+    # The fetch connects to at most MAX_ADDRESSES_PER_FAMILY addresses per family; the helper
+    # measures up to MAX_OWN_ADDRESSES of its own. The ones beyond the fetch's cap are checked
+    # apart: every address once, with TLS.
+    ips = spare_outlet_ips(lab, MAX_ADDRESSES_PER_FAMILY + 2)
+    site = lab.add_site("many.lab-helper.kg", ip=ips[0], extra_ips=ips[1:])
+    try:
+        with helper_connections(lab, [(ip, 443) for ip in ips]) as counts:
+            answer = measure(lab, helper, request(site.url("https"), [f"{ips[0]}:443"]))
+            counted = counts()
+    finally:
+        lab.remove_site(site.name)
+    assert sorted(answer["dns"]["addrs"]) == sorted(ips)
+    assert counted == {(ip, 443): 1 for ip in ips}  # before: 2 to the first 8
+    assert answer["tcp_connect"] == {f"{ip}:443": OK for ip in ips}
+    assert answer["tls_handshake"] == {
+        f"{ip}:443": {"server_name": site.host, "status": True, "failure": None} for ip in ips
+    }
+    assert answer["http_request"]["status_code"] == 200
+
+
+IN_PROCESS = """
+import asyncio, json
+from probe.helper import HelperContext, HelperTimeouts, handle_request
+from probe.net.connections import client_context
+from probe.net.resolvers import parse_resolver
+
+async def main():
+    context = HelperContext(resolver=parse_resolver({resolver!r}),
+                            ssl_context=client_context({ca_file!r}),
+                            timeouts=HelperTimeouts(**{timeouts!r}))
+    try:
+        print(json.dumps(await handle_request({body!r}, context)))
+    finally:
+        await context.aclose()
+
+asyncio.run(main())
+"""
+
+
+def measure_in_net(lab, body: dict, **timeouts: float) -> dict:
+    """handle_request in a process of its own in net, with the given HelperTimeouts."""
+    code = IN_PROCESS.format(
+        resolver=f"udp://{lab.CONTROL_RESOLVER}", ca_file=lab.ca_file, timeouts=timeouts, body=body
+    )
+    return check_response(json.loads(lab.python(lab.net, code).strip().splitlines()[-1]))
+
+
+def test_lab_fetch_out_of_time_keeps_its_connects(lab):
+    # The page comes after the fetch's deadline: the connect and handshake the fetch made
+    # before still answer for the endpoint (one connection, no second check).
+    site = lab.site("akipress.org")
+    with helper_connections(lab, [(site.ip, 443)]) as counts:
+        answer = measure_in_net(
+            lab, request(site.url("https", "/delay/4000"), [f"{site.ip}:443"]), http=1.0
+        )
+        counted = counts()
+    assert counted == {(site.ip, 443): 1}
+    assert answer["tcp_connect"] == {f"{site.ip}:443": OK}
+    assert answer["tls_handshake"][f"{site.ip}:443"]["status"] is True
+    assert answer["http_request"]["failure"] == "generic_timeout_error"
+
+
+def test_lab_fetch_out_of_time_while_connecting_then_endpoint_checked(lab):
+    # The helper's SYNs to the site vanish, and the fetch's deadline (1.5 s) comes before its
+    # connect gives up (3 s): the fetch has no record of the endpoint, which is checked then.
+    site = lab.site("factcheck.kg")
+    drop = ["-p", "tcp", "--syn", "-d", site.ip, "--dport", "443", "-j", "DROP"]
+    with net_rules(lab, [drop]):
+        answer = measure_in_net(
+            lab, request(site.url("https"), [f"{site.ip}:443"]), dns=1.0, http=0.5, tcp=3.0
+        )
+    assert answer["tcp_connect"] == {
+        f"{site.ip}:443": {"status": False, "failure": "generic_timeout_error"}
+    }
+    assert answer["tls_handshake"] == {}
+    assert answer["http_request"]["failure"] == "generic_timeout_error"
 
 
 LISTENER = """

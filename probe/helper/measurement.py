@@ -3,6 +3,8 @@
 :func:`handle_request` takes a decoded control request and answers OONI's protocol
 (:mod:`probe.ooni.helper_protocol`): DNS at the helper's resolver, a TCP connect (and TLS
 handshake where the URL uses TLS) to every endpoint, the fetch with redirects, and ``ip_info``.
+Each endpoint is connected to once: the fetch's own connects and handshakes (redirect depth 0)
+answer for the endpoints it fetches from; only the others are checked apart.
 All requests share one :class:`HelperContext`, so limits (connections per address, endpoint
 checks at once) hold across requests.
 """
@@ -11,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from ..measure.measurer import Measurer, Settings, Timeouts
+from ..measure.measurer import Measurer, Settings, Timeouts, connects
 from ..model import failures
 from ..model.addresses import is_bogon
 from ..model.records import HTTPRequest, Observations
@@ -34,7 +35,6 @@ from ..ooni.helper_protocol import (
     http_failure,
     legacy_failure,
 )
-from ..targets import Target
 from .asn import AsnDB
 from .requests import (
     Endpoint,
@@ -45,18 +45,19 @@ from .requests import (
     parse_request,
 )
 
-log = logging.getLogger("probe.helper")
-
 #: Endpoint checks at once, over all requests (each holds a socket).
 MAX_CONNECTS = 512
 
 
 @dataclass
 class HelperTimeouts:
-    """Per-step timeouts, OONI's test helper's."""
+    """Per-step timeouts: OONI's test helper's for DNS and the fetch; for each endpoint's
+    connect and handshake, the probe's own (OONI's helper gives both 15 s together; a 10 s
+    connect takes the same SYN retries, and the helper is not more patient than the probe)."""
 
     dns: float = 4.0
-    connect: float = 15.0  # TCP connect + TLS handshake, per endpoint
+    tcp: float = 10.0
+    tls: float = 10.0
     http: float = 15.0  # the whole fetch, redirects included (after its DNS)
 
 
@@ -93,7 +94,12 @@ class HelperContext:
                 system_resolver=resolver,
                 control_resolvers=[],
                 ssl_context=ssl_context,
-                timeouts=Timeouts(dns=self.timeouts.dns, http=self.timeouts.http),
+                timeouts=Timeouts(
+                    dns=self.timeouts.dns,
+                    tcp=self.timeouts.tcp,
+                    tls=self.timeouts.tls,
+                    http=self.timeouts.http,
+                ),
                 address_allowed=self.allowed,
                 # The answer reports no duplicate DNS replies: listening for them would only
                 # hold every request 0.5 s longer (a third of the helper's throughput).
@@ -154,9 +160,7 @@ async def _check(
 async def _connect(
     ep: Endpoint, req: HelperRequest, context: HelperContext, clock: Clock
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + context.timeouts.connect
-    tcp, conn = await tcp_connect(ep.ip, ep.port, timeout=context.timeouts.connect, clock=clock)
+    tcp, conn = await tcp_connect(ep.ip, ep.port, timeout=context.timeouts.tcp, clock=clock)
     tcp_entry = {"status": tcp.failure is None, "failure": legacy_failure(tcp.failure)}
     if conn is None:
         return tcp_entry, None
@@ -167,7 +171,7 @@ async def _connect(
         conn,
         req.host,
         context.ssl_context,
-        timeout=max(deadline - loop.time(), 0.1),
+        timeout=context.timeouts.tls,
         clock=clock,
         ip=ep.ip,
         port=ep.port,
@@ -181,22 +185,52 @@ async def _connect(
     }
 
 
-async def _fetch(req: HelperRequest, context: HelperContext) -> HTTPRequest | None:
+async def _fetch(
+    req: HelperRequest,
+    obs: Observations,
+    addresses: list[str],
+    context: HelperContext,
+    clock: Clock,
+    deadline: float,
+) -> HTTPRequest | None:
     """The GET, following redirects; the final hop, or None when DNS gave no address
-    (whatever the reason: OONI's helper reports any failure while resolving as a DNS one)."""
-    target = Target(input=req.url, url=req.url, domain=req.host)
+    (whatever the reason: OONI's helper reports any failure while resolving as a DNS one).
+    Its connects and handshakes go into ``obs``, also those made before a timeout."""
     try:
-        async with asyncio.timeout(context.timeouts.dns + context.timeouts.http):
-            obs: Observations = await context.measurer.measure(target, headers=req.headers)
+        async with asyncio.timeout_at(deadline):
+            await context.measurer.fetch(obs, addresses, req.headers, clock)
     except TimeoutError:
         return HTTPRequest(url=req.url, failure=failures.GENERIC_TIMEOUT)
-    except ValueError as exc:
-        # The request's URL was validated, so this comes from a hop the site chose: a redirect
-        # to a URL nothing can fetch (port 99999, an unbalanced "["). The site's answer is a
-        # failure of the fetch, never a 500 for the client.
-        log.warning("the fetch stopped on an unusable URL: %r", str(exc))
-        return HTTPRequest(url=req.url, failure=failures.unknown(f"unusable URL: {exc}"))
     return obs.http[-1] if obs.http else None
+
+
+async def _entries(
+    ep: Endpoint,
+    req: HelperRequest,
+    context: HelperContext,
+    clock: Clock,
+    obs: Observations,
+    fetch: asyncio.Task[HTTPRequest | None] | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``ep``'s ``tcp_connect`` entry and ``tls_handshake`` entry (None: not handshaken).
+
+    With ``fetch`` (the fetch connects to ``ep``), from its records at redirect depth 0 once
+    it is over; the endpoint is checked when there are none (the fetch ran out of time first).
+    """
+    if fetch is not None:
+        await asyncio.wait([fetch])  # (cancelling this wait leaves the fetch to its owner)
+        key = (ep.ip, ep.port, 0)
+        tcp = next((r for r in obs.tcp if (r.ip, r.port, r.depth) == key), None)
+        tls = next((r for r in obs.tls if (r.ip, r.port, r.depth) == key), None)
+        if tcp is not None and tcp.failure is not None:
+            return {"status": False, "failure": legacy_failure(tcp.failure)}, None
+        if not ep.tls and tcp is not None:
+            return {"status": True, "failure": None}, None
+        # A handshake means the connect succeeded (a :443 validation records failed ones only).
+        if ep.tls and tls is not None:
+            entry = {"server_name": req.host, "status": tls.failure is None, "failure": tls.failure}
+            return {"status": True, "failure": None}, entry
+    return await _check(ep, req, context, clock)
 
 
 def http_result(hop: HTTPRequest | None) -> dict[str, Any]:
@@ -232,11 +266,34 @@ async def handle_request(request: dict[str, Any], context: HelperContext) -> dic
     """
     req = parse_request(request, context.max_endpoints)
     clock = Clock()
-    fetch = asyncio.create_task(_fetch(req, context))
+    deadline = asyncio.get_running_loop().time() + context.timeouts.dns + context.timeouts.http
+    dns_result = await _resolve(req, context, clock)
+    endpoints = build_endpoints(req, dns_result["addrs"], context.allowed)
+    # The fetch connects to the URL's port (with TLS for https) and, for an http URL, to :443
+    # with TLS: the endpoints it connects to so are measured by it alone; the others (the
+    # probe's addresses the helper's DNS did not return, addresses beyond the fetch's cap,
+    # other ports) are checked meanwhile.
+    fetched = {
+        (ip, port, purpose is not None)
+        for ip, port, purpose in connects(req.url, dns_result["addrs"], depth=0)
+        if context.allowed(ip)
+    }
+    obs = Observations(input=req.url, url=req.url, domain=req.host)
+    fetch = asyncio.create_task(_fetch(req, obs, dns_result["addrs"], context, clock, deadline))
     try:
-        dns_result = await _resolve(req, context, clock)
-        endpoints = build_endpoints(req, dns_result["addrs"], context.allowed)
-        checks = await asyncio.gather(*(_check(ep, req, context, clock) for ep in endpoints))
+        checks = await asyncio.gather(
+            *(
+                _entries(
+                    ep,
+                    req,
+                    context,
+                    clock,
+                    obs,
+                    fetch if (ep.ip, ep.port, ep.tls) in fetched else None,
+                )
+                for ep in endpoints
+            )
+        )
         hop = await fetch
     finally:
         if not fetch.done():

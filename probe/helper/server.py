@@ -8,12 +8,15 @@ speak): ``GET /`` greets, ``POST /`` takes ``{"http_request": URL, "http_request
    own answer. Failures use the protocol's legacy names (``dns_name_error``,
    ``dns_server_failure``, ``unknown_error``; "no answer" is ``null`` with no addresses).
 2. Endpoints: the probe's ``tcp_connect`` list plus the helper's own addresses on the URL's port
-   (an http URL without an explicit port also gets 443). Each gets a TCP connect and, on 443 (or
-   the explicit port of an https URL), a TLS handshake with SNI = host and the certificate
-   verified; 15 s per endpoint.
-3. In parallel, a GET of the URL following redirects (:class:`~probe.measure.measurer.Measurer`,
-   4 s DNS + 15 s), reported as the final hop's status, headers (first value per name), title
-   and body length; ``-1`` for both numbers when the fetch failed.
+   (an http URL without an explicit port also gets 443). Each gets a TCP connect (10 s) and, on
+   443 (or the explicit port of an https URL), a TLS handshake (10 s) with SNI = host and the
+   certificate verified.
+3. Meanwhile, a GET of the URL following redirects (:class:`~probe.measure.measurer.Measurer`,
+   done 4 s + 15 s after the request came), reported as the final hop's status, headers (first
+   value per name), title and body length; ``-1`` for both numbers when the fetch failed. Its
+   own connects and handshakes are those of step 2 for the endpoints it fetches from (its
+   first hop's, with TLS on 443 for an http URL's addresses): each endpoint is connected to
+   once.
 4. ``ip_info``: every address seen, with its AS number (``--asn-db``) and flags
    (1 from the probe, 2 from the helper's DNS, 4 bogon, 8 TLS valid for the host).
 

@@ -367,6 +367,16 @@ class Measurer:
         address = self._addresses.get(ip)
         return address is not None and address.silent
 
+    async def fetch(
+        self, obs: Observations, addresses: list[str], headers: dict[str, str], clock: Clock
+    ) -> None:
+        """The connects, handshakes and GET of ``obs.url`` with its redirects, its host having
+        resolved to ``addresses`` (the test helper resolves it itself): recorded into ``obs``
+        as they happen, so a caller that stops it (a deadline) keeps the records made so far.
+        No bogon is connected to; no late DNS reply is listened for."""
+        m = _Measurement(obs, clock, bogons_allowed=frozenset(), late=resolvers.LateReplies(0))
+        await self._fetch(m, obs.url, addresses, headers)
+
     async def _control(self, url: str, addresses: list[str], clock: Clock) -> Control:
         assert self.helpers is not None
         parts = urlsplit(url)
@@ -466,9 +476,10 @@ class Measurer:
                 obs.tls.append(handshake)
                 conn.close()
 
-        jobs = [endpoint(ip) for ip in addresses]
-        if not secure and parts.port is None and depth == 0 and not is_ip_literal(host):
-            jobs += [validate(ip) for ip in addresses]
+        jobs = [
+            validate(ip) if purpose == "validate" else endpoint(ip)
+            for ip, _port, purpose in connects(url, addresses, depth)
+        ]
         results = await asyncio.gather(*jobs)
         for result in results:
             if isinstance(result, HTTPRequest):
@@ -506,6 +517,24 @@ class Measurer:
                 ip, port, host, self.settings.timeouts.tls
             )
         return record
+
+
+def connects(url: str, addresses: list[str], depth: int) -> list[tuple[str, int, str | None]]:
+    """The connects a hop to ``url`` at redirect ``depth`` makes, its host having resolved to
+    ``addresses``: ``(ip, port, purpose)``, purpose being the TLS handshake's ("fetch",
+    "validate") or None for none. At most MAX_ADDRESSES_PER_FAMILY addresses per family, each
+    on the URL's port (TLS for https); an http URL's also on :443 at depth 0 (validation),
+    unless its port is explicit or its host an IP address. Bogons among them are refused."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    capped = _capped(addresses)
+    made: list[tuple[str, int, str | None]] = [
+        (ip, port, "fetch" if secure else None) for ip in capped
+    ]
+    if not secure and parts.port is None and depth == 0 and not is_ip_literal(parts.hostname or ""):
+        made += [(ip, 443, "validate") for ip in capped]
+    return made
 
 
 def redirect_target(location: str) -> tuple[str | None, str | None]:
