@@ -185,13 +185,12 @@ def delay(lab: Lab, sites: list[BenchSite], rtt: int) -> None:
 
 def critical_path(sites: list[BenchSite], rtt: float, concurrency: int) -> float:
     """Seconds no implementation can beat: the slowest target (a blackholed connect waits for
-    the whole TCP timeout), or the sum of every target's minimal time spread over
-    ``concurrency`` workers, whichever is longer."""
-    minimal = [
-        TCP_TIMEOUT if s.kind == "blackhole" else KINDS[s.kind].round_trips * rtt / 1000
-        for s in sites
-    ]
-    return max(max(minimal), sum(minimal) / concurrency)
+    the whole TCP timeout), or the sum of the other targets' minimal times spread over
+    ``concurrency`` workers, whichever is longer. (A connect waiting on a blackhole need not
+    hold a worker: curl's do, probe's do not.)"""
+    minimal = [KINDS[s.kind].round_trips * rtt / 1000 for s in sites if s.kind != "blackhole"]
+    slowest = TCP_TIMEOUT if any(s.kind == "blackhole" for s in sites) else max(minimal, default=0)
+    return max(slowest, sum(minimal) / concurrency)
 
 
 class ConnectionPeaks:
