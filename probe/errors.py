@@ -88,6 +88,11 @@ class CollectorDatabaseError(ProbeError):
     ``str()`` says why, without the password."""
 
 
+class TurnRefused(ProbeError):
+    """A target resolved ahead of its turn is not measured: the run reached its
+    ``--max-runtime`` before the turn came."""
+
+
 class UploadError(ProbeError):
     """An upload that cannot go on: the collector refuses the token, or stays unreachable.
     What was not accepted stays in the database for the next upload."""

@@ -298,7 +298,7 @@ class Measurer:
         headers: dict[str, str] | None = None,
         pace: Pacing | None = None,
     ) -> Observations:
-        r"""Measure one target; never raises (failures are recorded).
+        r"""Measure one target; failures are recorded, only ``pace.turn`` may raise.
 
         ``headers`` replaces the settings' request headers for this target (the helper
         forwards the probe's). ``pace``, when given, is how a runner keeps a limit on the
@@ -325,15 +325,18 @@ class Measurer:
             pace=pace,
         )
         try:
+            if pace is not None:  # outside the task group, so what it raises stays as is
+                system_addresses = await self._system_addresses(m, host)
+                await pace.turn(system_addresses)
             async with asyncio.TaskGroup() as tasks:
-                system = tasks.create_task(self._system_addresses(m, host))
-                if pace is not None:
-                    await pace.turn(await system)
+                # Without a pace, the control resolvers are asked at once, in parallel.
+                system = None if pace else tasks.create_task(self._system_addresses(m, host))
                 controls = [
                     tasks.create_task(self._resolve(m, resolver, host, 0))
                     for resolver in self.settings.control_resolvers
                 ]
-                system_addresses = await system
+                if system is not None:
+                    system_addresses = await system
                 tasks.create_task(
                     self._fetch(m, target.url, system_addresses, headers or self.settings.headers)
                 )

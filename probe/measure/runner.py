@@ -31,7 +31,7 @@ from asyncio_throttle.throttler import Throttler
 
 from .. import analysis
 from ..analysis.fingerprints import Fingerprints
-from ..errors import StoreError
+from ..errors import StoreError, TurnRefused
 from ..model.records import Verdict
 from ..net.connections import raise_fd_limit
 from ..net.kept import KeptClient
@@ -95,6 +95,12 @@ class _Turns:
     def __init__(self, slots: int) -> None:
         self.free = slots
         self.waiting: deque[asyncio.Future[None]] = deque()
+        #: Done once no target may start any more (the run's deadline).
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def close(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def ask(self) -> asyncio.Future[None]:
         """A ticket: done once the slot is this target's."""
@@ -136,9 +142,10 @@ class _Pace:
             self.resolving.release()
 
     async def turn(self, addresses: list[str]) -> None:
-        """Wait for a busy slot; step aside as soon as every address is known silent."""
+        """Wait for a busy slot; step aside as soon as every address is known silent.
+        Raises :class:`TurnRefused` once the run may start no target."""
         self.resolved()
-        await self._busy(addresses)
+        await self._busy(addresses, first=True)
 
     async def resume(self) -> None:
         """Wait for a busy slot again (a connect to a silent address succeeded after all).
@@ -147,15 +154,19 @@ class _Pace:
             if not self.is_busy:
                 await self._busy([])
 
-    async def _busy(self, addresses: list[str]) -> None:
+    async def _busy(self, addresses: list[str], first: bool = False) -> None:
         ticket = self.turns.ask()
         try:
             while not ticket.done():
+                if first and self.turns.closed.done():
+                    self.turns.withdraw(ticket)
+                    raise TurnRefused("the run reached its deadline before this target's turn")
                 if addresses and all(self.measurer.silent(ip) for ip in addresses):
                     self.turns.withdraw(ticket)
                     return
                 await asyncio.wait(
-                    (ticket, self.measurer.next_silence()), return_when=asyncio.FIRST_COMPLETED
+                    (ticket, self.measurer.next_silence(), self.turns.closed),
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
         except asyncio.CancelledError:
             self.turns.withdraw(ticket)
@@ -216,6 +227,9 @@ async def run(
     held = asyncio.Semaphore(targets_held(slots))
     resolving = asyncio.Semaphore(slots)
 
+    if deadline is not None:
+        loop.call_at(deadline, turns.close)
+
     async def feeder(group: asyncio.TaskGroup) -> None:
         for position, target in pending:
             if deadline is not None and loop.time() >= deadline:
@@ -243,6 +257,9 @@ async def run(
                 probe_cc=probe_cc,
                 position=position,
             )
+        except TurnRefused:
+            summary.partial = True  # resolved ahead, never measured: nothing is stored
+            return
         except StoreError:
             raise  # no target can be stored: the run ends (the TaskGroup cancels the rest)
         except Exception as exc:  # a bug must not lose the other targets
