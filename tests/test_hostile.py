@@ -9,8 +9,6 @@ redirect rule, the address cap, the scrubber, the capped reader) have unit tests
 
 from __future__ import annotations
 
-import asyncio
-import gzip
 import json
 import re
 import signal
@@ -23,19 +21,16 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from probe import analysis
-from probe.errors import HelperAnswerError
 from probe.measure import measurer
 from probe.measure.privacy import SCRUBBED, Scrubber
 from probe.model import failures
 from probe.model.records import Control, DNSQuery, HTTPRequest, Observations, TCPConnect
-from probe.net.bounded import read_capped
 from probe.ooni.helper_protocol import ControlResponse, check_response
 from probe.store import Store
 from probe.store.sqlite import load_observations, migrations
@@ -271,24 +266,6 @@ def test_scrubber_replaces_only_the_vantage_addresses():
     assert scrub.url("http://192.88.99.2/") == "http://scrubbed.invalid/"
 
 
-def _capped_read(body: bytes, cap: int, encoding: str = "identity") -> bytes:
-    headers = {"content-encoding": encoding}
-    response = httpx.Response(200, headers=headers, stream=httpx.ByteStream(body))
-    return asyncio.run(read_capped(response, cap, HelperAnswerError))
-
-
-def test_capped_read_stops_past_the_cap_even_when_compressed():
-    assert _capped_read(b"x" * 100, 100) == b"x" * 100
-    with pytest.raises(HelperAnswerError, match="larger than 100"):
-        _capped_read(b"x" * 101, 100)
-    bomb = gzip.compress(b"\0" * (50 << 20))  # 50 MiB of zeros in ~50 KiB
-    with pytest.raises(HelperAnswerError, match="larger than 1024"):
-        _capped_read(bomb, 1024, "gzip")
-    assert _capped_read(gzip.compress(b"ok"), 1024, "gzip") == b"ok"
-    with pytest.raises(HelperAnswerError, match="unsupported content-encoding"):
-        _capped_read(b"x", 1024, "br")
-
-
 # ---------------------------------------------------------------- the lab
 
 
@@ -493,15 +470,14 @@ def test_every_hostile_helper_answer_is_a_clean_failure(lab, hostile):
 
 
 DNS_SNIPPET = """
-import asyncio, json, ssl, sys
-import httpx
+import asyncio, contextlib, json, ssl, sys
 from probe.net import resolvers
 from probe.net.connections import Clock
 
 async def main(names, urls, ca):
     out = {}
     context = ssl.create_default_context(cafile=ca)
-    async with httpx.AsyncClient(verify=context) as doh:
+    async with contextlib.aclosing(resolvers.DoHClient(context)) as doh:
         async def one(url, name):
             late = resolvers.LateReplies(0.5)
             query = await resolvers.lookup(

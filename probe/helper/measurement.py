@@ -17,8 +17,6 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from ..measure.measurer import Measurer, Settings, Timeouts, connects
 from ..model import failures
 from ..model.addresses import is_bogon
@@ -76,7 +74,7 @@ class HelperContext:
         timeouts: HelperTimeouts | None = None,
         max_endpoints: int = 64,
         forbidden: frozenset[str] = frozenset(),
-        doh_client: httpx.AsyncClient | None = None,
+        doh_client: resolvers.DoHClient | None = None,
     ) -> None:
         self.resolver = resolver
         self.ssl_context = ssl_context
@@ -85,9 +83,7 @@ class HelperContext:
         self.max_endpoints = max_endpoints
         self.forbidden = forbidden
         self.connect_slots = asyncio.Semaphore(MAX_CONNECTS)
-        self.doh_client = doh_client or httpx.AsyncClient(
-            verify=ssl_context, timeout=self.timeouts.dns, follow_redirects=False
-        )
+        self.doh_client = doh_client or resolvers.DoHClient(ssl_context)
         # One measurer for every request, so its per-address limit holds across requests.
         self.measurer = Measurer(
             Settings(

@@ -39,8 +39,6 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import httpx
-
 from ..model import failures
 from ..model.addresses import is_bogon, is_ip_literal
 from ..model.records import (
@@ -160,7 +158,7 @@ class Measurer:
         self,
         settings: Settings,
         *,
-        doh_client: httpx.AsyncClient | resolvers.DoHClient,
+        doh_client: resolvers.DoHClient | None,
         helpers: HelperClient | None,
         throttle: Any = None,
     ) -> None:

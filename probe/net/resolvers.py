@@ -5,7 +5,7 @@ A resolver is written as a URL:
 - ``udp://IP[:PORT]``: plain DNS over UDP (falls back to TCP when the reply is truncated);
 - ``tcp://IP[:PORT]``: plain DNS over TCP;
 - ``tls://HOST[:PORT]``: DNS over TLS (RFC 7858), certificate verified for HOST;
-- ``https://HOST[:PORT]/PATH``: DNS over HTTPS (RFC 8484, POST), done over httpx.
+- ``https://HOST[:PORT]/PATH``: DNS over HTTPS (RFC 8484, POST), over :class:`DoHClient`.
 
 Plain DNS can be forged by anyone on the path; DoT and DoH cannot without a certificate the
 probe trusts, which is why the control relies on them. Raw answers, rcodes and the resolver
@@ -28,13 +28,11 @@ import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
-import httpx
 
 from ..errors import DNSWrongQueryID, DoHError, NetworkError, ResolverError
 from ..model import failures
 from ..model.addresses import bracket
 from ..model.records import DNSQuery
-from .bounded import read_capped
 from .classify import classify
 from .connections import Clock, open_tcp
 from .kept import KeptClient
@@ -49,14 +47,12 @@ DUPLICATE_WINDOW = 0.5
 #: kept of each.
 MAX_DUPLICATES = 16
 MAX_DUPLICATE_ADDRESSES = 16
-#: What a lookup can raise: dnspython (bad names, malformed replies), the network, httpx, ours.
+#: What a lookup can raise: dnspython (bad names, malformed replies), the network, ours.
 LOOKUP_ERRORS = (
     dns.exception.DNSException,
     OSError,
     EOFError,
     NetworkError,
-    httpx.HTTPError,
-    httpx.InvalidURL,
     ValueError,
     UnicodeError,
 )
@@ -172,25 +168,13 @@ def _doh_error(reason: str) -> DoHError:
     return DoHError(f"DoH answer unusable: {reason}")
 
 
-async def _doh_exchange(
-    resolver: Resolver, wire: bytes, client: httpx.AsyncClient | DoHClient
-) -> bytes:
-    if isinstance(client, DoHClient):
-        return await client.post(resolver, wire)
-    headers = {"content-type": "application/dns-message", "accept": "application/dns-message"}
-    async with client.stream("POST", resolver.url, content=wire, headers=headers) as response:
-        if response.status_code != 200:
-            raise DoHError(f"DoH server answered HTTP {response.status_code}")
-        return await read_capped(response, MAX_DOH_ANSWER, DoHError)
-
-
 async def exchange(
     resolver: Resolver,
     query: dns.message.Message,
     *,
     timeout: float,
     ssl_context: ssl.SSLContext | None = None,
-    doh_client: httpx.AsyncClient | DoHClient | None = None,
+    doh_client: DoHClient | None = None,
 ) -> dns.message.Message:
     """Send ``query`` to ``resolver`` over TCP, DoT or DoH and return its reply; raises on
     failure. A ``udp://`` resolver is asked over TCP (after a truncated UDP reply): over UDP,
@@ -206,8 +190,8 @@ async def exchange(
             raw = await _tcp_exchange(resolver, wire, timeout, ssl_context)
         else:
             if doh_client is None:
-                raise ValueError("DNS over HTTPS needs an httpx client")
-            raw = await _doh_exchange(resolver, wire, doh_client)
+                raise ValueError("DNS over HTTPS needs a DoHClient")
+            raw = await doh_client.post(resolver, wire)
     reply = dns.message.from_wire(raw)
     if reply.id != query.id:
         raise DNSWrongQueryID()
@@ -352,7 +336,7 @@ async def lookup(
     clock: Clock,
     depth: int = 0,
     ssl_context: ssl.SSLContext | None = None,
-    doh_client: httpx.AsyncClient | DoHClient | None = None,
+    doh_client: DoHClient | None = None,
     late: LateReplies | None = None,
 ) -> DNSQuery:
     """Ask ``resolver`` for ``hostname``'s A or AAAA records; never raises.
