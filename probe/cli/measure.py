@@ -122,7 +122,10 @@ def _require_consent(settings: dict[str, Any], db: Path, files: tuple[Path, ...]
     type=click.IntRange(min=1, max=4096),
     default=32,
     show_default=True,
-    help="Targets measured at once.",
+    help=(
+        "Targets measured at once (those resolved ahead of their turn, or waiting on a "
+        "connect that goes unanswered, do not count)."
+    ),
 )
 @click.option(
     "--rate",
