@@ -260,7 +260,7 @@ def reference_match(fps: Fingerprints, hop: HTTPRequest) -> Match | None:
     body = decode_body(hop)
     whole = response_text(hop, body)
 
-    def test(rule, value):
+    def says_yes(rule, value):
         if rule.type == "regexp":
             return rule.regex.search(value) is not None
         if rule.type == "contains":
@@ -276,7 +276,7 @@ def reference_match(fps: Fingerprints, hop: HTTPRequest) -> Match | None:
             else:
                 name = rule.location.removeprefix("header.")
                 values = [v.strip() for k, v in hop.headers if k.lower() == name]
-            if any(test(rule, value) for value in values):
+            if any(says_yes(rule, value) for value in values):
                 return rule
         return None
 
