@@ -51,17 +51,7 @@ from probe.config import check_config  # noqa: E402
 from probe.model.records import Evidence, Observations, Verdict  # noqa: E402
 from probe.store import Store, load_observations, open_db  # noqa: E402
 from probe.store.locks import lock_path  # noqa: E402
-from probe.store.sqlite import _verdict_row  # noqa: E402
-
-#: Verdict columns stored as 0/1 that the record holds as booleans.
-_BOOLEANS = (
-    "accessible",
-    "confirmed",
-    "body_length_match",
-    "status_code_match",
-    "headers_match",
-    "title_match",
-)
+from probe.store.sqlite import VERDICT_BOOLEANS, _verdict_row  # noqa: E402
 
 
 def read_only(path: Path) -> Database:
@@ -74,7 +64,7 @@ def read_only(path: Path) -> Database:
 def stored_verdict(row: dict[str, Any]) -> Verdict:
     """The verdict a ``measurements`` row holds, as the record :meth:`Store.save` wrote it from."""
     fields = {name: row[name] for name in Verdict.__slots__ if name != "evidence"}
-    for key in _BOOLEANS:
+    for key in VERDICT_BOOLEANS:
         if fields[key] is not None:
             fields[key] = bool(fields[key])
     evidence = [Evidence.from_dict(e) for e in json.loads(row["evidence"] or "[]")]

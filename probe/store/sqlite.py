@@ -497,17 +497,21 @@ def _row(record: Any) -> dict[str, Any]:
     return {name: getattr(record, name) for name in record.__slots__}
 
 
+#: Verdict fields that are booleans in the record and 0/1 in the table.
+VERDICT_BOOLEANS = (
+    "accessible",
+    "confirmed",
+    "body_length_match",
+    "status_code_match",
+    "headers_match",
+    "title_match",
+)
+
+
 def _verdict_row(verdict: Verdict) -> dict[str, Any]:
     row = _row(verdict)
     row["evidence"] = json.dumps([dataclasses.asdict(e) for e in verdict.evidence])
-    for key in (
-        "accessible",
-        "confirmed",
-        "body_length_match",
-        "status_code_match",
-        "headers_match",
-        "title_match",
-    ):
+    for key in VERDICT_BOOLEANS:
         if row[key] is not None:
             row[key] = int(row[key])
     return row
