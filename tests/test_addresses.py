@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 
 from probe.helper.requests import address_allowed
-from probe.model.addresses import embedded_ipv4, is_bogon
+from probe.model.addresses import canonical_ip, embedded_ipv4, is_bogon
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,24 @@ def test_embedded_ipv4_by_form():
     assert v4("2001:0:4136:e378:8000:63bf:3fff:fdd2") == ["65.54.227.120", "192.0.2.45"]
     assert v4("2001:db8::1") == []
     assert v4("2606:4700::1111") == []
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        ("192.88.99.2", "192.88.99.2"),
+        ("::ffff:192.88.99.2", "192.88.99.2"),
+        ("::ffff:c058:6302", "192.88.99.2"),
+        ("[::FFFF:C058:6302]", "192.88.99.2"),
+        (" 192.88.99.2 ", "192.88.99.2"),
+        ("2001:DB8:0:0::1", "2001:db8::1"),
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("2002:c058:6302::", "2002:c058:6302::"),  # 6to4 stays its own address
+        ("www.azattyk.org", None),
+        ("3227017986", None),  # no address spelling by itself (scrubbing knows it)
+        ("", None),
+    ],
+)
+def test_canonical_ip_gives_one_spelling_per_address(spelling, canonical):
+    assert canonical_ip(spelling) == canonical

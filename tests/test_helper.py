@@ -33,10 +33,10 @@ from probe.helper.requests import (
     parse_request,
     url_ports,
 )
-from probe.helper.server import printable
 from probe.measure.measurer import MAX_ADDRESSES_PER_FAMILY
 from probe.model import failures
 from probe.model.records import HTTPRequest
+from probe.model.text import printable
 from probe.net import connections
 from probe.net.connections import client_context
 from probe.net.resolvers import parse_resolver

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import click
 
 from ..errors import InputError, StoreError
+from ..model.text import printable
 from ._group import BadInput, cli, db_option, db_path, existing_db, fingerprints_option
 
 _ASN = re.compile(r"^(?:AS)?(\d{1,10})$", re.IGNORECASE)
@@ -190,7 +191,7 @@ def timeline(
         )
         rows = [
             tuple(
-                _printable(cell)
+                printable(cell)
                 for cell in (
                     e.kind,
                     e.domain,
@@ -215,11 +216,6 @@ def timeline(
         f"in {plural(result.measurements, 'measurement')}.",
         err=True,
     )
-
-
-def _printable(text: str) -> str:
-    """Text safe for a terminal: control characters (escape sequences) replaced."""
-    return "".join(c if c.isprintable() else "\ufffd" for c in text)
 
 
 # ------------------------------------------------------------------ report

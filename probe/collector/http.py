@@ -30,7 +30,7 @@ from typing import Any
 import h11
 
 from .. import __version__
-from ..helper.server import printable
+from ..model.text import printable
 
 log = logging.getLogger("probe.collector")
 

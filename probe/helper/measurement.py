@@ -19,7 +19,7 @@ from typing import Any
 
 from ..measure.measurer import Measurer, Settings, Timeouts, connects
 from ..model import failures
-from ..model.addresses import is_bogon
+from ..model.addresses import canonical_ip, is_bogon
 from ..model.records import HTTPRequest, Observations
 from ..net import resolvers
 from ..net.connections import Clock, tcp_connect, tls_handshake
@@ -39,7 +39,6 @@ from .requests import (
     HelperRequest,
     address_allowed,
     build_endpoints,
-    canonical,
     parse_request,
 )
 
@@ -107,7 +106,7 @@ class HelperContext:
 
     def allowed(self, ip: str) -> bool:
         """Whether the helper may connect to ``ip`` (never to a bogon, nor to itself)."""
-        return address_allowed(ip) and canonical(ip) not in self.forbidden
+        return address_allowed(ip) and canonical_ip(ip) not in self.forbidden
 
     def asn_of(self, ip: str) -> int:
         return self.asn.lookup(ip) if self.asn is not None else 0
@@ -117,7 +116,7 @@ class HelperContext:
 
 
 async def _resolve(req: HelperRequest, context: HelperContext, clock: Clock) -> dict[str, Any]:
-    if canonical(req.host) is not None:
+    if canonical_ip(req.host) is not None:
         return {"failure": None, "addrs": [req.host]}
     queries = await asyncio.gather(
         *(
@@ -311,7 +310,7 @@ async def handle_request(request: dict[str, Any], context: HelperContext) -> dic
     for _key, ip, _port in req.endpoints:
         flags[ip] = flags.get(ip, 0) | FLAG_PROBE
     for ip in dns_result["addrs"]:
-        ip = canonical(ip) or ip
+        ip = canonical_ip(ip) or ip
         flags[ip] = flags.get(ip, 0) | FLAG_HELPER
     ip_info = {}
     for ip, flag in flags.items():

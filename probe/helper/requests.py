@@ -8,7 +8,6 @@ network it runs in.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from urllib.parse import urlsplit
 
 from ..errors import BadRequest
 from ..model import failures
-from ..model.addresses import endpoint, is_bogon
+from ..model.addresses import canonical_ip, endpoint, is_bogon
 from ..net.http11 import DEFAULT_HEADERS
 from ..targets import normalise
 
@@ -37,19 +36,9 @@ def address_allowed(ip: str) -> bool:
     """True for a public IP address; False for bogons, scoped (``%zone``) addresses and names."""
     if "%" in ip:
         return False
-    if canonical(ip) is None:
+    if canonical_ip(ip) is None:
         return False
     return not is_bogon(ip)
-
-
-def canonical(ip: str) -> str | None:
-    text = ip.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -83,7 +72,7 @@ def parse_endpoint(text: Any) -> tuple[str, int] | None:
             return None
     if "%" in host or not port.isascii() or not port.isdigit() or len(port) > 5:
         return None
-    ip = canonical(host)
+    ip = canonical_ip(host)
     number = int(port)
     if ip is None or not 0 < number < 65536:
         return None

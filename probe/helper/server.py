@@ -35,8 +35,8 @@ probe learns its request was not measured instead of getting a silently partial 
 requests in flight (503), and time (504). Open connections are bounded too, without letting
 idle or slow clients starve active ones: when ``max_connections`` are open, a new connection
 closes the longest-idle one (else the slowest sender), never one being measured or answered.
-It logs one line per request, escaped (:func:`printable`), without the query string, and never
-the client's address.
+It logs one line per request, escaped (:func:`~probe.model.text.printable`), without the query
+string, and never the client's address.
 
 Differences from OONI's oohelperd, on purpose: bogons the probe lists are answered (refused)
 rather than silently left out; TCP and HTTP failures keep our more precise strings where the
@@ -63,14 +63,14 @@ from urllib.parse import urlsplit
 
 from .. import __version__
 from ..errors import BadRequest
-from ..model.addresses import bracket
+from ..model.addresses import bracket, canonical_ip
+from ..model.text import printable
 from ..net import resolvers
 from ..net.connections import client_context, raise_fd_limit
 from ..ooni.helper_protocol import HELLO
 from . import whoami
 from .asn import AsnDB
 from .measurement import HelperContext, handle_request
-from .requests import canonical
 
 log = logging.getLogger("probe.helper")
 
@@ -482,17 +482,6 @@ def _log(request: _Request | None, status: int, started: float, note: str, size:
     )
 
 
-def printable(text: str) -> str:
-    """``text`` with backslashes and every non-printable character escaped (``\\x1b``,
-    ``\\n``, ``\\u2028``), so what a stranger sent can be logged safely."""
-    if text.isprintable() and "\\" not in text:
-        return text
-    return "".join(
-        c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode("ascii")
-        for c in text
-    )
-
-
 # ---------------------------------------------------------------- entry point
 
 
@@ -510,7 +499,7 @@ def serve(config: HelperConfig) -> None:
 def context_for(config: HelperConfig) -> HelperContext:
     """Load everything the config names; raises :class:`~probe.errors.InputError` or
     ``OSError`` naming the file."""
-    own = canonical(config.host)
+    own = canonical_ip(config.host)
     return HelperContext(
         resolver=config.resolver or resolvers.system_resolver(),
         ssl_context=client_context(config.ca_file),

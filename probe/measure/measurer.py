@@ -30,7 +30,6 @@ Nothing here decides anything: :mod:`probe.analysis` does, from the records.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -40,7 +39,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..model import failures
-from ..model.addresses import is_bogon, is_ip_literal
+from ..model.addresses import canonical_ip, is_bogon, is_ip_literal
 from ..model.records import (
     Control,
     DNSQuery,
@@ -318,7 +317,7 @@ class Measurer:
         m = _Measurement(
             obs=obs,
             clock=Clock(),
-            bogons_allowed=frozenset({_canonical(host)} if is_bogon(host) else ()),
+            bogons_allowed=frozenset({canonical_ip(host) or host} if is_bogon(host) else ()),
             late=resolvers.LateReplies(self.settings.dns_duplicate_window),
             pace=pace,
         )
@@ -491,7 +490,7 @@ class Measurer:
     def _allowed(self, m: _Measurement, ip: str, port: int, depth: int) -> bool:
         """Whether ``ip`` may be connected to; a refusal is recorded as a TCP connect."""
         policy = self.settings.address_allowed
-        bogon_ok = not is_bogon(ip) or _canonical(ip) in m.bogons_allowed
+        bogon_ok = not is_bogon(ip) or canonical_ip(ip) in m.bogons_allowed
         if bogon_ok and (policy is None or policy(ip)):
             return True
         now = m.clock()
@@ -565,17 +564,6 @@ def _capped(addresses: list[str]) -> list[str]:
     v6 = [a for a in addresses if ":" in a][:MAX_ADDRESSES_PER_FAMILY]
     kept = set(v4) | set(v6)
     return [a for a in addresses if a in kept]
-
-
-def _canonical(ip: str) -> str:
-    """An address in one spelling (IPv4-mapped IPv6 as IPv4), to compare addresses."""
-    try:
-        addr = ipaddress.ip_address(ip.strip("[]").split("%", 1)[0])
-    except ValueError:
-        return ip
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
 
 
 def _first_failure(obs: Observations, depth: int, port: int, addresses: list[str]) -> str | None:

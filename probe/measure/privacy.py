@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ..model.addresses import canonical_ip, is_loopback
 from ..model.records import Observations
 
 SCRUBBED = "[scrubbed]"
@@ -223,10 +224,7 @@ def _source_address(destination: str) -> set[str]:
 
 def _canonical(text: str) -> str | None:
     """``text`` as an address worth scrubbing (canonical spelling), or None."""
-    try:
-        addr = ipaddress.ip_address(text.strip().strip("[]").split("%", 1)[0])
-    except ValueError:
+    canonical = canonical_ip(text)
+    if canonical is None or is_loopback(canonical) or canonical in ("0.0.0.0", "::"):
         return None
-    if addr.is_loopback or addr.is_unspecified:
-        return None
-    return str(addr)
+    return canonical

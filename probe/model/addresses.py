@@ -69,6 +69,24 @@ def _parse(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def canonical_ip(ip: str) -> str | None:
+    """The one spelling of the address ``ip`` spells, or None when it spells none.
+
+    Every comparison of addresses goes through here (the vantage's own addresses, the
+    helper's, a bogon the user listed), so two spellings of one address never disagree:
+    brackets and an IPv6 zone id are dropped, IPv4-mapped IPv6 (``::ffff:192.0.2.7``,
+    ``::ffff:c000:207``) is the IPv4 address, other IPv6 is compressed and lower-case.
+    Other forms that carry an IPv4 address (6to4, NAT64) stay IPv6 addresses of their own:
+    :func:`embedded_ipv4` gives what they carry.
+    """
+    addr = _parse(ip)
+    if addr is None:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
 def bracket(host: str) -> str:
     """``host`` as written in a URL or ``host:port``: IPv6 addresses in brackets."""
     return f"[{host}]" if ":" in host else host
