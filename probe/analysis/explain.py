@@ -204,6 +204,14 @@ def _refused_private_address(e: Evidence) -> str:
     )
 
 
+def _refused_own_address(e: Evidence) -> str:
+    return (
+        f"the probe did not connect to {_list(e.ours.get('endpoints'), 3)}: a redirect or a "
+        "DNS answer named the vantage's own address (its machine, or behind a NAT the home "
+        "router), which is never connected to"
+    )
+
+
 def _no_rule(e: Evidence) -> str:
     return "no connection was attempted and no rule explains why"
 
@@ -283,6 +291,7 @@ SENTENCES: dict[str, Callable[[Evidence], str]] = {
     "redirect_dns_failed": _redirect_dns_failed,
     "redirect_not_followed": _redirect_not_followed,
     "refused_private_address": _refused_private_address,
+    "refused_own_address": _refused_own_address,
     "no_rule": _no_rule,
     "dns_blockpage_address": _dns_blockpage_address,
     "dns_failed_control_resolved": _dns_failed_control_resolved,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import sys
 import traceback
@@ -369,9 +370,11 @@ async def _check(
             contextlib.aclosing(KeptClient(verify, config.helper_concurrency)) as helper_http,
         ):
             # The network's identity; the public address goes into the scrubber, nowhere else.
+            # Known before the first target, it is never connected to (nor the interfaces').
             scrubber = Scrubber(towards=settings.system_resolver.host)
             identity = await network_identity(config, helper_http, scrubber, warn=on_notice)
             record_identity(store, run_id, identity)
+            settings = dataclasses.replace(settings, own_address=scrubber.is_own)
             helper_client = HelperClient(
                 config.helpers,
                 helper_http,
