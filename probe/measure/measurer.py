@@ -385,6 +385,8 @@ class Measurer:
 
     async def _control(self, url: str, addresses: list[str], clock: Clock) -> Control:
         assert self.helpers is not None
+        own = self.settings.own_address  # the helper is not sent to the volunteer's router
+        addresses = [a for a in addresses if own is None or not own(a)]
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         endpoints = endpoints_for(addresses, port, parts.scheme, parts.port is not None)

@@ -8,9 +8,10 @@ target for the run-level offline flag; results are read back from the store. A p
 optional rate limit caps new network requests per second.
 
 Before the first target, the run finds its network's AS number, country and name
-(:mod:`.identity`), and learns the volunteer's public address for the scrubber only. Every
-measurement is scrubbed of the vantage's own addresses (:mod:`.privacy`) before it is
-analysed or stored. SIGTERM (``docker stop``, systemd) and SIGHUP end a run as Ctrl-C does:
+(:mod:`.identity`), and learns the volunteer's public address for the scrubber only. No
+target connects to the vantage's own addresses (a redirect or a DNS answer naming them), nor
+is the helper sent there, and every measurement is scrubbed of them (:mod:`.privacy`) before
+it is analysed or stored. SIGTERM (``docker stop``, systemd) and SIGHUP end a run as Ctrl-C does:
 no new target starts, the targets in flight are cancelled (never stored half: each is stored
 in one transaction, or not at all), and the run is marked "interrupted".
 """
