@@ -251,6 +251,34 @@ def test_every_command_over_a_hostile_database_shows_nothing_raw(tmp_path):
     assert len(rows) > 1 and any(SHOWN in cell for row in rows for cell in row)
 
 
+@pytest.mark.parametrize("fmt", ["md", "html", "csv", "json"])
+def test_the_collectors_reports_render_through_the_same_escaping(tmp_path, fmt):
+    """GET /report writes what bridge.write_report writes: the same render, so the same
+    escaping (fed here from SQLite; the collector feeds it from PostgreSQL)."""
+    from probe.collector import bridge
+    from probe.report import Options
+    from probe.store import open_db
+    from probe.store.research import iter_summaries, measurement_details, network_names
+
+    path = tmp_path / "merged.db"
+    shutil.copy(FIXTURE_DB, path)
+    poison_database(path)
+    db = open_db(path)
+    out = io.StringIO(newline="")
+    bridge.write_report(
+        iter_summaries(db),
+        lambda ids: measurement_details(db, ids),
+        out,
+        fmt=fmt,
+        generated_at="2026-12-01T00:00:00Z",
+        filters={"domain": [PAYLOAD]},
+        options=Options(1, 1, 86400),
+        network_names=network_names(db),
+    )
+    assert_clean(out.getvalue(), f"collector report {fmt}", crlf=fmt == "csv")
+    assert "pwned" in out.getvalue()  # the hostile text is in the report, escaped
+
+
 def test_reanalyze_over_a_hostile_database_shows_nothing_raw(tmp_path):
     db = tmp_path / "merged.db"
     shutil.copy(FIXTURE_DB, db)
