@@ -36,6 +36,7 @@ from click.testing import CliRunner
 
 from probe.cli import cli
 from probe.model.charset import title_of
+from probe.model.text import printable
 from probe.report.render import csv_cell, html_text, json_text, md_text
 from tests.lab.hostile_text import HEADER_PAYLOAD, PAYLOAD, TEXT_IP, ZONE, HostileText
 
@@ -178,6 +179,25 @@ def test_log_lines_are_escaped_one_line_each(tmp_path):
     assert_clean(text, "log")
     assert len(text.splitlines()) == 1 and SHOWN in text
     logging.getLogger("probe.check").handlers.clear()
+
+
+def test_error_lines_are_escaped_once():
+    from probe.cli._group import message
+
+    raw = f"refused: {PAYLOAD}"
+    assert_clean(message(raw), "message")
+    assert message(raw) == printable(raw)
+    quoted = f"targets.txt:1: {PAYLOAD!r} contains a control character"  # repr() escaped it
+    assert message(quoted) == quoted  # shown as it is, its backslashes not doubled
+
+
+def test_a_hostile_target_list_gets_a_clean_error(tmp_path):
+    targets = tmp_path / "targets.txt"
+    targets.write_bytes(f"http://a.kg/{PAYLOAD}\n".encode())
+    result = CliRunner().invoke(cli, ["check", str(targets), "--db", str(tmp_path / "p.db")])
+    assert result.exit_code == 2, result.output
+    assert_clean(result.stderr, "check (bad list)")
+    assert "\\x1b]0;pwned\\x07" in result.stderr and "\\\\" not in result.stderr
 
 
 # ------------------------------------------------------------------ a hostile database

@@ -185,7 +185,7 @@ def _show_measurement(m: dict[str, Any]) -> None:
         return
     click.echo("DNS")
     for q in steps["dns_queries"]:
-        answer = ", ".join(map(str, q["addresses"] or [])) or q["failure"] or "-"
+        answer = ", ".join(q["addresses"]) or q["failure"] or "-"
         click.echo(f"  {_p(q['engine']):<7} {_p(q['resolver']):<38} {_p(q['query_type']):<4} "
                    f"{_p(q['hostname'])}: {_p(answer)}")  # fmt: skip
     click.echo("TCP")
@@ -201,12 +201,10 @@ def _show_measurement(m: dict[str, Any]) -> None:
         click.echo(f"  {_p(h['hop'])}: {_p(h['url'])}  {_p(result)}")
     click.echo("Control")
     for c in steps["controls"]:
-        response = c["response"] if isinstance(c["response"], dict) else {}
-        http = response.get("http_request")
-        http = http if isinstance(http, dict) else {}
-        dns = response.get("dns")
-        dns = dns if isinstance(dns, dict) else {}
-        addresses = ", ".join(map(str, dns.get("addrs") or [])) or dns.get("failure")
+        response = c["response"] or {}
+        http = response.get("http_request") or {}
+        dns = response.get("dns") or {}
+        addresses = ", ".join(dns.get("addrs") or []) or dns.get("failure")
         click.echo(f"  helper {_p(c['helper'])}: {_p(c['failure'] or 'answered')}")
         if response:
             click.echo(f"  DNS {_p(addresses)}; "
