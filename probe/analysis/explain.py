@@ -34,7 +34,9 @@ def _http_control(control: dict[str, Any], joiner: str = "while") -> str:
 
 
 def _title(value: Any) -> str:
-    return repr(value) if value else "none"
+    # Quoted as it came, not repr()'d: whatever shows a reason escapes it, once
+    # (probe.model.text.printable), as it does every stored text.
+    return f"'{value}'" if value else "none"
 
 
 def _https_ok(e: Evidence) -> str:
