@@ -320,7 +320,7 @@ def run_upload(
     """Upload ``path``'s waiting measurements; the :class:`~probe.upload.Uploaded`, or None
     when another upload holds the database. Raises click exceptions for the user."""
     from ..store import open_db
-    from ..upload import Busy, Client, collector_url
+    from ..upload import Busy, Client, cleartext_warning, collector_url
     from ..upload import upload as upload_all
 
     url = collector_ or settings.get("collector")
@@ -337,6 +337,9 @@ def run_upload(
         database = open_db(path)
     except (InputError, StoreError) as exc:
         raise BadInput(str(exc)) from None
+    warning = cleartext_warning(client.url)
+    if warning:
+        click.echo(message(warning), err=True)
     try:
         return upload_all(
             database,

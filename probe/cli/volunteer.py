@@ -225,10 +225,13 @@ def status(db: Path | None, as_json: bool) -> None:
     state = results.status(database, path)
     holder = is_locked(lock_path(path, "run"))
     state["running_since"] = holder.get("since", "?") if holder is not None else None
-    from ..upload import pending
+    from ..upload import pending, refused
 
     settings = click.get_current_context().obj or {}
-    state["upload_pending"] = pending(database, settings.get("collector"))
+    collector = settings.get("collector")
+    state["upload_pending"] = pending(database, collector)
+    state["upload_refused"], refusal = refused(database, collector)
+    state["collector_configured"] = bool(collector)
     if as_json:
         click.echo(json_text(state))
         return
@@ -242,7 +245,14 @@ def status(db: Path | None, as_json: bool) -> None:
         click.echo("No run yet.")
     if state["running_since"]:
         click.echo(f"A run is in progress since {_p(state['running_since'])} UTC.")
-    click.echo(f"{state['upload_pending']} measurements wait for upload.")
+    if state["collector_configured"]:
+        click.echo(f"{state['upload_pending']} measurements wait for upload.")
+    else:
+        click.echo("Uploading is off (no collector configured): nothing is sent.")
+    if state["upload_refused"]:
+        click.echo(f"{state['upload_refused']} measurements were refused by the collector "
+                   f"(last reason: {_p(refusal or '-')}); `probe upload --retry-refused` "
+                   "sends them again.")  # fmt: skip
     click.echo(f"Database {path}: {state['measurements']} measurements, "
                f"{state['bytes'] / 1e6:.1f} MB.")  # fmt: skip
 

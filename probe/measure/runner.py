@@ -35,6 +35,7 @@ from .. import analysis
 from ..analysis.fingerprints import Fingerprints
 from ..errors import StoreError, TurnRefused
 from ..model.records import Verdict
+from ..model.text import printable
 from ..net.connections import raise_fd_limit
 from ..net.kept import KeptClient
 from ..net.resolvers import DoHClient
@@ -267,7 +268,7 @@ async def run(
         except Exception as exc:  # a bug must not lose the other targets
             detail = "".join(traceback.format_exception_only(exc)).strip()
             summary.errors.append(scrub.text(f"{target.url}: internal error: {detail}"))
-            print(scrub.text(traceback.format_exc()), file=sys.stderr)
+            print(printable(scrub.text(traceback.format_exc()), newlines=True), file=sys.stderr)
             return
         finally:
             held.release()
