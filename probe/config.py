@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -333,10 +334,16 @@ def write_config(values: dict[str, Any], path: Path | None = None) -> Path:
     for table, entries in tables.items():
         lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in entries.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    # The file may hold the collector token: it is created 0600 (mkstemp), never readable by
+    # others even for a moment, under a new random name (no file planted there is followed).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

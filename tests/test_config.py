@@ -221,3 +221,35 @@ def test_check_config_refuses_a_rate_or_max_runtime_that_is_not_finite(option, v
     flag = "--" + option.replace("_", "-")
     with pytest.raises(InputError, match=f"{flag}: .* not a finite number"):
         check_config(resolver="udp://192.88.99.1", **{option: value})
+
+
+# ---------------------------------------------------------------- the file holding the token
+
+
+def test_the_config_is_created_readable_by_the_user_only_not_chmodded_after(config, monkeypatch):
+    """The collector token is never in a file others can read, not even for a moment: with
+    chmod doing nothing (as on some filesystems, or before it runs), the file is still 0600."""
+    from probe.config import write_config
+
+    monkeypatch.setattr(os, "chmod", lambda *a, **k: None)
+    monkeypatch.setattr(Path, "chmod", lambda *a, **k: None)
+    old = os.umask(0o022)
+    try:
+        write_config({"consent": "x", "collector_token": "secret"}, config)
+    finally:
+        os.umask(old)
+    assert tomllib.loads(config.read_text())["collector_token"] == "secret"
+    assert config.stat().st_mode & 0o777 == 0o600
+
+
+def test_writing_the_config_follows_no_planted_symlink(config, tmp_path):
+    from probe.config import write_config
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    config.parent.mkdir(parents=True)
+    (config.parent / (config.name + ".tmp")).symlink_to(victim)
+    write_config({"consent": "x", "collector_token": "secret"}, config)
+    assert victim.read_text() == "precious\n"
+    assert not config.is_symlink() and "secret" in config.read_text()
+    assert sorted(p.name for p in config.parent.iterdir()) == [config.name, config.name + ".tmp"]
