@@ -251,6 +251,7 @@ def prune(older_than: str, everything: bool, db: Path | None) -> None:
 
         probe prune --older-than 90d
     """
+    from ..errors import StoreError
     from ..store import results
     from ..store.locks import Busy, file_lock, lock_path
 
@@ -264,6 +265,8 @@ def prune(older_than: str, everything: bool, db: Path | None) -> None:
             count = results.prune(_open(path), age, everything=everything)
     except Busy:
         raise BadInput(f"a run is in progress on {path}; prune later") from None
+    except StoreError as exc:  # the lock file cannot be created, or is not ours
+        raise BadInput(str(exc)) from None
     what = "measurements deleted" if everything else "measurements pruned of observations"
     click.echo(f"{count} {what}.")
 

@@ -1,0 +1,109 @@
+"""The run lock and the database file: planted lock files, two names for one database, and a
+read-only file system.
+
+The lock is per database *file*: beside the real file (symbolic links resolved, as SQLite
+resolves them), opened without following a link, refused when it is not a regular file of its
+own. A database with two names (hard links) is refused by every command: SQLite keeps its
+write-ahead log per name, so two names corrupt it whatever lock we take. On a read-only file
+system a run fails with one line, and every command that only reads works.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from probe.errors import StoreError
+from probe.store.locks import file_lock, is_locked, lock_path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Addresses with no route inside `unshare -n`: every step fails at once, nothing leaves.
+NOWHERE = ["--input", "http://192.88.99.1/", "--resolver", "udp://192.88.99.1",
+           "--control-resolver", "udp://192.88.99.1", "--helper", "http://192.88.99.1/",
+           "--dns-timeout", "1"]  # fmt: skip
+
+
+def probe(*args: str, wrap: tuple[str, ...] = ("unshare", "-n")) -> subprocess.CompletedProcess:
+    """`probe ARGS` in a network namespace of its own with no network at all."""
+    return subprocess.run(
+        [*wrap, sys.executable, "-m", "probe.cli", *args],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+
+
+def runs_in(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("select count(*) from runs").fetchone()[0])
+    finally:
+        conn.close()  # the last connection to close removes -wal and -shm
+
+
+def one_line(result: subprocess.CompletedProcess, status: int = 2) -> str:
+    assert result.returncode == status, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """A database with one complete run."""
+    path = tmp_path / "data" / "p.db"
+    result = probe("check", "--db", str(path), *NOWHERE)
+    assert result.returncode == 0, result.stderr
+    assert runs_in(path) == 1
+    return path
+
+
+# ---------------------------------------------------------------- item 10: a planted lock file
+
+
+@pytest.mark.parametrize("kind", ["run", "migrate", "upload"])
+def test_a_symlink_planted_at_a_lock_is_refused_and_its_target_untouched(tmp_path, kind):
+    """A root cron or Docker run used to truncate and overwrite the link's target."""
+    victim = tmp_path / "victim"
+    victim.write_text("root:x:0:0\n")
+    lock = lock_path(tmp_path / "p.db", kind)
+    lock.symlink_to(victim)
+    with pytest.raises(StoreError, match="symbolic link"), file_lock(lock, note={"since": "x"}):
+        pass
+    assert victim.read_text() == "root:x:0:0\n"
+    assert is_locked(lock) is None  # status reads nothing through it either
+
+
+@pytest.mark.parametrize("planted", ["hard link", "fifo", "directory"])
+def test_anything_but_a_regular_file_of_its_own_at_the_lock_is_refused(tmp_path, planted):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    lock = lock_path(tmp_path / "p.db", "run")
+    if planted == "hard link":
+        os.link(victim, lock)
+    elif planted == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    with pytest.raises(StoreError, match=str(lock)), file_lock(lock, note={"since": "x"}):
+        pass
+    assert victim.read_text() == "precious\n"
+
+
+def test_probe_check_with_a_symlink_at_the_run_lock_is_one_line_and_writes_nothing(db, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    lock = lock_path(db, "run")
+    lock.unlink()
+    lock.symlink_to(victim)
+    line = one_line(probe("check", "--db", str(db), *NOWHERE))
+    assert str(lock) in line and "symbolic link" in line
+    assert victim.read_text() == "precious\n"
+    assert runs_in(db) == 1
+    line = one_line(probe("prune", "--older-than", "1d", "--db", str(db)))
+    assert str(lock) in line
+    assert victim.read_text() == "precious\n"
