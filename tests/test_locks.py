@@ -107,3 +107,35 @@ def test_probe_check_with_a_symlink_at_the_run_lock_is_one_line_and_writes_nothi
     line = one_line(probe("prune", "--older-than", "1d", "--db", str(db)))
     assert str(lock) in line
     assert victim.read_text() == "precious\n"
+
+
+# ---------------------------------------------------------------- item 9: two names, one database
+
+
+def test_a_run_through_a_symlink_waits_for_the_run_through_the_real_name(db, tmp_path):
+    """The lock is beside the real file (SQLite resolves links too), so both names meet it."""
+    link = tmp_path / "elsewhere.db"
+    link.symlink_to(db)
+    assert lock_path(link, "run") == lock_path(db, "run")
+    with file_lock(lock_path(db, "run"), note={"since": "2026-11-29 10:00:00"}):
+        result = probe("check", "--db", str(link), *NOWHERE)
+        assert is_locked(lock_path(link, "run")) is not None
+    assert result.returncode == 0, result.stderr
+    assert "already in progress" in result.stderr and "2026-11-29 10:00:00" in result.stderr
+    assert runs_in(db) == 1
+    assert not Path(f"{link}.run.lock").exists()
+
+
+def test_a_database_with_two_names_is_refused_by_every_command(db, tmp_path):
+    """Two runs through a hard link gave "database disk image is malformed": SQLite keeps its
+    -wal and -shm per name, so no lock makes two names safe. Each command says so."""
+    other = tmp_path / "other.db"
+    os.link(db, other)
+    for name in (other, db):
+        for argv in (["check", *NOWHERE], ["runs"], ["status"], ["timeline"]):
+            line = one_line(probe(*argv, "--db", str(name)))
+            assert str(name) in line and "2 names" in line and "hard link" in line, argv
+    assert runs_in(db) == 1
+    other.unlink()  # one name again: usable again
+    assert probe("check", "--db", str(db), *NOWHERE).returncode == 0
+    assert runs_in(db) == 2

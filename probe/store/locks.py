@@ -5,9 +5,12 @@ that was killed (kill -9, a power cut) is free again at once: nothing to clean u
 stale to detect. The lock file holds who took it and when, for the message a second run
 prints. It never holds an address.
 
-The lock file is opened without following a symbolic link and used only when it is a regular
-file with one name: a link planted there by another user must not make a run as root truncate
-its target.
+A lock belongs to the database *file*: it sits beside the real file, symbolic links resolved
+(as SQLite resolves them for its -wal and -shm), so every name that leads to one database
+meets the same lock (a database with two hard-linked names is refused when it is opened:
+:func:`probe.store.sqlite.open_db`). The lock file is opened without following a symbolic
+link and used only when it is a regular file with one name: a link planted there by another
+user must not make a run as root truncate its target.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ class Busy(Exception):
 
 
 def lock_path(db: Path, kind: str) -> Path:
-    return db.with_name(f"{db.name}.{kind}.lock")
+    """The lock of ``kind`` (run, migrate, upload) beside the database ``db`` really is."""
+    real = Path(os.path.realpath(db))
+    return real.with_name(f"{real.name}.{kind}.lock")
 
 
 @contextlib.contextmanager

@@ -245,10 +245,12 @@ def open_db(path: str | Path) -> Database:
     """Open (creating folders and schema as needed) the database at ``path``, in WAL mode.
 
     Raises :class:`~probe.errors.StoreError`, naming the file, when it is not a SQLite
-    database, cannot be created or written, or was migrated by a newer probe (its schema is
-    not ours to write). Processes that open a new database at once migrate it one at a time.
+    database, cannot be created or written, has two names (hard links), or was migrated by a
+    newer probe (its schema is not ours to write). Processes that open a new database at once
+    migrate it one at a time.
     """
     path = Path(path)
+    _refuse_two_names(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT, check_same_thread=False))
@@ -265,6 +267,21 @@ def open_db(path: str | Path) -> Database:
     except (sqlite3.DatabaseError, OSError) as exc:
         raise StoreError(f"{path}: cannot use this database: {exc}") from None
     return db
+
+
+def _refuse_two_names(path: Path) -> None:
+    """SQLite keeps a database's -wal and -shm beside the name it was opened by: through two
+    hard-linked names, two processes write one file with two logs and corrupt it ("database
+    disk image is malformed"). No lock of ours can make that safe, so it is refused."""
+    try:
+        names = path.stat().st_nlink
+    except OSError:
+        return  # not there yet (or unreadable: connecting says why)
+    if names > 1:
+        raise StoreError(
+            f"{path}: this database has {names} names (hard links); SQLite keeps its journal "
+            f"per name, so two names corrupt it: remove the others (find / -samefile {path})"
+        )
 
 
 def _refuse_newer(db: Database, path: Path) -> None:
