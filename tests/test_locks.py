@@ -10,6 +10,7 @@ system a run fails with one line, and every command that only reads works.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -139,3 +140,64 @@ def test_a_database_with_two_names_is_refused_by_every_command(db, tmp_path):
     other.unlink()  # one name again: usable again
     assert probe("check", "--db", str(db), *NOWHERE).returncode == 0
     assert runs_in(db) == 2
+
+
+# ---------------------------------------------------------------- item 13: a read-only mount
+
+
+def read_only(directory: Path, *commands: list[str]) -> list[subprocess.CompletedProcess]:
+    """Each ``probe`` command run with ``directory`` bind-mounted read-only over itself, in a
+    private mount namespace (nothing changes outside it) with no network."""
+    results = []
+    for argv in commands:
+        mount = f"mount --bind {directory} {directory} && mount -o remount,bind,ro {directory}"
+        script = f'{mount} && exec "$@"'
+        results.append(probe(*argv, wrap=("unshare", "-m", "-n", "sh", "-c", script, "sh")))
+    return results
+
+
+READS = [["runs", "--json"], ["status", "--json"], ["timeline", "--json"],
+         ["export"], ["report", "--format", "json"]]  # fmt: skip
+
+
+def test_on_a_read_only_mount_a_run_is_one_line_and_reads_work(db):
+    writable = [probe(*argv, "--db", str(db)).stdout for argv in READS]
+    runs_in(db)  # closes the last connection: no -wal left
+    before = sorted(p.name for p in db.parent.iterdir())
+    assert not Path(f"{db}-wal").exists()  # closed cleanly: no write-ahead log to read
+    check, prune, *reads = read_only(
+        db.parent,
+        ["check", "--db", str(db), *NOWHERE],
+        ["prune", "--older-than", "1d", "--db", str(db)],
+        *[[*argv, "--db", str(db)] for argv in READS],
+    )
+    for result in (check, prune):
+        line = one_line(result)
+        assert "read-only" in line.lower() and str(db.parent) in line
+    for argv, result, expected in zip(READS, reads, writable, strict=True):
+        assert result.returncode == 0, (argv, result.stderr)
+        assert "Traceback" not in result.stderr
+        if argv[0] not in ("report", "status"):  # when it was made; the size of -wal
+            assert result.stdout == expected, argv
+    (run,) = [json.loads(line) for line in reads[0].stdout.splitlines()]
+    assert json.loads(reads[1].stdout)["last_run"]["id"] == run["id"]
+    assert json.loads(reads[3].stdout.splitlines()[0])["input"] == "http://192.88.99.1/"
+    assert sorted(p.name for p in db.parent.iterdir()) == before
+    assert runs_in(db) == 1
+
+
+def test_on_a_read_only_mount_what_is_still_in_the_write_ahead_log_is_read(db):
+    """A run killed before its last checkpoint leaves rows in p.db-wal: they are read too."""
+    code = (
+        "import os, sqlite3, sys\n"
+        "conn = sqlite3.connect(sys.argv[1])\n"
+        "conn.execute('pragma wal_autocheckpoint = 0')\n"
+        "conn.execute(\"update runs set status = 'interrupted'\")\n"
+        "conn.commit()\n"
+        "os._exit(0)  # as kill -9 would: no checkpoint, -wal and -shm stay\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(db)], check=True)
+    assert Path(f"{db}-wal").stat().st_size > 0
+    (result,) = read_only(db.parent, ["runs", "--json", "--db", str(db)])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "interrupted"

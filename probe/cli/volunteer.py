@@ -74,12 +74,12 @@ def init(
     click.echo(f"Configuration written to {written}; results will go to {path}.")
 
 
-def _open(db: Path | None) -> Any:
+def _open(db: Path | None, *, readonly: bool = False) -> Any:
     from ..errors import StoreError
     from ..store import open_db
 
     try:
-        return open_db(existing_db(db))
+        return open_db(existing_db(db), readonly=readonly)
     except StoreError as exc:
         raise BadInput(str(exc)) from None
 
@@ -98,7 +98,7 @@ def runs(db: Path | None, since: str | None, limit: int, as_json: bool) -> None:
     from ..reanalyze import parse_time
     from ..store import results
 
-    database = _open(db)
+    database = _open(db, readonly=True)
     try:
         since = parse_time(since) if since else None
     except InputError as exc:
@@ -131,7 +131,7 @@ def show(ident: str, db: Path | None, as_json: bool) -> None:
     """
     from ..store import results
 
-    database = _open(db)
+    database = _open(db, readonly=True)
     try:
         kind, full = results.find(database, ident)
     except InputError as exc:
@@ -210,7 +210,7 @@ def status(db: Path | None, as_json: bool) -> None:
     from ..store.locks import is_locked, lock_path
 
     path = existing_db(db)
-    database = _open(path)
+    database = _open(path, readonly=True)
     state = results.status(database, path)
     holder = is_locked(lock_path(path, "run"))
     state["running_since"] = holder.get("since", "?") if holder is not None else None
