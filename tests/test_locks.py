@@ -165,13 +165,14 @@ def test_on_a_read_only_mount_a_run_is_one_line_and_reads_work(db):
     runs_in(db)  # closes the last connection: no -wal left
     before = sorted(p.name for p in db.parent.iterdir())
     assert not Path(f"{db}-wal").exists()  # closed cleanly: no write-ahead log to read
-    check, prune, *reads = read_only(
+    check, prune, reanalyze, *reads = read_only(
         db.parent,
         ["check", "--db", str(db), *NOWHERE],
         ["prune", "--older-than", "1d", "--db", str(db)],
+        ["reanalyze", "--db", str(db)],
         *[[*argv, "--db", str(db)] for argv in READS],
     )
-    for result in (check, prune):
+    for result in (check, prune, reanalyze):
         line = one_line(result)
         assert "read-only" in line.lower() and str(db.parent) in line
     for argv, result, expected in zip(READS, reads, writable, strict=True):
