@@ -10,8 +10,10 @@ written.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import tempfile
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,6 +109,18 @@ def parse_helper_url(url: str, option: str = "--helper") -> str:
     return url
 
 
+#: The longest a step may wait: past five minutes a step measures nothing (and ``inf`` never
+#: ends, while ``nan`` makes every step time out at once: a run "offline" for nothing).
+MAX_TIMEOUT = 300.0
+
+
+def is_timeout(seconds: object) -> bool:
+    """Whether ``seconds`` is a step timeout: a finite number, 0 < seconds <= MAX_TIMEOUT."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return False
+    return math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT
+
+
 def check_config(
     *,
     resolver: str | None = None,
@@ -135,6 +149,16 @@ def check_config(
         resolvers.parse_resolver(url) for url in (control_resolvers or DEFAULT_CONTROL_RESOLVERS)
     ]
     helper_urls = [parse_helper_url(url) for url in (helpers or DEFAULT_HELPERS)]
+    timeouts = timeouts or Timeouts()
+    for step, seconds in vars(timeouts).items():
+        if not is_timeout(seconds):
+            raise InputError(
+                f"--{step}-timeout: {seconds!r} is not a number of seconds between 0 and "
+                f"{MAX_TIMEOUT:g}"
+            )
+    for flag, value in (("--rate", rate), ("--max-runtime", max_runtime)):
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"{flag}: {value!r} is not a finite number")
     if helper_concurrency is None:
         helper_concurrency = OWN_HELPER_CONCURRENCY if helpers else DEFAULT_HELPER_CONCURRENCY
     return CheckConfig(
@@ -142,7 +166,7 @@ def check_config(
             system_resolver=system,
             control_resolvers=controls,
             ssl_context=client_context(ca_file),
-            timeouts=timeouts or Timeouts(),
+            timeouts=timeouts,
         ),
         helpers=helper_urls,
         helper_concurrency=helper_concurrency,
@@ -279,8 +303,11 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
         where = f"{path}:{_line_of(text, step, 'timeouts')}"
         if step not in TIMEOUT_STEPS:
             raise ConfigError(f"{where}: unknown key 'timeouts.{step}'")
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
-            raise ConfigError(f"{where}: 'timeouts.{step}' must be a positive number of seconds")
+        if not is_timeout(seconds):
+            raise ConfigError(
+                f"{where}: 'timeouts.{step}' must be a positive number of seconds, at most "
+                f"{MAX_TIMEOUT:g}"
+            )
     return data
 
 
@@ -307,10 +334,16 @@ def write_config(values: dict[str, Any], path: Path | None = None) -> Path:
     for table, entries in tables.items():
         lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in entries.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    # The file may hold the collector token: it is created 0600 (mkstemp), never readable by
+    # others even for a moment, under a new random name (no file planted there is followed).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

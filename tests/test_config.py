@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import sqlite3
@@ -158,3 +159,97 @@ def test_targets_from_the_config_when_none_are_given(config, tmp_path):
     result = run_offline("check", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[0])["input"] == "http://192.88.99.1/"
+
+
+# ---------------------------------------------------------------- timeouts: finite, 0 < t <= 300
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "301", "1e9", "0"])
+def test_a_timeout_flag_that_is_not_a_sane_number_of_seconds_is_refused(config, tmp_path, value):
+    """NaN made every step time out (an "OFFLINE" run), inf never ended: neither is measured."""
+    db = tmp_path / "t.db"
+    config.parent.mkdir(parents=True)
+    config.write_text('consent = "2026-11-29 10:00:00"\n')
+    result = run_offline("check", "--db", str(db), *NOWHERE, "--dns-timeout", value)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--dns-timeout" in result.stderr and "Traceback" not in result.stderr
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "+inf", "-nan", "301", "1e9"])
+def test_a_timeout_in_the_config_file_that_is_not_a_sane_number_is_refused(config, value):
+    config.parent.mkdir(parents=True)
+    config.write_text(f'consent = "x"\n[timeouts]\ncontrol = 5\ntls = {value}\n')
+    result = CliRunner().invoke(cli, ["check", "--input", "24.kg"])
+    assert result.exit_code == 2, result.output
+    assert f"{config}:4: 'timeouts.tls' must be" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_timeouts_up_to_300_seconds_are_taken():
+    from probe.config import check_config
+    from probe.measure.measurer import Timeouts
+
+    config = check_config(
+        timeouts=Timeouts(dns=0.1, tcp=300, tls=300.0, http=1, control=300),
+        resolver="udp://192.88.99.1",
+    )
+    assert vars(config.settings.timeouts) == {
+        "dns": 0.1, "tcp": 300, "tls": 300.0, "http": 1, "control": 300,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1.0, 0.0, 300.5])
+def test_check_config_refuses_a_timeout_out_of_range(value):
+    from probe.config import check_config
+    from probe.errors import InputError
+    from probe.measure.measurer import Timeouts
+
+    with pytest.raises(InputError, match="--control-timeout: .* 0 and 300"):
+        check_config(timeouts=Timeouts(control=value), resolver="udp://192.88.99.1")
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("rate", math.nan), ("rate", math.inf), ("max_runtime", math.nan), ("max_runtime", math.inf)],
+)
+def test_check_config_refuses_a_rate_or_max_runtime_that_is_not_finite(option, value):
+    """int(nan) in the rate limiter was a traceback; a NaN deadline never comes."""
+    from probe.config import check_config
+    from probe.errors import InputError
+
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(InputError, match=f"{flag}: .* not a finite number"):
+        check_config(resolver="udp://192.88.99.1", **{option: value})
+
+
+# ---------------------------------------------------------------- the file holding the token
+
+
+def test_the_config_is_created_readable_by_the_user_only_not_chmodded_after(config, monkeypatch):
+    """The collector token is never in a file others can read, not even for a moment: with
+    chmod doing nothing (as on some filesystems, or before it runs), the file is still 0600."""
+    from probe.config import write_config
+
+    monkeypatch.setattr(os, "chmod", lambda *a, **k: None)
+    monkeypatch.setattr(Path, "chmod", lambda *a, **k: None)
+    old = os.umask(0o022)
+    try:
+        write_config({"consent": "x", "collector_token": "secret"}, config)
+    finally:
+        os.umask(old)
+    assert tomllib.loads(config.read_text())["collector_token"] == "secret"
+    assert config.stat().st_mode & 0o777 == 0o600
+
+
+def test_writing_the_config_follows_no_planted_symlink(config, tmp_path):
+    from probe.config import write_config
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    config.parent.mkdir(parents=True)
+    (config.parent / (config.name + ".tmp")).symlink_to(victim)
+    write_config({"consent": "x", "collector_token": "secret"}, config)
+    assert victim.read_text() == "precious\n"
+    assert not config.is_symlink() and "secret" in config.read_text()
+    assert sorted(p.name for p in config.parent.iterdir()) == [config.name, config.name + ".tmp"]

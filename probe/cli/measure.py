@@ -477,6 +477,6 @@ def reanalyze(
         examined, changed = run_reanalysis(
             open_db(db), since=since, run_id=run_id, fingerprints=fingerprints, on_change=show
         )
-    except InputError as exc:
+    except (InputError, StoreError) as exc:
         raise BadInput(str(exc)) from None
     click.echo(f"{examined} measurements re-analysed, {changed} changed.", err=True)

@@ -54,11 +54,11 @@ def _event_options(f: Any) -> Any:
     return f
 
 
-def _open(path: Path) -> Any:
+def _open(path: Path, *, readonly: bool = False) -> Any:
     from ..store import open_db
 
     try:
-        return open_db(path)
+        return open_db(path, readonly=readonly)
     except StoreError as exc:
         raise BadInput(str(exc)) from None
 
@@ -171,7 +171,7 @@ def timeline(
     from ..store.research import iter_summaries
 
     filters = _filters(domains, asns, since, until)
-    database = _open(existing_db(db))
+    database = _open(existing_db(db), readonly=True)
     result = compute(iter_summaries(database, filters), _options(min_measurements, min_vantages))
     shown = [*result.events, *(result.anomalies if anomalies else [])]
     if as_json:
@@ -273,7 +273,7 @@ def report(
     from ..store.research import iter_summaries, measurement_details, network_names
 
     filters = _filters(domains, asns, since, until)
-    database = _open(existing_db(db))
+    database = _open(existing_db(db), readonly=True)
     shown = {"domain": list(domains), "asn": list(filters.asns), "since": since, "until": until}
     result = build_report(
         iter_summaries(database, filters),
@@ -338,7 +338,7 @@ def export(
     from ..store.research import iter_stored
 
     filters = _filters((), (), since, until)
-    database = _open(existing_db(db))
+    database = _open(existing_db(db), readonly=True)
     config_name = (click.get_current_context().obj or {}).get("vantage")
     count = 0
     with _Output(output) as out:

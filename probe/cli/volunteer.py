@@ -81,12 +81,12 @@ def init(
     click.echo(f"Configuration written to {written}; results will go to {path}.")
 
 
-def _open(db: Path | None) -> Any:
+def _open(db: Path | None, *, readonly: bool = False) -> Any:
     from ..errors import StoreError
     from ..store import open_db
 
     try:
-        return open_db(existing_db(db))
+        return open_db(existing_db(db), readonly=readonly)
     except StoreError as exc:
         raise BadInput(str(exc)) from None
 
@@ -105,7 +105,7 @@ def runs(db: Path | None, since: str | None, limit: int, as_json: bool) -> None:
     from ..reanalyze import parse_time
     from ..store import results
 
-    database = _open(db)
+    database = _open(db, readonly=True)
     try:
         since = parse_time(since) if since else None
     except InputError as exc:
@@ -138,7 +138,7 @@ def show(ident: str, db: Path | None, as_json: bool) -> None:
     """
     from ..store import results
 
-    database = _open(db)
+    database = _open(db, readonly=True)
     try:
         kind, full = results.find(database, ident)
     except InputError as exc:
@@ -221,7 +221,7 @@ def status(db: Path | None, as_json: bool) -> None:
     from ..store.locks import is_locked, lock_path
 
     path = existing_db(db)
-    database = _open(path)
+    database = _open(path, readonly=True)
     state = results.status(database, path)
     holder = is_locked(lock_path(path, "run"))
     state["running_since"] = holder.get("since", "?") if holder is not None else None
@@ -272,6 +272,7 @@ def prune(older_than: str, everything: bool, db: Path | None) -> None:
 
         probe prune --older-than 90d
     """
+    from ..errors import StoreError
     from ..store import results
     from ..store.locks import Busy, file_lock, lock_path
 
@@ -285,6 +286,8 @@ def prune(older_than: str, everything: bool, db: Path | None) -> None:
             count = results.prune(_open(path), age, everything=everything)
     except Busy:
         raise BadInput(f"a run is in progress on {path}; prune later") from None
+    except StoreError as exc:  # the lock file cannot be created, or is not ours
+        raise BadInput(str(exc)) from None
     what = "measurements deleted" if everything else "measurements pruned of observations"
     click.echo(f"{count} {what}.")
 

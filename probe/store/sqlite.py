@@ -16,7 +16,9 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import sqlite3
+import urllib.parse
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -241,14 +243,22 @@ def m030_uploads(db: Database) -> None:
 BUSY_TIMEOUT = 30.0
 
 
-def open_db(path: str | Path) -> Database:
+def open_db(path: str | Path, *, readonly: bool = False) -> Database:
     """Open (creating folders and schema as needed) the database at ``path``, in WAL mode.
 
     Raises :class:`~probe.errors.StoreError`, naming the file, when it is not a SQLite
-    database, cannot be created or written, or was migrated by a newer probe (its schema is
-    not ours to write). Processes that open a new database at once migrate it one at a time.
+    database, cannot be created or written, has two names (hard links), or was migrated by a
+    newer probe (its schema is not ours to write). Processes that open a new database at once
+    migrate it one at a time.
+
+    With ``readonly`` (a caller that only reads), a database that cannot be written (on a
+    read-only file system, or a file the user may not write) is opened read-only instead; its
+    schema must then be current, since it cannot be migrated.
     """
     path = Path(path)
+    _refuse_two_names(path)
+    if readonly and path.exists() and not _writable(path):
+        return _open_read_only(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT, check_same_thread=False))
@@ -263,6 +273,57 @@ def open_db(path: str | Path) -> Database:
     except Busy:
         raise StoreError(f"{path}: another probe has been migrating it for too long") from None
     except (sqlite3.DatabaseError, OSError) as exc:
+        raise StoreError(f"{path}: cannot use this database: {exc}") from None
+    return db
+
+
+def _refuse_two_names(path: Path) -> None:
+    """SQLite keeps a database's -wal and -shm beside the name it was opened by: through two
+    hard-linked names, two processes write one file with two logs and corrupt it ("database
+    disk image is malformed"). No lock of ours can make that safe, so it is refused."""
+    try:
+        names = path.stat().st_nlink
+    except OSError:
+        return  # not there yet (or unreadable: connecting says why)
+    if names > 1:
+        raise StoreError(
+            f"{path}: this database has {names} names (hard links); SQLite keeps its journal "
+            f"per name, so two names corrupt it: remove the others (find / -samefile {path})"
+        )
+
+
+def _writable(path: Path) -> bool:
+    """Whether SQLite can write ``path``: the file, and its folder (for -wal and -shm)."""
+    real = path.resolve()
+    return os.access(real, os.W_OK) and os.access(real.parent, os.W_OK)
+
+
+def _open_read_only(path: Path) -> Database:
+    """The database read-only, for a caller that only reads: with its -wal and -shm when they
+    are there (a run killed before its last checkpoint), else as an immutable file (without
+    -shm, which cannot be created, SQLite opens no WAL database; with no -wal, the file is
+    all there is)."""
+    real = path.resolve()
+    uri = f"file:{urllib.parse.quote(str(real))}?mode=ro"
+    try:
+        try:
+            db = Database(sqlite3.connect(uri, uri=True, check_same_thread=False))
+            db.execute("select count(*) from sqlite_master").fetchone()  # opening is lazy
+        except sqlite3.OperationalError:
+            if real.with_name(real.name + "-wal").exists():
+                raise StoreError(
+                    f"{path}: read-only, with a write-ahead log (-wal) but no -shm: copy the "
+                    "database and its -wal where they can be written, and open the copy"
+                ) from None
+            db = Database(sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False))
+            db.execute("select count(*) from sqlite_master").fetchone()
+        _refuse_newer(db, path)
+        if migrations.pending(db):
+            raise StoreError(
+                f"{path}: read-only, and written by an older probe: open it once where it can "
+                "be written, to upgrade it"
+            )
+    except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: cannot use this database: {exc}") from None
     return db
 
