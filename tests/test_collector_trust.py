@@ -27,6 +27,8 @@ import pytest
 
 from probe.analysis import analyze
 from probe.collector import schema
+from probe.model import failures as F
+from probe.model.records import TCPConnect
 from probe.store import Store, open_db
 from tests.postgres import Cluster, Collector
 from tests.test_collector import (
@@ -281,3 +283,25 @@ def test_a_collector_scrubs_the_address_its_volunteer_connects_from(lab, cluster
     assert base64.b64decode(body["data"]).endswith(b" you are [scrubbed]")
     assert address not in stored and dashed not in stored
     assert address not in title_reason
+
+
+def test_a_measurement_with_scrubbed_addresses_is_collected(dsn, collector, tmp_path):
+    """The probe stores ``[scrubbed]`` where the vantage's own address was (a DNS answer, a
+    refused connect): its export must still be a measurement the collector reads."""
+    from probe.model.addresses import SCRUBBED
+
+    db = tmp_path / "a.db"
+    store = Store(open_db(db))
+    run = store.start_run(inputs=[], settings={}, targets=1, probe_asn="AS8449", probe_cc="KG")
+    obs = observations("a.kg", "2026-11-01 10:00:00", blocked=False)
+    obs.dns[0].addresses.append(SCRUBBED)
+    obs.tcp.append(TCPConnect(SCRUBBED, 443, F.REFUSED_OWN_ADDRESS))
+    store.save(run, obs, analyze(obs), probe_asn="AS8449", probe_cc="KG", position=0)
+    store.finish_run(run, status="complete", counts={}, offline=False)
+    token = add_volunteer(dsn, "alice")
+    result = probe("upload", "--db", str(db), "--collector", collector.url, "--token", token)
+    assert result.returncode == 0, result.stderr
+    assert "1 measurements uploaded" in result.stdout, (result.stdout, result.stderr)
+    with psycopg.connect(dsn) as conn:
+        (stored,) = conn.execute("select content from measurements").fetchone()
+    assert f'"ip": "{SCRUBBED}"' in stored

@@ -62,12 +62,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..model.addresses import canonical_ip, embedded_ipv4, is_loopback
+from ..model.addresses import SCRUBBED, SCRUBBED_HOST, canonical_ip, embedded_ipv4, is_loopback
 from ..model.records import Observations
 
-SCRUBBED = "[scrubbed]"
-#: What replaces a vantage address that is a URL's host (``[scrubbed]`` is no valid host).
-SCRUBBED_HOST = "scrubbed.invalid"
 #: How often the interface addresses are read again during a run (seconds).
 REFRESH_EVERY = 30.0
 

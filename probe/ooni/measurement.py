@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 
 from ..errors import OONIFormatError
 from ..model import urls
-from ..model.addresses import endpoint
+from ..model.addresses import SCRUBBED, endpoint
 from ..model.charset import title_of
 from ..model.records import (
     Control,
@@ -528,7 +528,10 @@ def _split_endpoint(address: str, path: str) -> tuple[str, int]:
 
 
 def _ip(value: Any, path: str) -> str:
+    """An IP address, or OONI's ``[scrubbed]`` (the vantage's own, removed by its probe)."""
     text = _Doc.string(value, path)
+    if text == SCRUBBED:
+        return text
     try:
         return str(ipaddress.ip_address(text or ""))
     except ValueError:
