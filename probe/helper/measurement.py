@@ -34,10 +34,11 @@ from ..ooni.helper_protocol import (
     legacy_failure,
 )
 from .asn import AsnDB
+from .host import OwnHost
 from .requests import (
     Endpoint,
     HelperRequest,
-    address_allowed,
+    bogon_refusal,
     build_endpoints,
     parse_request,
 )
@@ -72,7 +73,7 @@ class HelperContext:
         asn: AsnDB | None = None,
         timeouts: HelperTimeouts | None = None,
         max_endpoints: int = 64,
-        forbidden: frozenset[str] = frozenset(),
+        own_host: OwnHost | None = None,
         doh_client: resolvers.DoHClient | None = None,
     ) -> None:
         self.resolver = resolver
@@ -80,7 +81,7 @@ class HelperContext:
         self.asn = asn
         self.timeouts = timeouts or HelperTimeouts()
         self.max_endpoints = max_endpoints
-        self.forbidden = forbidden
+        self.own_host = own_host
         self.connect_slots = asyncio.Semaphore(MAX_CONNECTS)
         self.doh_client = doh_client or resolvers.DoHClient(ssl_context)
         # One measurer for every request, so its per-address limit holds across requests.
@@ -95,7 +96,7 @@ class HelperContext:
                     tls=self.timeouts.tls,
                     http=self.timeouts.http,
                 ),
-                address_allowed=self.allowed,
+                address_refusal=self.refusal,
                 # The answer reports no duplicate DNS replies: listening for them would only
                 # hold every request 0.5 s longer (a third of the helper's throughput).
                 dns_duplicate_window=0,
@@ -104,9 +105,13 @@ class HelperContext:
             helpers=None,
         )
 
-    def allowed(self, ip: str) -> bool:
-        """Whether the helper may connect to ``ip`` (never to a bogon, nor to itself)."""
-        return address_allowed(ip) and canonical_ip(ip) not in self.forbidden
+    def refusal(self, ip: str, port: int) -> str | None:
+        """Why the helper may not connect to ``ip:port``, or None when it may: never to a
+        bogon, nor to its own host (:class:`~probe.helper.host.OwnHost`)."""
+        why = bogon_refusal(ip, port)
+        if why is None and self.own_host is not None:
+            why = self.own_host.refusal(ip, port)
+        return why
 
     def asn_of(self, ip: str) -> int:
         return self.asn.lookup(ip) if self.asn is not None else 0
@@ -263,7 +268,7 @@ async def handle_request(request: dict[str, Any], context: HelperContext) -> dic
     clock = Clock()
     deadline = asyncio.get_running_loop().time() + context.timeouts.dns + context.timeouts.http
     dns_result = await _resolve(req, context, clock)
-    endpoints = build_endpoints(req, dns_result["addrs"], context.allowed)
+    endpoints = build_endpoints(req, dns_result["addrs"], context.refusal)
     # The fetch connects to the URL's port (with TLS for https) and, for an http URL, to :443
     # with TLS: the endpoints it connects to so are measured by it alone; the others (the
     # probe's addresses the helper's DNS did not return, addresses beyond the fetch's cap,
@@ -271,7 +276,7 @@ async def handle_request(request: dict[str, Any], context: HelperContext) -> dic
     fetched = {
         (ip, port, purpose is not None)
         for ip, port, purpose in connects(req.url, dns_result["addrs"], depth=0)
-        if context.allowed(ip)
+        if context.refusal(ip, port) is None
     }
     obs = Observations(input=req.url, url=req.url, domain=req.host)
     fetch = asyncio.create_task(_fetch(req, obs, dns_result["addrs"], context, clock, deadline))

@@ -24,10 +24,14 @@ speak): ``GET /`` greets, ``POST /`` takes ``{"http_request": URL, "http_request
 and AS name (:mod:`probe.helper.whoami`), so it can record its network and scrub its address.
 
 Hardening: the helper runs on someone's server, so it must never become a way into that server's
-own network. It refuses to connect to bogons (private, loopback, link-local, CGNAT, ...:
-:func:`~probe.model.addresses.is_bogon`) whatever their origin: the probe's ``tcp_connect`` list
-(answered ``status: false`` with :data:`~probe.helper.requests.REFUSED_BOGON`), its own DNS
-answers, IP-literal URLs and redirects (the Measurer's ``address_allowed``). It connects to the
+own network, nor into the server itself. It refuses to connect to bogons (private, loopback,
+link-local, CGNAT, ...: :func:`~probe.model.addresses.is_bogon`) and to its own host's addresses
+(:mod:`probe.helper.host`: every address of the host's interfaces, re-read every few seconds,
+when it listens on a wildcard; else its address and the services listening on every address)
+whatever their origin and spelling: the probe's ``tcp_connect`` list (answered ``status: false``
+with :data:`~probe.helper.requests.REFUSED_BOGON` or
+:data:`~probe.helper.host.REFUSED_OWN_HOST`), its own DNS answers, IP-literal URLs and redirects
+(the Measurer's ``address_refusal``). It connects to the
 probe's endpoints only on the ports the URL uses (the URL's port and 443; others get
 :data:`~probe.helper.requests.REFUSED_PORT`). Requests are bounded: body size (413), JSON shape
 (400), at most ``max_endpoints`` entries in ``tcp_connect`` (more is refused with 400, so a
@@ -63,13 +67,14 @@ from urllib.parse import urlsplit
 
 from .. import __version__
 from ..errors import BadRequest
-from ..model.addresses import bracket, canonical_ip
+from ..model.addresses import bracket
 from ..model.text import printable
 from ..net import resolvers
 from ..net.connections import client_context, raise_fd_limit
 from ..ooni.helper_protocol import HELLO
 from . import whoami
 from .asn import AsnDB
+from .host import REFRESH, OwnHost
 from .measurement import HelperContext, handle_request
 
 log = logging.getLogger("probe.helper")
@@ -102,6 +107,8 @@ class HelperConfig:
     keyfile: str | None = None  # ... and key; None: plain HTTP (e.g. behind a TLS proxy)
     idle_timeout: float = 15.0  # waiting for a (next) request on an open connection
     read_timeout: float = 10.0  # receiving one request's head and body
+    own_addresses: tuple[str, ...] = ()  # this host's, on no interface (a cloud's 1:1 NAT)
+    host_refresh: float = REFRESH  # seconds between readings of this host's addresses
 
 
 # ---------------------------------------------------------------- the HTTP server
@@ -499,13 +506,12 @@ def serve(config: HelperConfig) -> None:
 def context_for(config: HelperConfig) -> HelperContext:
     """Load everything the config names; raises :class:`~probe.errors.InputError` or
     ``OSError`` naming the file."""
-    own = canonical_ip(config.host)
     return HelperContext(
         resolver=config.resolver or resolvers.system_resolver(),
         ssl_context=client_context(config.ca_file),
         asn=AsnDB.load(config.asn_db) if config.asn_db else None,
         max_endpoints=config.max_endpoints,
-        forbidden=frozenset({own} if own and own not in ("0.0.0.0", "::") else ()),
+        own_host=OwnHost(config.host, named=config.own_addresses, refresh=config.host_refresh),
     )
 
 

@@ -106,9 +106,10 @@ class Settings:
     #: own attempt, but they no longer wait for each other's timeouts.
     pending_per_address: int = 16
     headers: dict[str, str] = field(default_factory=lambda: dict(http11.DEFAULT_HEADERS))
-    #: Whether an address may be connected to, besides the bogon rule (the test helper's
-    #: policy); None: every address that is not a bogon.
-    address_allowed: Callable[[str], bool] | None = None
+    #: Why an address may not be connected to on a port, besides the bogon rule (the test
+    #: helper's policy: its own host): the failure string to record, or None when it may;
+    #: None: every address that is not a bogon.
+    address_refusal: Callable[[str, int], str | None] | None = None
     #: Seconds a UDP lookup still collects replies after its answer (duplicates are evidence).
     dns_duplicate_window: float = resolvers.DUPLICATE_WINDOW
 
@@ -489,12 +490,13 @@ class Measurer:
 
     def _allowed(self, m: _Measurement, ip: str, port: int, depth: int) -> bool:
         """Whether ``ip`` may be connected to; a refusal is recorded as a TCP connect."""
-        policy = self.settings.address_allowed
+        policy = self.settings.address_refusal
         bogon_ok = not is_bogon(ip) or canonical_ip(ip) in m.bogons_allowed
-        if bogon_ok and (policy is None or policy(ip)):
+        refusal = failures.REFUSED_BOGON if not bogon_ok else policy(ip, port) if policy else None
+        if refusal is None:
             return True
         now = m.clock()
-        m.obs.tcp.append(TCPConnect(ip, port, failures.REFUSED_BOGON, depth, now, now))
+        m.obs.tcp.append(TCPConnect(ip, port, refusal, depth, now, now))
         return False
 
     async def _tls(
