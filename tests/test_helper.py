@@ -447,7 +447,7 @@ class Helper:
         }
         code = (
             "from probe.net.resolvers import parse_resolver\n"
-            "from probe.helper import HelperConfig, serve\n"
+            "from probe.helper import HelperConfig, HelperTimeouts, serve\n"
             f"serve(HelperConfig(resolver=parse_resolver({resolver!r}), **{options!r}))\n"
         )
         argv = [sys.executable, "-c", code]
