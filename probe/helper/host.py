@@ -161,8 +161,10 @@ class OwnHost:
         own = canonical_ip(listen)
         #: Listening on every address (or on a name, whose addresses may change).
         self.everywhere = own is None or own in _WILDCARDS
-        self.own = frozenset(ip for ip in (own, *map(canonical_ip, named)) if ip)
-        self.own -= set(_WILDCARDS)
+        #: Refused on every port whatever the interfaces say: the listen address, the named.
+        self.own = frozenset(
+            ip for ip in (own, *map(canonical_ip, named)) if ip and ip not in _WILDCARDS
+        )
         self.proc_net = proc_net
         self.refresh = refresh
         self.clock = clock
