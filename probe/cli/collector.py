@@ -264,7 +264,10 @@ def volunteers(database: str) -> None:
     help="Wait before the first retry.",
 )
 @click.option(
-    "--retry-refused", is_flag=True, help="Send again the measurements the collector refused."
+    "--retry-refused",
+    is_flag=True,
+    help="Send again at once the measurements the collector refused (each goes again by "
+    "itself a day after its refusal).",
 )
 def upload(
     db: Path | None,
@@ -299,7 +302,7 @@ def upload(
 
 
 def summary_line(uploaded: Any) -> str:
-    refused = f", {len(uploaded.refused)} refused" if uploaded.refused else ""
+    refused = f", {len(uploaded.refused)} refused (sent again in a day)" if uploaded.refused else ""
     present = f", {uploaded.present} already there" if uploaded.present else ""
     return (
         f"{uploaded.accepted} measurements uploaded{present}{refused}; "
