@@ -255,3 +255,21 @@ def test_an_honest_measurement_is_stored_as_sent(dsn, collector, tmp_path):
     assert r.status_code == 200, r.text
     with psycopg.connect(dsn) as conn:
         assert conn.execute("select content from measurements").fetchone()[0] == body
+
+
+def test_a_refusal_never_quotes_the_uploaders_address(dsn, collector, tmp_path):
+    """A reason names the field: one the sender named after its own address (refused before
+    the scrubbing, a lone surrogate in it) is said, and logged, scrubbed."""
+    token = add_volunteer(dsn, "alice")
+    db = volunteer_db(tmp_path / "a.db", "AS8449", [("2026-11-01 10:00:00", {"a.kg": True})])
+    (content,) = exported(db)
+    client = httpx.Client(base_url=collector.url)
+    report = open_report(client, token)
+    content = dict(content, report_id=report)
+    text = json.dumps({"format": "json", "content": content | {f"x_{ADDRESS}": "SURROGATE"}})
+    r = client.post(f"/report/{report}", content=text.replace("SURROGATE", "\\ud800").encode(),
+                    headers=auth(token) | {"X-Forwarded-For": ADDRESS})  # fmt: skip
+    assert r.status_code == 400, r.text
+    assert "surrogate" in r.json()["error"] and "x_[scrubbed]" in r.json()["error"], r.text
+    assert ADDRESS not in r.text
+    assert ADDRESS not in collector.log_path.read_text()

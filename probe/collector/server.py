@@ -244,7 +244,12 @@ class Collector:
         if report.closed:
             return error(409, "this report is closed: open a new one")
         scrubber = self.scrubbers.of(request.peer, request.headers)
-        row = ingest.measurement(request.body, report, self.fingerprints, scrubber)
+        try:
+            row = ingest.measurement(request.body, report, self.fingerprints, scrubber)
+        except BadRequest as exc:  # a reason may quote what was sent: said and logged scrubbed
+            if scrubber is None:
+                raise
+            raise BadRequest(scrubber.text(str(exc)), exc.status) from None
         outcome = await self.writer.write(row)
         if outcome.status == "revoked":
             return _unauthorized("this token was revoked")
