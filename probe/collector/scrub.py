@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +35,9 @@ MAX_FORWARDED = 8
 CACHE = 256
 #: Our export's fields holding raw bytes as a plain base64 string.
 _BASE64_FIELDS = frozenset({"x_raw", "raw_response"})
+#: A string that is a URL as a whole (a hop's, a redirect's, a resolver's), not a text
+#: holding one: its host is scrubbed as a host.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*\Z")
 
 
 def forwarded(headers: Mapping[str, str]) -> list[str]:
@@ -85,7 +89,7 @@ def scrubbed(scrubber: Scrubber, value: Any) -> Any:
     """Decoded JSON with the scrubber's addresses gone (see the module docstring); equal to
     ``value`` when they were nowhere in it."""
     if isinstance(value, str):
-        return scrubber.url(value) if "://" in value else scrubber.text(value)
+        return scrubber.url(value) if _URL.match(value) else scrubber.text(value)
     if isinstance(value, list):
         return [scrubbed(scrubber, item) for item in value]
     if not isinstance(value, dict):
