@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import dns.message
+import dns.rdatatype
 import dns.rrset
 import pytest
 import trustme
@@ -26,15 +27,17 @@ from probe.analysis import analyze
 from probe.analysis.observed import LOOP_STALLED
 from probe.measure.measurer import Measurer, Settings, Timeouts
 from probe.model import failures as F
-from probe.model.records import Observations, TLSHandshake
+from probe.model.records import HTTPRequest, Observations, TLSHandshake
 from probe.net.connections import LAG_INTERVAL, LoopLag
 from probe.net.resolvers import parse_resolver
 from probe.targets import Target
 from tests.test_analysis import (
     DOMAIN,
+    HELPER_HTTP_FAILED,
     IP,
     NO_HELPER,
     ctl_dns,
+    helper,
     no_connection,
     page,
     site,
@@ -123,12 +126,31 @@ def test_a_step_that_stalled_twice_is_inconclusive_not_blocked(observations, blo
     assert "timed out while the probe itself stalled" in v.reason
 
 
-def test_a_block_page_fingerprint_still_decides_when_a_step_stalled():
+DIFFERENT = b"<title>Something else</title>" + b"y" * 100
+
+
+@pytest.mark.parametrize(
+    "body, title, confirmed",
+    [(ELCAT, "Blocked", True), (DIFFERENT, "Something else", False)],
+    ids=["fingerprint", "page-differs"],
+)
+def test_a_page_still_decides_when_a_step_stalled(body, title, confirmed):
     url = f"http://{DOMAIN}/"
     validation = TLSHandshake(IP, 443, DOMAIN, LOOP_STALLED, purpose="validate")
-    obs = site(url, tls=[validation], http=[page(url, body=ELCAT, title="Blocked", headers=[])])
+    obs = site(url, tls=[validation], http=[page(url, body=body, title=title, headers=[])])
     v = analyze(obs)
-    assert (v.verdict, v.blocking, v.confirmed) == ("blocked", "http-diff", True)
+    assert (v.verdict, v.blocking, v.confirmed) == ("blocked", "http-diff", confirmed)
+
+
+def test_a_helper_fetch_that_stalled_is_no_control():
+    """Our GET timed out after connecting; probe's own helper stalled twice on its GET."""
+    url = f"http://{DOMAIN}/"
+    failed = dict(HELPER_HTTP_FAILED, failure=LOOP_STALLED)
+    ours = HTTPRequest(url=url, ip=IP, port=80, failure=F.GENERIC_TIMEOUT)
+    obs = site(url, http=[ours], control=helper(http=failed))
+    assert analyze(obs).verdict == "inconclusive"
+    failed["failure"] = "generic_timeout_error"
+    assert analyze(obs).verdict == "down"  # the rule matters
 
 
 # ------------------------------------------------------------------------------ the measurer
@@ -319,7 +341,7 @@ asyncio.run(main())
 
 
 @pytest.mark.parametrize(
-    "stalls, verdict, failure", [(1, "accessible", None), (3, "inconclusive", LOOP_STALLED)]
+    "stalls, verdict, failure", [(1, "accessible", None), (99, "inconclusive", LOOP_STALLED)]
 )
 def test_a_probe_stalled_past_the_tls_deadline_never_calls_a_site_blocked(
     clean_lab, helper, stalls, verdict, failure

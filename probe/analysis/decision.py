@@ -27,8 +27,8 @@ procedure (OONI's spec, nettests/ts-017-web-connectivity.md, and probe-cli's
 * ``body_proportion`` is None, not OONI's 0, when it is not computed.
 * A step that timed out while the probe's own event loop stalled, twice
   (:data:`~probe.analysis.observed.LOOP_STALLED`), is no evidence: a verdict that would be
-  blocked or down is inconclusive then, unless a block page fingerprint or DNS injection
-  proves it (neither depends on time).
+  blocked or down is inconclusive then, unless what decided does not depend on time (a block
+  page fingerprint, a page that differs from the control's, DNS injection).
 
 The verdict carries its evidence (:class:`~probe.model.records.Evidence`: what was compared
 with what); :mod:`probe.analysis.explain` turns it into sentences. Everything here is
@@ -419,7 +419,7 @@ def analyze(obs: Observations, *, fingerprints: Fingerprints | None = None) -> V
     an accessible page behind inconsistent DNS stays accessible, with the DNS evidence kept.
 
     Last: a step that stalled (LOOP_STALLED) turns blocked and down into inconclusive, unless
-    a fingerprint or DNS injection decided.
+    a fingerprint, a page that differs or DNS injection decided.
     """
     fps = fingerprints if fingerprints is not None else default_fingerprints()
     dns = analyze_dns(obs, fps)
@@ -441,9 +441,10 @@ def analyze(obs: Observations, *, fingerprints: Fingerprints | None = None) -> V
             outcome.evidence[0].ours["false_positive"] = suppressed.id
         outcome = _dns_override(outcome, dns)
     stalled = stalled_steps(obs)
-    if stalled and outcome.verdict in ("blocked", "down") and not (shown or dns.injection):
-        # What decided may be a deadline the probe missed: the DNS judgement too (a TLS
-        # validation, a lookup that stalled).
+    timeless = shown is not None or dns.injection or outcome.blocking == "http-diff"
+    if stalled and outcome.verdict in ("blocked", "down") and not timeless:
+        # What decided may be a deadline the probe missed, the DNS judgement too (a lookup or
+        # the TLS validation of an answer that stalled).
         ours = {"steps": stalled, "failure": LOOP_STALLED}
         outcome = _unknown(Evidence("probe_stalled", stalled[0], ours), LOOP_STALLED)
         verdict.dns_consistency = None

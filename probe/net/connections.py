@@ -209,11 +209,15 @@ class LoopLag:
         A stall still going on counts (the monitor has not woken since): a step that times
         out right after a stall may run before the monitor does.
         """
-        spans = list(self._stalls)
         now = time.monotonic()
+        total = 0.0
         if now - self._tick - LAG_INTERVAL > STALL:
-            spans.append((self._tick + LAG_INTERVAL, now))
-        return sum(max(0.0, min(stop, end) - max(begin, start)) for begin, stop in spans)
+            total += max(0.0, min(now, end) - max(self._tick + LAG_INTERVAL, start))
+        for begin, stop in reversed(self._stalls):
+            if stop <= start:
+                break  # the older ones ended before, too
+            total += max(0.0, min(stop, end) - max(begin, start))
+        return total
 
 
 async def tcp_connect(
