@@ -45,7 +45,7 @@ from tests.test_analysis import (
 )
 
 #: Every step's timeout in the loopback tests; each stall is longer.
-TIMEOUT = 0.5
+TIMEOUT = 1.0
 STALL = TIMEOUT + 0.5
 
 
