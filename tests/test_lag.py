@@ -304,13 +304,14 @@ url, host, helper, ca, system, control, stalls = json.loads(sys.argv[1])
 
 
 class StallingContext(ssl.SSLContext):
-    # Blocks the loop, longer than the TLS timeout, as the first handshakes with the site start.
+    # As the first handshakes with the site start, makes the loop block (3 s, longer than the
+    # TLS timeout) once the ClientHello is sent, while the handshake waits for the answer.
     stalls = 0
 
     def wrap_bio(self, *args, **kwargs):
         if self.stalls > 0 and kwargs.get("server_hostname") == host:
             self.stalls -= 1
-            time.sleep(3)
+            asyncio.get_running_loop().call_soon(time.sleep, 3)
         return super().wrap_bio(*args, **kwargs)
 
 
@@ -347,9 +348,13 @@ def test_a_probe_stalled_past_the_tls_deadline_never_calls_a_site_blocked(
     clean_lab, helper, stalls, verdict, failure
 ):
     """https://24.kg/ answers normally, and the helper's handshake succeeds; the probe's loop
-    blocks (3 s, the TLS timeout is 2 s) as its handshake starts: once (measured again:
-    accessible), or every time (inconclusive, the stall named). Before the fix: blocked tls."""
+    blocks (3 s, the TLS timeout is 2 s) while its handshake waits for the ServerHello: once
+    (measured again: accessible), or every time (inconclusive, the stall named). Before the
+    fix: blocked tls."""
     lab = clean_lab
+    # The answer takes 400 ms or more: the handshake is surely waiting when the loop blocks
+    # (a ServerHello already there would let it finish without waiting, deadline or not).
+    lab.throttle("24.kg", delay_ms=400)
     resolvers = [f"udp://{lab.ISP_RESOLVER}:53", f"udp://{lab.CONTROL_RESOLVER}:53"]
     args = ["https://24.kg/", "24.kg", lab.helper_url, lab.ca_file, *resolvers, stalls]
     code = LAB_SNIPPET.replace("sys.argv[1]", repr(json.dumps(args)))
