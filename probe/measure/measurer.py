@@ -504,10 +504,9 @@ class Measurer:
         host = parts.hostname or ""
         chosen: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         cookie = "; ".join(f"{k}={v}" for k, v in (cookie_jar or {}).items()) or None
-
         timeouts = self.settings.timeouts
 
-        async def fetch(ip: str, made: list[_Step]) -> HTTPRequest | None:
+        async def connect_and_get(ip: str, made: list[_Step]) -> HTTPRequest | None:
             async with self.connection(ip, port, clock, depth, m.pace) as (tcp, conn):
                 self._stalled(m, tcp, timeouts.tcp)
                 obs.tcp.append(tcp)
@@ -545,9 +544,9 @@ class Measurer:
         async def endpoint(ip: str) -> HTTPRequest | None:
             if not self._allowed(m, ip, port, depth):
                 return None
-            return await self._unless_stalled(m, lambda made: fetch(ip, made))
+            return await self._unless_stalled(m, lambda made: connect_and_get(ip, made))
 
-        async def check(ip: str, made: list[_Step]) -> None:
+        async def connect_and_validate(ip: str, made: list[_Step]) -> None:
             async with self.connection(ip, 443, clock, depth, m.pace) as (tcp, conn):
                 self._stalled(m, tcp, timeouts.tcp)
                 made.append(tcp)
@@ -563,7 +562,7 @@ class Measurer:
         async def validate(ip: str) -> None:
             if not self._allowed(m, ip, 443, depth):
                 return
-            await self._unless_stalled(m, lambda made: check(ip, made))
+            await self._unless_stalled(m, lambda made: connect_and_validate(ip, made))
 
         jobs = [
             validate(ip) if purpose == "validate" else endpoint(ip)
