@@ -25,6 +25,10 @@ procedure (OONI's spec, nettests/ts-017-web-connectivity.md, and probe-cli's
 * A confirmed blockpage fingerprint on any cleartext hop (a redirect's ``Location`` to a known
   block page, or the page itself) is blocking ``"http-diff"`` with ``confirmed`` set.
 * ``body_proportion`` is None, not OONI's 0, when it is not computed.
+* A step that timed out while the probe's own event loop stalled, twice
+  (:data:`~probe.analysis.observed.LOOP_STALLED`), is no evidence: a verdict that would be
+  blocked or down is inconclusive then, unless what decided does not depend on time (a block
+  page fingerprint, a page that differs from the control's, DNS injection).
 
 The verdict carries its evidence (:class:`~probe.model.records.Evidence`: what was compared
 with what); :mod:`probe.analysis.explain` turns it into sentences. Everything here is
@@ -54,7 +58,15 @@ from .explain import explain
 from .fingerprints import Fingerprints, Match
 from .fingerprints import default as default_fingerprints
 from .http_comparison import compare_pages, http_diff
-from .observed import is_https, most_common, norm_host, system_lookup, url_port
+from .observed import (
+    LOOP_STALLED,
+    is_https,
+    most_common,
+    norm_host,
+    stalled_steps,
+    system_lookup,
+    url_port,
+)
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 #: TLS failures typical of SNI filtering (as opposed to certificate errors).
@@ -411,6 +423,9 @@ def analyze(obs: Observations, *, fingerprints: Fingerprints | None = None) -> V
 
     Override: inconsistent DNS turns every outcome except accessible into blocked ``dns``;
     an accessible page behind inconsistent DNS stays accessible, with the DNS evidence kept.
+
+    Last: a step that stalled (LOOP_STALLED) turns blocked and down into inconclusive, unless
+    a fingerprint, a page that differs or DNS injection decided.
     """
     fps = fingerprints if fingerprints is not None else default_fingerprints()
     dns = analyze_dns(obs, fps)
@@ -431,6 +446,14 @@ def analyze(obs: Observations, *, fingerprints: Fingerprints | None = None) -> V
         if suppressed is not None and outcome.evidence[0].finding == "page_differs":
             outcome.evidence[0].ours["false_positive"] = suppressed.id
         outcome = _dns_override(outcome, dns)
+    stalled = stalled_steps(obs)
+    timeless = shown is not None or dns.injection or outcome.blocking == "http-diff"
+    if stalled and outcome.verdict in ("blocked", "down") and not timeless:
+        # What decided may be a deadline the probe missed, the DNS judgement too (a lookup or
+        # the TLS validation of an answer that stalled).
+        ours = {"steps": stalled, "failure": LOOP_STALLED}
+        outcome = _unknown(Evidence("probe_stalled", stalled[0], ours), LOOP_STALLED)
+        verdict.dns_consistency = None
     verdict.verdict = outcome.verdict
     verdict.blocking = outcome.blocking
     verdict.failure = outcome.failure

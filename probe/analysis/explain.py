@@ -218,6 +218,15 @@ def _no_rule(e: Evidence) -> str:
     return "no connection was attempted and no rule explains why"
 
 
+def _probe_stalled(e: Evidence) -> str:
+    steps = e.ours.get("steps") or []
+    what = f"the {_list(steps)} step{'s' if len(steps) > 1 else ''}"
+    return (
+        f"{what} timed out while the probe itself stalled (its computer too busy to run it), "
+        "twice, so the timeout says nothing about the network"
+    )
+
+
 def _sources(e: Evidence) -> str:
     return _list(e.control.get("sources"), 3) if e.control.get("sources") else "the control"
 
@@ -295,6 +304,7 @@ SENTENCES: dict[str, Callable[[Evidence], str]] = {
     "refused_private_address": _refused_private_address,
     "refused_own_address": _refused_own_address,
     "no_rule": _no_rule,
+    "probe_stalled": _probe_stalled,
     "dns_blockpage_address": _dns_blockpage_address,
     "dns_failed_control_resolved": _dns_failed_control_resolved,
     "dns_injected": _dns_injected,

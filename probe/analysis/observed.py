@@ -7,7 +7,12 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from ..model import failures as F
-from ..model.records import HTTPRequest, Observations
+from ..model.records import HTTPRequest, Observations, Step
+from ..ooni.helper_protocol import http_entry
+
+#: A step whose deadline passed while the probe's own event loop stalled, twice (the measurer
+#: retries such a step once): the timeout says nothing about the network.
+LOOP_STALLED = F.unknown("event loop stalled")
 
 
 def norm_host(host: str) -> str:
@@ -61,3 +66,17 @@ def system_lookup(obs: Observations, depth: int, host: str) -> tuple[list[str], 
     if asked and not addrs and fail is None:
         fail = F.DNS_NO_ANSWER
     return addrs, (None if addrs else fail), asked
+
+
+def stalled_steps(obs: Observations) -> list[Step]:
+    """The steps (dns, tcp, tls, http, and the helper's fetch: probe's helper measures the
+    same way) that failed with LOOP_STALLED."""
+    helper = http_entry(obs.control.response) or {}
+    steps: list[tuple[Step, list[str | None]]] = [
+        ("dns", [q.failure for q in obs.dns]),
+        ("tcp", [t.failure for t in obs.tcp]),
+        ("tls", [t.failure for t in obs.tls]),
+        ("http", [h.failure for h in obs.http if h.ip is not None]),  # else a connect's
+        ("control", [helper.get("failure")]),
+    ]
+    return [step for step, failures in steps if LOOP_STALLED in failures]

@@ -27,6 +27,14 @@ nothing leaks"):
   answer with thousands of addresses would otherwise open thousands of sockets); the DNS
   records keep every address, so the cap shows as more addresses than connects.
 
+A timeout is evidence only if the probe was listening: a step that timed out while the
+probe's own event loop stalled for :data:`STALL_SHARE` of its timeout or more
+(:class:`~probe.net.connections.LoopLag`: a blocking call, a CPU hog, a machine too loaded to
+run the probe) is measured again, once, with a fresh deadline, and the stalled attempt's records
+are dropped; a lookup alone, a connection with its handshake and GET together. Should the
+retry stall too, its failure is :data:`~probe.analysis.observed.LOOP_STALLED`, which the
+analysis never takes for blocking.
+
 Nothing here decides anything: :mod:`probe.analysis` does, from the records.
 """
 
@@ -34,13 +42,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from ..analysis.observed import LOOP_STALLED
 from ..model import failures
 from ..model.addresses import canonical_ip, is_bogon, is_ip_literal
 from ..model.records import (
@@ -53,7 +62,14 @@ from ..model.records import (
     utc_now,
 )
 from ..net import http11, resolvers
-from ..net.connections import Clock, Conn, presented_certificate, tcp_connect, tls_handshake
+from ..net.connections import (
+    Clock,
+    Conn,
+    LoopLag,
+    presented_certificate,
+    tcp_connect,
+    tls_handshake,
+)
 from ..ooni.helper_protocol import control_request, endpoints_for
 from ..targets import Target, normalise
 from .control import HelperClient
@@ -72,6 +88,9 @@ BAD_PORTS = frozenset(
 REDIRECT_NOT_HTTP = failures.unknown("refused to follow a redirect to a scheme other than http(s)")
 REDIRECT_BAD_PORT = failures.unknown("refused to follow a redirect to a port browsers refuse")
 REDIRECT_INVALID = failures.unknown("redirect to an invalid URL")
+
+#: A step that timed out while the loop stalled for this share of its timeout is measured again.
+STALL_SHARE = 0.1
 
 CERTIFICATE_FAILURES = frozenset(
     {
@@ -120,6 +139,17 @@ class Settings:
     dns_duplicate_window: float = resolvers.DUPLICATE_WINDOW
 
 
+class _Step(Protocol):
+    """A step's record (DNSQuery, TCPConnect, TLSHandshake, HTTPRequest): its failure and times."""
+
+    failure: str | None
+    t0: float
+    t: float
+
+
+_T = TypeVar("_T")
+
+
 class Pacing(Protocol):
     """How a runner paces the targets it measures at once (see :meth:`Measurer.measure`)."""
 
@@ -154,6 +184,7 @@ class _Measurement:
     #: a bogon IP literal; else none.
     bogons_allowed: frozenset[str]
     late: resolvers.LateReplies
+    lag: LoopLag
     pace: Pacing | None = None
 
 
@@ -272,18 +303,47 @@ class Measurer:
     async def _lookup(
         self, m: _Measurement, resolver: resolvers.Resolver, host: str, qtype: str, depth: int
     ) -> DNSQuery:
-        await self._throttled()
-        return await resolvers.lookup(
-            resolver,
-            host,
-            qtype,
-            timeout=self.settings.timeouts.dns,
-            clock=m.clock,
-            depth=depth,
-            ssl_context=self.settings.ssl_context,
-            doh_client=self.doh_client,
-            late=m.late,
-        )
+        for retry in (False, True):  # once more when the loop stalled (see the module docstring)
+            await self._throttled()
+            query = await resolvers.lookup(
+                resolver,
+                host,
+                qtype,
+                timeout=self.settings.timeouts.dns,
+                clock=m.clock,
+                depth=depth,
+                ssl_context=self.settings.ssl_context,
+                doh_client=self.doh_client,
+                late=m.late,
+            )
+            if not self._stalled(m, query, self.settings.timeouts.dns) or retry:
+                break
+        return query
+
+    def _stalled(self, m: _Measurement, record: _Step, timeout: float) -> bool:
+        """Whether ``record`` timed out while the loop stalled for STALL_SHARE of ``timeout``
+        or more; if so its failure becomes LOOP_STALLED."""
+        if record.failure != failures.GENERIC_TIMEOUT:
+            return False
+        start = m.clock.start
+        if m.lag.stalled(start + record.t0, start + record.t) < STALL_SHARE * timeout:
+            return False
+        record.failure = LOOP_STALLED
+        return True
+
+    async def _unless_stalled(
+        self, m: _Measurement, attempt: Callable[[list[_Step]], Awaitable[_T]]
+    ) -> _T:
+        """``attempt(made)``, which lists in ``made`` the records it makes; once more when one
+        of them stalled, the stalled attempt's records being dropped from the observations."""
+        made: list[_Step] = []
+        result = await attempt(made)
+        if not any(record.failure == LOOP_STALLED for record in made):
+            return result
+        stalled = {id(record) for record in made}
+        m.obs.tcp[:] = [r for r in m.obs.tcp if id(r) not in stalled]
+        m.obs.tls[:] = [r for r in m.obs.tls if id(r) not in stalled]
+        return await attempt([])
 
     async def _resolve(
         self, m: _Measurement, resolver: resolvers.Resolver, host: str, depth: int
@@ -313,6 +373,12 @@ class Measurer:
         connects waits on a silent address (a blackhole: it may wait out the whole TCP
         timeout, sending nothing more), and ``resume``\ s should that connect succeed.
         """
+        with LoopLag.watching() as lag:
+            return await self._measure(target, headers, pace, lag)
+
+    async def _measure(
+        self, target: Target, headers: dict[str, str] | None, pace: Pacing | None, lag: LoopLag
+    ) -> Observations:
         obs = Observations(
             input=target.input,
             url=target.url,
@@ -326,6 +392,7 @@ class Measurer:
             clock=Clock(),
             bogons_allowed=frozenset({canonical_ip(host) or host} if is_bogon(host) else ()),
             late=resolvers.LateReplies(self.settings.dns_duplicate_window),
+            lag=lag,
             pace=pace,
         )
         try:
@@ -381,8 +448,10 @@ class Measurer:
         resolved to ``addresses`` (the test helper resolves it itself): recorded into ``obs``
         as they happen, so a caller that stops it (a deadline) keeps the records made so far.
         No bogon is connected to; no late DNS reply is listened for."""
-        m = _Measurement(obs, clock, bogons_allowed=frozenset(), late=resolvers.LateReplies(0))
-        await self._fetch(m, obs.url, addresses, headers)
+        with LoopLag.watching() as lag:
+            late = resolvers.LateReplies(0)
+            m = _Measurement(obs, clock, bogons_allowed=frozenset(), late=late, lag=lag)
+            await self._fetch(m, obs.url, addresses, headers)
 
     async def _control(self, url: str, addresses: list[str], clock: Clock) -> Control:
         assert self.helpers is not None
@@ -444,27 +513,31 @@ class Measurer:
         host = parts.hostname or ""
         chosen: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         cookie = "; ".join(f"{k}={v}" for k, v in (cookie_jar or {}).items()) or None
+        timeouts = self.settings.timeouts
 
-        async def endpoint(ip: str) -> HTTPRequest | None:
-            if not self._allowed(m, ip, port, depth):
-                return None
+        async def connect_and_get(ip: str, made: list[_Step]) -> HTTPRequest | None:
             async with self.connection(ip, port, clock, depth, m.pace) as (tcp, conn):
+                self._stalled(m, tcp, timeouts.tcp)
                 obs.tcp.append(tcp)
+                made.append(tcp)
                 if conn is None:
                     return None
                 if secure:
                     handshake = await self._tls(conn, host, ip, port, clock, depth, "fetch")
+                    self._stalled(m, handshake, timeouts.tls)
                     obs.tls.append(handshake)
+                    made.append(handshake)
                     if handshake.failure:
                         return None
-                if chosen.done():
+                if chosen.done() and chosen.result() != ip:  # a retry keeps its address
                     conn.close()
                     return None
-                chosen.set_result(ip)
-                return await http11.get(
+                if not chosen.done():
+                    chosen.set_result(ip)
+                hop = await http11.get(
                     conn,
                     url,
-                    timeout=self.settings.timeouts.http,
+                    timeout=timeouts.http,
                     clock=clock,
                     ip=ip,
                     port=port,
@@ -473,17 +546,32 @@ class Measurer:
                     cookie=cookie,
                     max_body=self.settings.max_body,
                 )
+                self._stalled(m, hop, timeouts.http)
+                made.append(hop)
+                return hop
 
-        async def validate(ip: str) -> None:
-            if not self._allowed(m, ip, 443, depth):
-                return
+        async def endpoint(ip: str) -> HTTPRequest | None:
+            if not self._allowed(m, ip, port, depth):
+                return None
+            return await self._unless_stalled(m, lambda made: connect_and_get(ip, made))
+
+        async def connect_and_validate(ip: str, made: list[_Step]) -> None:
             async with self.connection(ip, 443, clock, depth, m.pace) as (tcp, conn):
+                self._stalled(m, tcp, timeouts.tcp)
+                made.append(tcp)
                 if conn is None:
                     obs.tcp.append(tcp)
                     return
                 handshake = await self._tls(conn, host, ip, 443, clock, depth, "validate")
+                self._stalled(m, handshake, timeouts.tls)
                 obs.tls.append(handshake)
+                made.append(handshake)
                 conn.close()
+
+        async def validate(ip: str) -> None:
+            if not self._allowed(m, ip, 443, depth):
+                return
+            await self._unless_stalled(m, lambda made: connect_and_validate(ip, made))
 
         jobs = [
             validate(ip) if purpose == "validate" else endpoint(ip)

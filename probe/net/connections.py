@@ -10,6 +10,11 @@ Every socket read that returns data yields to the event loop once: ``loop.sock_r
 at once, without suspending, while the kernel has data, so a peer that streams faster than we
 read would otherwise keep the loop busy forever. Timeouts would never fire and every other
 task in the process would stall.
+
+A deadline measures the network only while the loop listens: when the loop stalls (a blocking
+call, a CPU hog in the process, a machine too loaded to schedule it), a step's deadline can pass
+with its answer unread. :class:`LoopLag` notices: the measurer asks it, for a step that timed
+out, how long the loop stalled meanwhile.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ import ipaddress
 import socket
 import ssl
 import time
-from typing import Any
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
 from ..model.records import TCPConnect, TLSHandshake
 from .classify import classify
@@ -139,6 +147,77 @@ class Clock:
 
     def __call__(self) -> float:
         return round(time.monotonic() - self.start, 6)
+
+
+#: Seconds between the lag monitor's wake-ups (20 a second per process, whatever the targets).
+LAG_INTERVAL = 0.05
+#: A wake-up later than this (seconds) is a stall: the loop ran nothing else meanwhile, or the
+#: process did not run at all. Less is the jitter of a busy loop, which deadlines absorb.
+STALL = 0.1
+#: Seconds a stall is remembered: longer than any step's timeout (at most 300 s).
+STALL_MEMORY = 600.0
+
+
+class LoopLag:
+    """The stalls of one event loop: the spans when it could not run anything.
+
+    One monitor per loop, shared by every measurement on it (:meth:`watching`): a task that
+    sleeps LAG_INTERVAL and records how late it woke, when later than STALL. It runs only
+    while a measurement is in progress.
+    """
+
+    _loops: ClassVar[dict[asyncio.AbstractEventLoop, LoopLag]] = {}
+
+    def __init__(self) -> None:
+        self._stalls: deque[tuple[float, float]] = deque()  # (start, end), monotonic
+        self._tick = time.monotonic()  # the monitor's last wake-up
+        self._users = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    @contextmanager
+    def watching(cls) -> Iterator[LoopLag]:
+        """The running loop's monitor, started if none runs, stopped when its last user ends."""
+        loop = asyncio.get_running_loop()
+        lag = cls._loops.get(loop)
+        if lag is None:
+            lag = cls._loops[loop] = LoopLag()
+            lag._task = loop.create_task(lag._watch())
+        lag._users += 1
+        try:
+            yield lag
+        finally:
+            lag._users -= 1
+            if not lag._users:
+                del cls._loops[loop]
+                if lag._task is not None:
+                    lag._task.cancel()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(LAG_INTERVAL)
+            now = time.monotonic()
+            if now - self._tick - LAG_INTERVAL > STALL:
+                self._stalls.append((self._tick + LAG_INTERVAL, now))
+                while self._stalls[0][1] < now - STALL_MEMORY:
+                    self._stalls.popleft()
+            self._tick = now
+
+    def stalled(self, start: float, end: float) -> float:
+        """Seconds the loop stalled between the monotonic times ``start`` and ``end``.
+
+        A stall still going on counts (the monitor has not woken since): a step that times
+        out right after a stall may run before the monitor does.
+        """
+        now = time.monotonic()
+        total = 0.0
+        if now - self._tick - LAG_INTERVAL > STALL:
+            total += max(0.0, min(now, end) - max(self._tick + LAG_INTERVAL, start))
+        for begin, stop in reversed(self._stalls):
+            if stop <= start:
+                break  # the older ones ended before, too
+            total += max(0.0, min(stop, end) - max(begin, start))
+        return total
 
 
 async def tcp_connect(

@@ -202,6 +202,7 @@ def dot_handler(kind: str):
                         break
                     writer.write(b"\x00" * 65536)
                     await writer.drain()
+                    await asyncio.sleep(0)  # see the helper's /endless
             elif kind == "garbage":
                 writer.write(b"\x00\x20" + os.urandom(32))
                 await writer.drain()
@@ -317,7 +318,8 @@ class Servers:
             try:
                 # Once the peer is gone asyncio discards writes and drain() returns without
                 # yielding, so connection_lost() could never run: yield, and check the close,
-                # or this would count 1 GiB that nobody read.
+                # or this would count 1 GiB that nobody read, with every other server here
+                # stalled meanwhile (the probe's handshakes with them timed out).
                 while sent < ENDLESS_LIMIT and not writer.is_closing():
                     writer.write(b"a" * 65536)
                     await writer.drain()
@@ -363,6 +365,7 @@ class Servers:
                     break
                 writer.write(b"\0" * 65536)
                 await writer.drain()
+                await asyncio.sleep(0)  # see the helper's /endless
         elif path == "/garbage/dns-query":
             writer.write(simple(200, dns_type, b"<html>not dns</html>"))
         elif path == "/big/dns-query":
