@@ -1,6 +1,6 @@
 """A helper's answer is checked for range, not only type: numbers no helper saw are no evidence.
 
-Status codes are 100..599 (or -1/0 for none), body lengths -1..2**40, AS numbers and ip_info
+Status codes are 100..999 (or -1/0 for none), body lengths -1..2**40, AS numbers and ip_info
 flags 32-bit and not negative. An answer holding one out of range is refused whole by the
 probe's client, with a failure string naming the field, and never reaches the evidence.
 """
@@ -46,7 +46,7 @@ INFO = ("ip_info", "192.88.99.100")
 OUT_OF_RANGE = [
     (HTTP + ("status_code",), 10**12, "$.http_request.status_code: 1000000000000 is not an HTTP"),
     (HTTP + ("status_code",), 99, "$.http_request.status_code: 99 is not an HTTP"),
-    (HTTP + ("status_code",), 600, "$.http_request.status_code: 600 is not an HTTP"),
+    (HTTP + ("status_code",), 1000, "$.http_request.status_code: 1000 is not an HTTP"),
     (HTTP + ("status_code",), -2, "$.http_request.status_code: -2 is not an HTTP"),
     (HTTP + ("body_length",), -(10**18), "$.http_request.body_length: -1000000000000000000 is"),
     (HTTP + ("body_length",), -2, "$.http_request.body_length: -2 is not a body length"),
@@ -70,6 +70,7 @@ def test_a_number_out_of_its_range_refuses_the_answer_naming_the_field(path, val
     [
         (HTTP + ("status_code",), 100),
         (HTTP + ("status_code",), 599),
+        (HTTP + ("status_code",), 999),  # LinkedIn's answer to clients it does not like
         (HTTP + ("status_code",), -1),  # the fetch failed, as helpers write it
         (HTTP + ("status_code",), None),  # absent: Go's zero value
         (HTTP + ("body_length",), 0),
@@ -138,7 +139,7 @@ def test_lab_an_answer_out_of_range_is_a_failure_string_never_evidence(lab):
     unusable = "unknown_failure: helper answer unusable: "
     assert got["status"] == [
         f"{unusable}$.http_request.status_code: 1000000000000 is not an HTTP status code "
-        "(100..599, or -1 or 0 for none)",
+        "(100..999, or -1 or 0 for none)",
         None,
     ]
     failure, response = got["length"]

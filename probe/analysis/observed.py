@@ -12,7 +12,7 @@ from ..ooni.helper_protocol import http_entry
 
 #: A step whose deadline passed while the probe's own event loop stalled, twice (the measurer
 #: retries such a step once): the timeout says nothing about the network.
-LOOP_STALLED = F.unknown("event loop stalled")
+LOOP_STALLED = F.LOOP_STALLED
 
 
 def norm_host(host: str) -> str:

@@ -32,7 +32,7 @@ probe's own event loop stalled for :data:`STALL_SHARE` of its timeout or more
 (:class:`~probe.net.connections.LoopLag`: a blocking call, a CPU hog, a machine too loaded to
 run the probe) is measured again, once, with a fresh deadline, and the stalled attempt's records
 are dropped; a lookup alone, a connection with its handshake and GET together. Should the
-retry stall too, its failure is :data:`~probe.analysis.observed.LOOP_STALLED`, which the
+retry stall too, its failure is :data:`~probe.model.failures.LOOP_STALLED`, which the
 analysis never takes for blocking.
 
 Nothing here decides anything: :mod:`probe.analysis` does, from the records.
@@ -49,7 +49,6 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from ..analysis.observed import LOOP_STALLED
 from ..model import failures
 from ..model.addresses import canonical_ip, is_bogon, is_ip_literal
 from ..model.records import (
@@ -322,13 +321,13 @@ class Measurer:
 
     def _stalled(self, m: _Measurement, record: _Step, timeout: float) -> bool:
         """Whether ``record`` timed out while the loop stalled for STALL_SHARE of ``timeout``
-        or more; if so its failure becomes LOOP_STALLED."""
+        or more; if so its failure becomes failures.LOOP_STALLED."""
         if record.failure != failures.GENERIC_TIMEOUT:
             return False
         start = m.clock.start
         if m.lag.stalled(start + record.t0, start + record.t) < STALL_SHARE * timeout:
             return False
-        record.failure = LOOP_STALLED
+        record.failure = failures.LOOP_STALLED
         return True
 
     async def _unless_stalled(
@@ -338,7 +337,7 @@ class Measurer:
         of them stalled, the stalled attempt's records being dropped from the observations."""
         made: list[_Step] = []
         result = await attempt(made)
-        if not any(record.failure == LOOP_STALLED for record in made):
+        if not any(record.failure == failures.LOOP_STALLED for record in made):
             return result
         stalled = {id(record) for record in made}
         m.obs.tcp[:] = [r for r in m.obs.tcp if id(r) not in stalled]

@@ -72,6 +72,9 @@ REFUSED_BOGON = "unknown_failure: refused to connect to a bogon address"
 #: the home router's admin page): it was not connected to.
 REFUSED_OWN_ADDRESS = "unknown_failure: refused to connect to the vantage's own address"
 #: The connects the probe refused to make: they say nothing about the network.
+#: A step that timed out, measured again, and timed out again while the probe's own event loop
+#: stalled: the machine was too busy, which says nothing about the network.
+LOOP_STALLED = "unknown_failure: event loop stalled"
 REFUSED = frozenset({REFUSED_BOGON, REFUSED_OWN_ADDRESS})
 
 #: Failures that say the network path is gone rather than that one site is blocked.

@@ -50,7 +50,9 @@ class Within:
 
 
 #: -1: the fetch failed (as helpers write it); 0: absent (Go's zero value).
-STATUS_CODE = Within("an HTTP status code (100..599, or -1 or 0 for none)", ((-1, 0), (100, 599)))
+# Three digits, as HTTP says: clients (Go's, so OONI's helpers, and ours) take 600..999, and
+# real sites send them (LinkedIn answers 999 to clients it does not like).
+STATUS_CODE = Within("an HTTP status code (100..999, or -1 or 0 for none)", ((-1, 0), (100, 999)))
 #: No helper reads a body of a TiB; -1: the fetch failed.
 MAX_BODY_LENGTH = 1 << 40
 BODY_LENGTH = Within(
@@ -179,7 +181,7 @@ def check_response(data: Any) -> dict[str, Any]:
     value (``""``, ``0``, ``False``, ``{}``, ``[]``; ``None`` where the type allows it), keys
     not in the protocol are dropped, and a value of the wrong type is an error (no ``"200"``
     for 200, no ``true`` for 1, no 200.5, nothing beyond 64 bits). Numbers must also be in
-    their field's range (:class:`Within`: status codes 100..599, lengths >= 0 and bounded, AS
+    their field's range (:class:`Within`: status codes 100..999, lengths >= 0 and bounded, AS
     numbers and flags 32-bit), else the answer is refused (``$.http_request.status_code:
     1000000000000 is not an HTTP status code ...``). Only ``tcp_connect``, ``http_request`` and
     ``dns`` must be present: an answer without them is no answer.
