@@ -225,9 +225,11 @@ def check(
     log = _logger(options.pop("log_file"))
     steps = ("dns", "tcp", "tls", "http", "control")
     timeouts = Timeouts(**{step: options.pop(f"{step}_timeout") for step in steps})
+    lists = targets.TargetLists(files, inputs)  # each list read once: a pipe cannot be twice
+    click.get_current_context().call_on_close(lists.close)
     try:
         config = check_config(timeouts=timeouts, **options)
-        total = targets.count(files, inputs)  # every line checked before anything is stored
+        total = lists.count()  # every line checked before anything is stored
     except InputError as exc:
         raise BadInput(str(exc)) from None
     if not total:
@@ -238,7 +240,7 @@ def check(
         with file_lock(lock_path(db, "run"), wait=wait, note={"since": utc_now()}):
             store = Store(open_db(db))
             store.mark_interrupted()  # runs left "running" by a process that died
-            summary, elapsed = _run(store, config, files, inputs, total, quiet, log)
+            summary, elapsed = _run(store, config, lists, files, inputs, total, quiet, log)
     except Busy as busy:
         since = busy.holder.get("since", "an unknown time")
         click.echo(f"A run is already in progress on {db} (since {since} UTC); nothing done.",
@@ -279,6 +281,7 @@ def _upload(db: Path, settings: dict[str, Any], quiet: bool, log: logging.Logger
 def _run(
     store: Any,
     config: Any,
+    lists: targets.TargetLists,
     files: tuple[Path, ...],
     inputs: tuple[str, ...],
     total: int,
@@ -305,7 +308,7 @@ def _run(
     try:
         summary = asyncio.run(
             runner.check(
-                targets.iter_targets(files, inputs),
+                iter(lists),
                 config,
                 store,
                 total=total,
