@@ -8,6 +8,7 @@ one measurement at a time.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,11 @@ def parse_time(value: str) -> str:
     value = value.strip().replace("T", " ").removesuffix("Z")
     if not _TIME.match(value):
         raise InputError(f"{value!r}: expected a UTC time as YYYY-MM-DD[ HH:MM[:SS]]")
+    layout = {10: "%Y-%m-%d", 16: "%Y-%m-%d %H:%M"}.get(len(value), "%Y-%m-%d %H:%M:%S")
+    try:
+        datetime.datetime.strptime(value, layout)
+    except ValueError:  # the right shape, but no such day or hour (2026-13-45)
+        raise InputError(f"{value!r} is not a time that exists") from None
     return value
 
 

@@ -38,6 +38,7 @@ from sqlite_utils import Database
 
 from . import __version__
 from .errors import InputError, UploadError
+from .model.addresses import is_loopback
 from .model.records import utc_now
 from .store.locks import Busy, file_lock, lock_path
 
@@ -62,6 +63,19 @@ def collector_url(url: str) -> str:
     return text
 
 
+def cleartext_warning(url: str) -> str | None:
+    """What to tell the volunteer when ``url`` (checked) sends the token in cleartext: an
+    ``http://`` collector that is not on this machine. None for https and loopback."""
+    parts = httpx.URL(url)
+    if parts.scheme != "http" or is_loopback(parts.host) or parts.host == "localhost":
+        return None
+    return (
+        f"warning: the collector {url} is http://: your token and measurements travel "
+        "unencrypted, so anyone on the path (your ISP too) can read them and upload as you; "
+        "ask its operator for an https:// address"
+    )
+
+
 def _pending_sql(collector: str | None, retry_refused: bool) -> tuple[str, list[Any]]:
     done = "select 1 from uploads u where u.measurement_id = m.id"
     args: list[Any] = []
@@ -84,6 +98,33 @@ def pending(db: Database, collector: str | None = None) -> int:
     any collector)."""
     sql, args = _pending_sql(collector, False)
     return int(db.execute(f"select count(*) {sql}", args).fetchone()[0])
+
+
+def refused(db: Database, collector: str | None = None) -> tuple[int, str | None]:
+    """How many of this probe's measurements the collector (``collector``, else any) refused
+    and not accepted since, and the last reason given: they stay in the database and
+    ``--retry-refused`` sends them again."""
+    where = "u.status = 'refused'"
+    args: list[Any] = []
+    if collector is not None:
+        where += " and u.collector = ?"
+        args.append(collector.strip().rstrip("/"))
+    accepted = (
+        "select 1 from uploads a where a.measurement_id = u.measurement_id "
+        "and a.collector = u.collector and a.status = 'accepted'"
+    )
+    row = db.execute(
+        f"""select count(distinct u.measurement_id), max(u.at) from uploads u
+            where {where} and not exists ({accepted})""",
+        args,
+    ).fetchone()
+    count = int(row[0])
+    if not count:
+        return 0, None
+    reason = db.execute(
+        f"select reason from uploads u where {where} order by at desc limit 1", args
+    ).fetchone()[0]
+    return count, reason
 
 
 @dataclass

@@ -292,11 +292,18 @@ def _dns_outcome(obs: Observations, dns: DNSAnalysis) -> _Outcome:
         if dns.control_answered and dns.control_addrs:
             evidence.control = {"addresses": sorted(dns.control_addrs)[:4]}
             return _down(evidence)
-    refused = [t for t in obs.tcp if t.depth == 0 and t.failure == F.REFUSED_BOGON]
+    refused = [t for t in obs.tcp if t.depth == 0 and t.failure in F.REFUSED]
     if refused:
-        ours = {"endpoints": [endpoint(t.ip, t.port) for t in refused[:3]]}
-        return _unknown(Evidence("refused_private_address", "tcp", ours))
+        return _refusal(refused, {})
     return _unknown(Evidence("no_rule", "tcp", {"url": obs.url}))
+
+
+def _refusal(refused: list[TCPConnect], ours: dict[str, Any]) -> _Outcome:
+    """The probe made none of the connects: bogons, or the vantage's own addresses."""
+    own = any(t.failure == F.REFUSED_OWN_ADDRESS for t in refused)
+    finding = "refused_own_address" if own else "refused_private_address"
+    ours = {"endpoints": [endpoint(t.ip, t.port) for t in refused[:3]], **ours}
+    return _unknown(Evidence(finding, "tcp", ours))
 
 
 def _connection_outcome(
@@ -309,7 +316,7 @@ def _connection_outcome(
     url = hop.url if hop is not None else obs.url
     host = norm_host(urlsplit(url).hostname or obs.domain)
     port = hop.port if hop is not None and hop.port else url_port(url)
-    at_depth = [t for t in obs.tcp if t.depth == depth and t.failure != F.REFUSED_BOGON]
+    at_depth = [t for t in obs.tcp if t.depth == depth and t.failure not in F.REFUSED]
     tcps = [t for t in at_depth if t.port == port] or at_depth
     if any(t.failure is None for t in tcps) and is_https(url):
         tls = _tls_outcome(obs, depth, chttp_ok, control)
@@ -325,10 +332,9 @@ def _connection_outcome(
         ours: dict[str, Any] = {"host": host, "failure": fail}
         evidence = Evidence("redirect_dns_failed", "dns", ours, control)
         return _by_control(chttp_ok, "dns", evidence, fail)
-    refused = [t for t in obs.tcp if t.depth == depth and t.failure == F.REFUSED_BOGON]
+    refused = [t for t in obs.tcp if t.depth == depth and t.failure in F.REFUSED]
     if refused:
-        ours = {"endpoints": [endpoint(t.ip, t.port) for t in refused[:3]], "host": host}
-        return _unknown(Evidence("refused_private_address", "tcp", ours))
+        return _refusal(refused, {"host": host})
     return _unknown(Evidence("redirect_not_followed", "http", {"url": url}))
 
 

@@ -34,7 +34,9 @@ def _http_control(control: dict[str, Any], joiner: str = "while") -> str:
 
 
 def _title(value: Any) -> str:
-    return repr(value) if value else "none"
+    # Quoted as it came, not repr()'d: whatever shows a reason escapes it, once
+    # (probe.model.text.printable), as it does every stored text.
+    return f"'{value}'" if value else "none"
 
 
 def _https_ok(e: Evidence) -> str:
@@ -204,6 +206,14 @@ def _refused_private_address(e: Evidence) -> str:
     )
 
 
+def _refused_own_address(e: Evidence) -> str:
+    return (
+        f"the probe did not connect to {_list(e.ours.get('endpoints'), 3)}: a redirect or a "
+        "DNS answer named the vantage's own address (its machine, or behind a NAT the home "
+        "router), which is never connected to"
+    )
+
+
 def _no_rule(e: Evidence) -> str:
     return "no connection was attempted and no rule explains why"
 
@@ -283,6 +293,7 @@ SENTENCES: dict[str, Callable[[Evidence], str]] = {
     "redirect_dns_failed": _redirect_dns_failed,
     "redirect_not_followed": _redirect_not_followed,
     "refused_private_address": _refused_private_address,
+    "refused_own_address": _refused_own_address,
     "no_rule": _no_rule,
     "dns_blockpage_address": _dns_blockpage_address,
     "dns_failed_control_resolved": _dns_failed_control_resolved,

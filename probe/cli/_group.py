@@ -11,14 +11,28 @@ import click
 
 from .. import __version__
 from ..errors import InputError
+from ..model.text import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class BadInput(click.ClickException):
-    """Bad input from a file or an option: one line, exit status 2."""
+    """Bad input from a file or an option: one line, exit status 2. The line may quote the
+    file (a target list, an OONI file, a database), so it is shown escaped."""
 
     exit_code = 2
+
+    def format_message(self) -> str:
+        return message(self.message)
+
+
+def message(text: str) -> str:
+    """A line for the terminal that may quote a file, a network or a collector: escaped with
+    :func:`~probe.model.text.printable` when it holds anything a terminal would act on. Our
+    messages quote values with ``repr()``, which leaves nothing to act on: those are shown as
+    they are (printable() would double their backslashes)."""
+    plain = text.replace("\\", "")
+    return text if printable(plain) == plain else printable(text)
 
 
 class Interrupted(click.ClickException):

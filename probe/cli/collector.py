@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import CollectorDatabaseError, InputError, StoreError, UploadError
-from ._group import BadInput, cli, db_option, existing_db
+from ._group import BadInput, cli, db_option, existing_db, message
 
 _DATABASE_HELP = (
     "The collector's PostgreSQL, e.g. postgresql://probe@localhost/probe (also "
@@ -294,8 +294,8 @@ def upload(
     if uploaded is None:
         return
     click.echo(summary_line(uploaded))
-    for measurement_id, reason in uploaded.refused[:20]:
-        click.echo(f"refused {measurement_id}: {reason}", err=True)
+    for measurement_id, reason in uploaded.refused[:20]:  # the collector's words: escaped
+        click.echo(f"refused {measurement_id}: {message(reason)}", err=True)
 
 
 def summary_line(uploaded: Any) -> str:
@@ -320,7 +320,7 @@ def run_upload(
     """Upload ``path``'s waiting measurements; the :class:`~probe.upload.Uploaded`, or None
     when another upload holds the database. Raises click exceptions for the user."""
     from ..store import open_db
-    from ..upload import Busy, Client, collector_url
+    from ..upload import Busy, Client, cleartext_warning, collector_url
     from ..upload import upload as upload_all
 
     url = collector_ or settings.get("collector")
@@ -337,6 +337,9 @@ def run_upload(
         database = open_db(path)
     except (InputError, StoreError) as exc:
         raise BadInput(str(exc)) from None
+    warning = cleartext_warning(client.url)
+    if warning:
+        click.echo(message(warning), err=True)
     try:
         return upload_all(
             database,
@@ -353,6 +356,7 @@ def run_upload(
         from ..upload import pending
 
         waiting = pending(database, client.url)
-        raise click.ClickException(f"{exc}; {waiting} measurements wait for upload") from None
+        text = f"{exc}; {waiting} measurements wait for upload"  # it may quote the collector
+        raise click.ClickException(message(text)) from None
     finally:
         client.close()

@@ -18,6 +18,8 @@ import click
 from .. import targets
 from ..errors import InputError, StoreError
 from ..model.records import utc_now
+from ..model.text import one_line, printable
+from ..report.render import json_text
 from ..store.locks import Busy, file_lock, lock_path
 from ._group import (
     BadInput,
@@ -29,6 +31,7 @@ from ._group import (
     db_path,
     existing_db,
     fingerprints_option,
+    message,
 )
 
 STOPPED = "interrupted; measurements finished so far are stored"
@@ -242,7 +245,7 @@ def check(
             store.mark_interrupted()  # runs left "running" by a process that died
             summary, elapsed = _run(store, config, lists, files, inputs, total, quiet, log)
     except Busy as busy:
-        since = busy.holder.get("since", "an unknown time")
+        since = printable(str(busy.holder.get("since", "an unknown time")))
         click.echo(f"A run is already in progress on {db} (since {since} UTC); nothing done.",
                    err=True)  # fmt: skip
         return
@@ -268,8 +271,8 @@ def _upload(db: Path, settings: dict[str, Any], quiet: bool, log: logging.Logger
 
     try:
         uploaded = run_upload(db, settings)
-    except click.ClickException as exc:
-        click.echo(f"Upload: {exc.format_message()}", err=True)
+    except click.ClickException as exc:  # the collector's words in it: escaped
+        click.echo(f"Upload: {message(exc.format_message())}", err=True)
         log.info("upload failed: %s", exc.format_message())
         return
     if uploaded is not None:
@@ -303,7 +306,7 @@ def _run(
     def notice(line: str) -> None:  # not an error: in the log, and on stderr unless --quiet
         log.info("%s", line)
         if not quiet:
-            click.echo(line, err=True)
+            click.echo(message(line), err=True)  # it may quote a helper's or a network's words
 
     try:
         summary = asyncio.run(
@@ -339,13 +342,23 @@ def _logger(path: str | None) -> logging.Logger:
             handler = logging.FileHandler(path, encoding="utf-8")
         except OSError as exc:
             raise BadInput(f"--log-file {path}: {exc.strerror or exc}") from None
-        formatter = logging.Formatter("%(asctime)sZ %(message)s", "%Y-%m-%d %H:%M:%S")
+        formatter = PrintableFormatter("%(asctime)sZ %(message)s", "%Y-%m-%d %H:%M:%S")
         formatter.converter = time.gmtime
         handler.setFormatter(formatter)
     else:
         handler = logging.NullHandler()
     log.addHandler(handler)
     return log
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log messages made :func:`~probe.model.text.printable`: a target's input, a failure or
+    a helper's words in a log line can neither act on the terminal that shows the log
+    (``tail -f``) nor forge a line of its own (a line feed is shown as ``\\n``)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 class _Progress:
@@ -387,7 +400,7 @@ def _report(summary: Any, store: Any, elapsed: float, db: Path, as_json: bool, q
     rows = store.run_measurements(summary.run_id)
     if not as_json:
         rows = list(rows)
-        width = max([len(row["input"]) for row in rows] + [6])
+        width = max([len(printable(row["input"])) for row in rows] + [6])
         click.echo(f"{'TARGET':<{width}}  {'VERDICT':<12}  {'BLOCKING':<12}  EVIDENCE")
     for row in rows:
         if as_json:
@@ -397,13 +410,14 @@ def _report(summary: Any, store: Any, elapsed: float, db: Path, as_json: bool, q
             record.update(measurement_id=row["id"], run_id=summary.run_id)
             record["offline"] = summary.offline
             record["evidence"] = json.loads(row["evidence"] or "[]")
-            click.echo(json.dumps(record, ensure_ascii=False))
+            click.echo(json_text(record))
         else:
+            # The evidence holds what the network sent (titles, failures): escaped, one line.
             evidence = [Evidence.from_dict(e) for e in json.loads(row["evidence"] or "[]")]
-            shown = brief(evidence[0]) if evidence else row["failure"] or ""
+            shown = one_line(brief(evidence[0]) if evidence else row["failure"] or "")
             click.echo(
-                f"{row['input']:<{width}}  {row['verdict']:<12}  {row['blocking'] or '-':<12}  "
-                f"{shown}"
+                f"{printable(row['input']):<{width}}  {row['verdict']:<12}  "
+                f"{row['blocking'] or '-':<12}  {shown}"
             )
     if quiet:
         return
@@ -455,10 +469,10 @@ def reanalyze(
     from ..reanalyze import reanalyze as run_reanalysis
     from ..store import open_db
 
-    def show(change: Change) -> None:
+    def show(change: Change) -> None:  # a merged database's texts are anyone's: escaped
         before = ", ".join(f"{k}={v}" for k, v in change.before.items())
         after = ", ".join(f"{k}={v}" for k, v in change.after.items())
-        click.echo(f"{change.start_time}  {change.input}: {before} -> {after}")
+        click.echo(printable(f"{change.start_time}  {change.input}: {before} -> {after}"))
 
     db = existing_db(db)
     try:

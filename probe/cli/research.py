@@ -14,7 +14,8 @@ import click
 
 from ..errors import InputError, StoreError
 from ..model.text import printable
-from ._group import BadInput, cli, db_option, db_path, existing_db, fingerprints_option
+from ..report.render import json_text
+from ._group import BadInput, cli, db_option, db_path, existing_db, fingerprints_option, message
 
 _ASN = re.compile(r"^(?:AS)?(\d{1,10})$", re.IGNORECASE)
 
@@ -175,7 +176,7 @@ def timeline(
     shown = [*result.events, *(result.anomalies if anomalies else [])]
     if as_json:
         for event in shown:
-            click.echo(json.dumps(event.to_dict(), ensure_ascii=False))
+            click.echo(json_text(event.to_dict()))
     else:
         header = (
             "KIND",
@@ -356,7 +357,7 @@ def export(
                 probe_network_name=stored.run.get("probe_network_name"),
             )
             line = to_ooni(stored.observations, stored.verdict, provenance)
-            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            out.write(json_text(line) + "\n")
             count += 1
     click.echo(f"{count} measurements exported.", err=True)
 
@@ -412,8 +413,8 @@ def import_(
     imported = present = skipped = 0
     for path in files:
         for source, item, raw in read_file(path):
-            if isinstance(item, InputError):
-                click.echo(f"{source}: {item}", err=True)
+            if isinstance(item, InputError):  # it may quote the file: escaped
+                click.echo(message(f"{source}: {item}"), err=True)
                 skipped += 1
                 continue
             verdict = analyze(item.observations, fingerprints=fingerprints)
@@ -436,7 +437,7 @@ def import_(
                     evidence=json.loads(row["evidence"] or "[]"),
                     source=source,
                 )
-                click.echo(json.dumps(record, ensure_ascii=False))
+                click.echo(json_text(record))
     click.echo(
         f"{imported} measurements imported, {present} already in the database, {skipped} skipped.",
         err=True,

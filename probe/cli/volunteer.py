@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..errors import InputError
+from ..model.text import printable
+from ..report.render import json_text
 from ._group import BadInput, cli, db_option, db_path, existing_db
+
+
+def _p(value: Any) -> str:
+    """A stored value as shown on the terminal: a database's text came from the network (or
+    from another volunteer's database, merged), so it is escaped; None is shown empty."""
+    return "" if value is None else printable(str(value))
 
 
 @cli.command()
@@ -106,7 +113,7 @@ def runs(db: Path | None, since: str | None, limit: int, as_json: bool) -> None:
     rows = list(results.runs(database, since=since, limit=limit))
     if as_json:
         for row in rows:
-            click.echo(json.dumps(row))
+            click.echo(json_text(row))
         return
     click.echo(f"{'RUN':<8}  {'STARTED (UTC)':<19}  {'STATUS':<11}  {'NETWORK':<12}  "
                f"{'MEASURED':>8}  VERDICTS")  # fmt: skip
@@ -114,8 +121,8 @@ def runs(db: Path | None, since: str | None, limit: int, as_json: bool) -> None:
         network = " ".join(filter(None, (row["probe_asn"], row["probe_cc"]))) or "?"
         counts = ", ".join(f"{n} {v}" for v, n in sorted(row["counts"].items()))
         measured = f"{row['measured']}/{row['targets']}"
-        click.echo(f"{row['id'][:8]}  {row['started_at']:<19}  {row['status']:<11}  "
-                   f"{network:<12}  {measured:>8}  {counts}")  # fmt: skip
+        click.echo(f"{_p(row['id'][:8])}  {_p(row['started_at']):<19}  {_p(row['status']):<11}  "
+                   f"{_p(network):<12}  {measured:>8}  {_p(counts)}")  # fmt: skip
 
 
 @cli.command()
@@ -139,66 +146,70 @@ def show(ident: str, db: Path | None, as_json: bool) -> None:
     if kind == "run":
         detail = results.run_detail(database, full)
         if as_json:
-            click.echo(json.dumps(detail, ensure_ascii=False))
+            click.echo(json_text(detail))
             return
         _show_run(detail)
     else:
         detail = results.measurement_detail(database, full)
         if as_json:
-            click.echo(json.dumps(detail, ensure_ascii=False))
+            click.echo(json_text(detail))
             return
         _show_measurement(detail)
 
 
 def _show_run(run: dict[str, Any]) -> None:
     network = " ".join(filter(None, (run["probe_asn"], run["probe_cc"]))) or "unknown"
-    click.echo(f"Run {run['id']}  {run['status']}  network {network}")
-    click.echo(f"  {run['started_at']} - {run['finished_at'] or '...'} UTC, "
+    click.echo(f"Run {_p(run['id'])}  {_p(run['status'])}  network {_p(network)}")
+    click.echo(f"  {_p(run['started_at'])} - {_p(run['finished_at'] or '...')} UTC, "
                f"{run['measured']}/{run['targets']} measured")  # fmt: skip
-    click.echo(f"  inputs: {', '.join(run['inputs'])}")
+    click.echo(f"  inputs: {', '.join(_p(i) for i in run['inputs'])}")
     for m in run["measurements"]:
         evidence = m["blockpage"] or m["failure"] or ""
-        click.echo(f"  {m['id'][:8]}  {m['verdict']:<12} {m['blocking'] or '-':<12} "
-                   f"{m['input']}  {evidence}")  # fmt: skip
+        click.echo(f"  {_p(m['id'][:8])}  {_p(m['verdict']):<12} {_p(m['blocking'] or '-'):<12} "
+                   f"{_p(m['input'])}  {_p(evidence)}")  # fmt: skip
 
 
 def _show_measurement(m: dict[str, Any]) -> None:
+    # Every value here is stored network text (titles, failures, names, the helper's answer),
+    # or a merged database's: each is escaped (_p) where it is put in a line.
     steps = m["steps"]
-    click.echo(f"{m['input']}  ({m['url']})")
-    click.echo(f"  {m['start_time']} UTC, network {m['probe_asn'] or '?'} {m['probe_cc'] or ''}")
-    click.echo(f"  verdict: {m['verdict']}"
-               + (f", blocked by {m['blocking']}" if m["blocking"] else "")
-               + (f", block page {m['blockpage']}" if m["blockpage"] else ""))  # fmt: skip
-    click.echo(f"  why: {m['reason']}")
+    click.echo(f"{_p(m['input'])}  ({_p(m['url'])})")
+    click.echo(f"  {_p(m['start_time'])} UTC, network {_p(m['probe_asn'] or '?')} "
+               f"{_p(m['probe_cc'])}")  # fmt: skip
+    click.echo(f"  verdict: {_p(m['verdict'])}"
+               + (f", blocked by {_p(m['blocking'])}" if m["blocking"] else "")
+               + (f", block page {_p(m['blockpage'])}" if m["blockpage"] else ""))  # fmt: skip
+    click.echo(f"  why: {_p(m['reason'])}")
     if m.get("pruned"):
         click.echo("  (its observations were pruned)")
         return
     click.echo("DNS")
     for q in steps["dns_queries"]:
         answer = ", ".join(q["addresses"]) or q["failure"] or "-"
-        click.echo(f"  {q['engine']:<7} {q['resolver']:<38} {q['query_type']:<4} "
-                   f"{q['hostname']}: {answer}")  # fmt: skip
+        click.echo(f"  {_p(q['engine']):<7} {_p(q['resolver']):<38} {_p(q['query_type']):<4} "
+                   f"{_p(q['hostname'])}: {_p(answer)}")  # fmt: skip
     click.echo("TCP")
     for c in steps["tcp_connects"]:
-        click.echo(f"  {c['ip']}:{c['port']}  {c['failure'] or 'connected'}")
+        click.echo(f"  {_p(c['ip'])}:{_p(c['port'])}  {_p(c['failure'] or 'connected')}")
     click.echo("TLS")
     for t in steps["tls_handshakes"]:
-        click.echo(f"  {t['ip']}:{t['port']} SNI {t['server_name']} ({t['purpose']})  "
-                   f"{t['failure'] or t['tls_version']}")  # fmt: skip
+        click.echo(f"  {_p(t['ip'])}:{_p(t['port'])} SNI {_p(t['server_name'])} "
+                   f"({_p(t['purpose'])})  {_p(t['failure'] or t['tls_version'])}")  # fmt: skip
     click.echo("HTTP")
     for h in steps["http_requests"]:
         result = h["failure"] or f"{h['status_code']} {h['title'] or ''} ({h['body_length']} B)"
-        click.echo(f"  {h['hop']}: {h['url']}  {result}")
+        click.echo(f"  {_p(h['hop'])}: {_p(h['url'])}  {_p(result)}")
     click.echo("Control")
     for c in steps["controls"]:
         response = c["response"] or {}
         http = response.get("http_request") or {}
         dns = response.get("dns") or {}
-        click.echo(f"  helper {c['helper']}: {c['failure'] or 'answered'}")
+        addresses = ", ".join(dns.get("addrs") or []) or dns.get("failure")
+        click.echo(f"  helper {_p(c['helper'])}: {_p(c['failure'] or 'answered')}")
         if response:
-            click.echo(f"  DNS {', '.join(dns.get('addrs') or []) or dns.get('failure')}; "
-                       f"HTTP {http.get('failure') or http.get('status_code')} "
-                       f"{http.get('title') or ''}")  # fmt: skip
+            click.echo(f"  DNS {_p(addresses)}; "
+                       f"HTTP {_p(http.get('failure') or http.get('status_code'))} "
+                       f"{_p(http.get('title'))}")  # fmt: skip
 
 
 @cli.command()
@@ -214,24 +225,34 @@ def status(db: Path | None, as_json: bool) -> None:
     state = results.status(database, path)
     holder = is_locked(lock_path(path, "run"))
     state["running_since"] = holder.get("since", "?") if holder is not None else None
-    from ..upload import pending
+    from ..upload import pending, refused
 
     settings = click.get_current_context().obj or {}
-    state["upload_pending"] = pending(database, settings.get("collector"))
+    collector = settings.get("collector")
+    state["upload_pending"] = pending(database, collector)
+    state["upload_refused"], refusal = refused(database, collector)
+    state["collector_configured"] = bool(collector)
     if as_json:
-        click.echo(json.dumps(state))
+        click.echo(json_text(state))
         return
     last = state["last_run"]
     if last:
         counts = ", ".join(f"{n} {v}" for v, n in sorted(last["counts"].items()))
-        click.echo(f"Last run: {last['id'][:8]} started {last['started_at']} UTC, "
-                   f"{last['status']}, {last['measured']}/{last['targets']} measured"
-                   + (f": {counts}" if counts else ""))  # fmt: skip
+        click.echo(f"Last run: {_p(last['id'][:8])} started {_p(last['started_at'])} UTC, "
+                   f"{_p(last['status'])}, {last['measured']}/{last['targets']} measured"
+                   + (f": {_p(counts)}" if counts else ""))  # fmt: skip
     else:
         click.echo("No run yet.")
     if state["running_since"]:
-        click.echo(f"A run is in progress since {state['running_since']} UTC.")
-    click.echo(f"{state['upload_pending']} measurements wait for upload.")
+        click.echo(f"A run is in progress since {_p(state['running_since'])} UTC.")
+    if state["collector_configured"]:
+        click.echo(f"{state['upload_pending']} measurements wait for upload.")
+    else:
+        click.echo("Uploading is off (no collector configured): nothing is sent.")
+    if state["upload_refused"]:
+        click.echo(f"{state['upload_refused']} measurements were refused by the collector "
+                   f"(last reason: {_p(refusal or '-')}); `probe upload --retry-refused` "
+                   "sends them again.")  # fmt: skip
     click.echo(f"Database {path}: {state['measurements']} measurements, "
                f"{state['bytes'] / 1e6:.1f} MB.")  # fmt: skip
 

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -23,7 +22,7 @@ from .. import __version__
 from ..errors import OONIFormatError as FormatError
 from ..ooni.measurement import Imported, Provenance, from_ooni, to_ooni
 from ..report import MeasurementSummary, Options, build_report, timeline
-from ..report.render import FORMATS, render
+from ..report.render import FORMATS, json_text, render
 from ..store.research import verdict_from_row
 from ..store.sqlite import load_observations
 
@@ -114,7 +113,7 @@ def timeline_lines(
     """``probe timeline --json``'s lines (one JSON object per event, anomalies after)."""
     result = timeline(summaries, options)
     for event in [*result.events, *(result.anomalies if anomalies else [])]:
-        yield json.dumps(event.to_dict(), ensure_ascii=False) + "\n"
+        yield json_text(event.to_dict()) + "\n"  # escaped: names and reasons are network text
 
 
 def write_report(

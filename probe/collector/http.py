@@ -9,8 +9,9 @@ usual choice, has no head timeout and answers its concurrency limit without ``Re
 each would have to be patched in. Here they are ~250 lines over h11, tested in
 tests/test_collector.py.
 
-The server never asks for the peer's address: a volunteer's IP is neither logged nor stored
-(log lines carry the method, the path, the status, the time and the size, escaped).
+A volunteer's IP is neither logged nor stored (log lines carry the method, the path, the
+status, the time and the size, escaped). The peer's address is handed to the handler only so
+that it can be scrubbed from what the volunteer sent (:attr:`Request.peer`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class Request:
     query: str
     headers: dict[str, str]  # lower-case names; repeated ones joined with ", "
     body: bytes = b""
+    #: The connection's peer address: never logged nor stored, only scrubbed from the body
+    #: (a server the volunteer measured may have echoed it into the measurement).
+    peer: str | None = None
 
 
 @dataclass(slots=True)
@@ -154,7 +158,9 @@ class Server:
             key = name.decode("ascii", "replace")
             text = value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        request = Request(head.method.decode("ascii", "replace"), path, query, headers)
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) and peername else None
+        request = Request(head.method.decode("ascii", "replace"), path, query, headers, peer=peer)
         if self.in_flight >= self.limits.max_in_flight:
             response = self._busy("too many requests in flight, retry later")
         else:

@@ -18,6 +18,8 @@ a regular expression, which cost more than the analysis.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import dataclasses
 import datetime
 import hashlib
@@ -35,6 +37,7 @@ from .. import __version__
 from ..analysis import analyze
 from ..analysis.fingerprints import Fingerprints
 from ..errors import BadRequest
+from ..measure.privacy import Scrubber
 from . import bridge, schema
 
 DATA_FORMAT_VERSION = "0.2.0"
@@ -176,14 +179,27 @@ class Row:
         return int(self.values[4])
 
 
-def measurement(body: bytes, report: Report, fingerprints: Fingerprints) -> Row:
-    """The body of ``POST /report/{id}`` checked against its report, re-analysed, as a row."""
+def measurement(
+    body: bytes, report: Report, fingerprints: Fingerprints, peer: str | None = None
+) -> Row:
+    """The body of ``POST /report/{id}`` checked against its report, re-analysed, as a row.
+
+    ``peer`` (the connection's address, never stored) is scrubbed from the measurement in
+    every spelling the probe scrubs: a site may have echoed the volunteer's address where the
+    probe did not know it. A NUL a server sent (a block page, a title) is evidence and is
+    kept (``\\u0000`` in the stored JSON; U+FFFD in the columns PostgreSQL's text cannot hold
+    it in); a lone surrogate is not Unicode text at all: 400 for that measurement alone.
+    """
     text = _utf8(body)
-    if "\\u0000" in text:
-        raise BadRequest("NUL characters (\\u0000) are not accepted")
     data = parse_json(text)
     if not isinstance(data, dict):
         raise BadRequest("expected a JSON object")
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_surrogates(data, "")
+    scrubber = Scrubber([peer], discover=False) if peer else None
+    if scrubber is not None and scrubber.addresses and scrubber.text(text) != text:
+        data = _scrubbed(scrubber, data)
+        text = json.dumps(data, ensure_ascii=False)
     if data.get("format", "json") != "json":
         raise BadRequest("format: only json is supported")
     content = data.get("content")
@@ -212,36 +228,93 @@ def measurement(body: bytes, report: Report, fingerprints: Fingerprints) -> Row:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S.%f")
     uid = f"{now}_{report.probe_cc}_webconnectivity_{digest}"
     evidence = [dataclasses.asdict(e) for e in verdict.evidence]
-    return Row(
-        (
-            received.measurement_id,
-            start,
-            uid,
-            report.report_id,
-            report.volunteer_id,
-            received.vantage_id or f"volunteer-{report.volunteer_id}",
-            received.run_id,
-            asn,
-            cc,
-            received.probe_network_name,
-            obs.input,
-            obs.url,
-            obs.domain,
-            obs.category,
-            verdict.verdict,
-            verdict.blocking,
-            verdict.accessible,
-            verdict.dns_consistency,
-            verdict.failure,
-            verdict.blockpage,
-            verdict.confirmed,
-            verdict.reason,
-            json.dumps(evidence, ensure_ascii=False),
-            __version__,
-            json.dumps(received.submitted_verdict, ensure_ascii=False),
-            text,
-        )
+    values = (
+        received.measurement_id,
+        start,
+        uid,
+        report.report_id,
+        report.volunteer_id,
+        # The vantage is the token: what the sender calls its vantage is its word alone,
+        # and one token must not count as many vantages (nor as another volunteer's).
+        vantage_of(report.volunteer_id),
+        received.run_id,
+        asn,
+        cc,
+        received.probe_network_name,
+        obs.input,
+        obs.url,
+        obs.domain,
+        obs.category,
+        verdict.verdict,
+        verdict.blocking,
+        verdict.accessible,
+        verdict.dns_consistency,
+        verdict.failure,
+        verdict.blockpage,
+        verdict.confirmed,
+        verdict.reason,
+        json.dumps(_no_nul(evidence), ensure_ascii=False),
+        __version__,
+        json.dumps(_no_nul(received.submitted_verdict), ensure_ascii=False),
+        text,
     )
+    return Row(tuple(_no_nul(v) if isinstance(v, str) else v for v in values))
+
+
+def vantage_of(volunteer_id: int) -> str:
+    """The vantage a volunteer's measurements count as: one per token."""
+    return f"volunteer-{volunteer_id}"
+
+
+#: A JSON escape of a UTF-16 surrogate: the only way a lone surrogate gets into decoded text.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _refuse_surrogates(value: Any, path: str) -> None:
+    if isinstance(value, str):
+        if any("\ud800" <= c <= "\udfff" for c in value):
+            raise BadRequest(f"{path or 'the body'}: a lone surrogate is not Unicode text")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_surrogates(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_surrogates(key, path)
+            _refuse_surrogates(item, f"{path}.{key}" if path else key)
+
+
+def _no_nul(value: Any) -> Any:
+    """``value`` with NUL as U+FFFD in every string: PostgreSQL's text and jsonb cannot hold
+    NUL (the measurement's own JSON keeps it, escaped)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list):
+        return [_no_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
+    return value
+
+
+def _scrubbed(scrubber: Scrubber, value: Any) -> Any:
+    """Decoded JSON with the scrubbed addresses gone from every string, and from the bytes of
+    OONI's base64 values (``{"format": "base64", "data": ...}``), re-encoded."""
+    if isinstance(value, dict):
+        data = value.get("data")
+        if value.get("format") == "base64" and isinstance(data, str):
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except binascii.Error:
+                return {k: _scrubbed(scrubber, v) for k, v in value.items()}
+            clean = scrubber.data(raw)
+            if clean != raw:
+                value = dict(value, data=base64.b64encode(clean).decode("ascii"))
+            return value
+        return {scrubber.text(k): _scrubbed(scrubber, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(scrubber, item) for item in value]
+    if isinstance(value, str):
+        return scrubber.text(value)
+    return value
 
 
 def _utf8(body: bytes) -> str:
@@ -263,16 +336,27 @@ class Outcome:
     measurement_uid: str | None = None
 
 
+# A measurement id is the volunteer's for good (``measurement_ids``, one row per id whatever
+# its start time): the partitioned table's key must hold the partition column, so it alone
+# would let another volunteer store the same id with another start time.
 _INSERT = f"""
 with input as (
     select * from unnest({", ".join(f"%b::{t}[]" for t in _TYPES)})
-        as t({", ".join(COLUMNS)})
-), inserted as (
-    insert into measurements ({", ".join(COLUMNS)})
-    select {", ".join(COLUMNS)} from input
+        with ordinality as t({", ".join(COLUMNS)}, position)
+), claimed as (
+    insert into measurement_ids (id, volunteer_id, measurement_uid)
+    select distinct on (id) id, volunteer_id, measurement_uid from input
     where exists (
         select 1 from volunteers v where v.id = input.volunteer_id and v.revoked_at is null
     )
+    order by id, position
+    on conflict (id) do nothing
+    returning id
+), inserted as (
+    insert into measurements ({", ".join(COLUMNS)})
+    select distinct on (id) {", ".join(COLUMNS)} from input
+    where id in (select id from claimed)
+    order by id, position
     on conflict (id, start_time) do nothing
     returning id
 )
@@ -280,11 +364,12 @@ select id from inserted
 """
 
 _EXISTING = """
-select m.id, m.measurement_uid, m.volunteer_id
-from measurements m
-join unnest(%s::text[], %s::timestamptz[]) as k(id, start_time)
-  on m.id = k.id and m.start_time = k.start_time
+select id, measurement_uid, volunteer_id from measurement_ids where id = any(%s::text[])
 """
+
+#: Errors that one row's values cause (a value PostgreSQL or its encoding refuses): the
+#: batch is written again row by row, so that only that row fails.
+_ROW_ERRORS = (psycopg.DataError, UnicodeEncodeError)
 
 
 class Writer:
@@ -321,6 +406,9 @@ class Writer:
             live = [(row, f) for row, f in batch if not f.done()]
             try:
                 outcomes = await self._insert([row for row, _ in live])
+            except _ROW_ERRORS:
+                await self._one_by_one(live)
+                continue
             except (psycopg.Error, PoolTimeout) as exc:  # the database: each request says so
                 for _, future in live:
                     if not future.done():
@@ -334,6 +422,25 @@ class Writer:
             for (_, future), outcome in zip(live, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
+
+    async def _one_by_one(self, live: list[tuple[Row, asyncio.Future[Outcome]]]) -> None:
+        """Each row of a batch that failed on a row's values in a transaction of its own: the
+        rows that cannot be stored get a 400, the others are committed."""
+        for row, future in live:
+            try:
+                outcome = (await self._insert([row]))[0]
+            except _ROW_ERRORS as exc:
+                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                failure: BaseException = BadRequest(f"the measurement cannot be stored: {reason}")
+                if not future.done():
+                    future.set_exception(failure)
+                continue
+            except (psycopg.Error, PoolTimeout) as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            if not future.done():
+                future.set_result(outcome)
 
     async def _partitions(self, rows: Sequence[Row]) -> None:
         months = {schema.month_of(row.start_time) for row in rows} - self.months
@@ -359,10 +466,7 @@ class Writer:
             existing: dict[str, tuple[str, int]] = {}
             revoked: set[int] = set()
             if missing:
-                cursor = await conn.execute(
-                    _EXISTING,
-                    [[rows[i].id for i in missing], [rows[i].start_time for i in missing]],
-                )
+                cursor = await conn.execute(_EXISTING, [[rows[i].id for i in missing]])
                 existing = {r[0]: (r[1], r[2]) for r in await cursor.fetchall()}
                 cursor = await conn.execute(
                     "select id from volunteers where id = any(%s) and revoked_at is not null",

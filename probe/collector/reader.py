@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from ..errors import BadRequest, InputError
+from ..model.text import is_clean_text
 from ..reanalyze import parse_time
 from . import bridge
 
@@ -136,6 +137,10 @@ class Query:
         unknown = sorted(set(params) - allowed)
         if unknown:
             raise BadRequest(f"unknown parameter {unknown[0]!r}")
+        for values in params.values():
+            for value in values:
+                if not is_clean_text(value):
+                    raise BadRequest("a parameter holds control characters")
         domains = tuple(d.strip().lower().rstrip(".") for d in params.get("domain", []))
         asns = []
         for asn in params.get("asn", []):

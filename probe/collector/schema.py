@@ -101,6 +101,38 @@ STEPS: list[tuple[str, str]] = [
         create index measurements_received on measurements (received_at);
         """,
     ),
+    (
+        "c002_one_owner_per_id",
+        """
+        -- A measurement id belongs to the first volunteer who sent it, whatever start time
+        -- a later copy claims (measurements' key must hold the partition column).
+        create table measurement_ids (
+            id text primary key,
+            volunteer_id bigint not null references volunteers(id),
+            measurement_uid text not null
+        );
+        insert into measurement_ids (id, volunteer_id, measurement_uid)
+            select distinct on (id) id, volunteer_id, measurement_uid
+            from measurements order by id, received_at, start_time;
+        -- A volunteer's vantage is its token: what a sender called its vantage is replaced.
+        update measurements set vantage_id = 'volunteer-' || volunteer_id
+            where vantage_id is distinct from 'volunteer-' || volunteer_id;
+        -- The networks each volunteer reported from (as opened: AS0/ZZ when unknown).
+        create table volunteer_networks (
+            volunteer_id bigint not null references volunteers(id),
+            probe_asn text not null,
+            probe_cc text not null,
+            first_report_at timestamptz not null,
+            last_report_at timestamptz not null,
+            reports bigint not null,
+            primary key (volunteer_id, probe_asn, probe_cc)
+        );
+        insert into volunteer_networks
+            select volunteer_id, coalesce(probe_asn, 'AS0'), coalesce(probe_cc, 'ZZ'),
+                   min(opened_at), max(opened_at), count(*)
+            from reports group by 1, 2, 3;
+        """,
+    ),
 ]
 
 

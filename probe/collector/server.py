@@ -214,6 +214,14 @@ class Collector:
                 [report_id, volunteer, asn, cc, template.test_name, template.test_version,
                  template.software_name, template.software_version, template.test_start_time],
             )  # fmt: skip
+            await conn.execute(
+                """insert into volunteer_networks (volunteer_id, probe_asn, probe_cc,
+                       first_report_at, last_report_at, reports)
+                   values (%s, %s, %s, now(), now(), 1)
+                   on conflict (volunteer_id, probe_asn, probe_cc) do update
+                   set last_report_at = now(), reports = volunteer_networks.reports + 1""",
+                [volunteer, template.probe_asn, template.probe_cc],
+            )
         self._remember(
             ingest.Report(report_id, volunteer, digest, template.probe_asn, template.probe_cc)
         )
@@ -234,7 +242,7 @@ class Collector:
             return _unauthorized(str(denied))
         if report.closed:
             return error(409, "this report is closed: open a new one")
-        row = ingest.measurement(request.body, report, self.fingerprints)
+        row = ingest.measurement(request.body, report, self.fingerprints, request.peer)
         outcome = await self.writer.write(row)
         if outcome.status == "revoked":
             return _unauthorized("this token was revoked")

@@ -18,6 +18,9 @@ nothing leaks"):
   :func:`probe.model.addresses.is_bogon`), whether a DNS answer or a redirect names it, unless
   the user listed that very address as the target's host; the refusal is recorded as a
   :class:`TCPConnect` failing with ``REFUSED_BOGON``;
+* nor to the vantage's own addresses (``Settings.own_address``: behind a NAT the home
+  router's admin page), with the same exception; recorded as failing with
+  ``REFUSED_OWN_ADDRESS`` (the scrubber then hides the address itself);
 * redirects are followed to http and https URLs only, never to a port browsers refuse
   (:data:`BAD_PORTS`); a Location that is not a valid URL is a failure for that hop;
 * at most :data:`MAX_ADDRESSES_PER_FAMILY` addresses per family are tried for a host (a DNS
@@ -109,6 +112,9 @@ class Settings:
     #: Whether an address may be connected to, besides the bogon rule (the test helper's
     #: policy); None: every address that is not a bogon.
     address_allowed: Callable[[str], bool] | None = None
+    #: Whether an address is the vantage's own, never connected to (the run's
+    #: :meth:`~probe.measure.privacy.Scrubber.is_own`); None: no address is known as such.
+    own_address: Callable[[str], bool] | None = None
     #: Seconds a UDP lookup still collects replies after its answer (duplicates are evidence).
     dns_duplicate_window: float = resolvers.DUPLICATE_WINDOW
 
@@ -379,6 +385,8 @@ class Measurer:
 
     async def _control(self, url: str, addresses: list[str], clock: Clock) -> Control:
         assert self.helpers is not None
+        own = self.settings.own_address  # the helper is not sent to the volunteer's router
+        addresses = [a for a in addresses if own is None or not own(a)]
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         endpoints = endpoints_for(addresses, port, parts.scheme, parts.port is not None)
@@ -489,12 +497,18 @@ class Measurer:
 
     def _allowed(self, m: _Measurement, ip: str, port: int, depth: int) -> bool:
         """Whether ``ip`` may be connected to; a refusal is recorded as a TCP connect."""
-        policy = self.settings.address_allowed
-        bogon_ok = not is_bogon(ip) or canonical_ip(ip) in m.bogons_allowed
-        if bogon_ok and (policy is None or policy(ip)):
+        listed = canonical_ip(ip) in m.bogons_allowed
+        own, policy = self.settings.own_address, self.settings.address_allowed
+        if is_bogon(ip) and not listed:
+            failure = failures.REFUSED_BOGON
+        elif own is not None and own(ip) and not listed:
+            failure = failures.REFUSED_OWN_ADDRESS
+        elif policy is not None and not policy(ip):
+            failure = failures.REFUSED_BOGON
+        else:
             return True
         now = m.clock()
-        m.obs.tcp.append(TCPConnect(ip, port, failures.REFUSED_BOGON, depth, now, now))
+        m.obs.tcp.append(TCPConnect(ip, port, failure, depth, now, now))
         return False
 
     async def _tls(

@@ -8,9 +8,10 @@ target for the run-level offline flag; results are read back from the store. A p
 optional rate limit caps new network requests per second.
 
 Before the first target, the run finds its network's AS number, country and name
-(:mod:`.identity`), and learns the volunteer's public address for the scrubber only. Every
-measurement is scrubbed of the vantage's own addresses (:mod:`.privacy`) before it is
-analysed or stored. SIGTERM (``docker stop``, systemd) and SIGHUP end a run as Ctrl-C does:
+(:mod:`.identity`), and learns the volunteer's public address for the scrubber only. No
+target connects to the vantage's own addresses (a redirect or a DNS answer naming them), nor
+is the helper sent there, and every measurement is scrubbed of them (:mod:`.privacy`) before
+it is analysed or stored. SIGTERM (``docker stop``, systemd) and SIGHUP end a run as Ctrl-C does:
 no new target starts, the targets in flight are cancelled (never stored half: each is stored
 in one transaction, or not at all), and the run is marked "interrupted".
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import sys
 import traceback
@@ -33,6 +35,7 @@ from .. import analysis
 from ..analysis.fingerprints import Fingerprints
 from ..errors import StoreError, TurnRefused
 from ..model.records import Verdict
+from ..model.text import printable
 from ..net.connections import raise_fd_limit
 from ..net.kept import KeptClient
 from ..net.resolvers import DoHClient
@@ -265,7 +268,7 @@ async def run(
         except Exception as exc:  # a bug must not lose the other targets
             detail = "".join(traceback.format_exception_only(exc)).strip()
             summary.errors.append(scrub.text(f"{target.url}: internal error: {detail}"))
-            print(scrub.text(traceback.format_exc()), file=sys.stderr)
+            print(printable(scrub.text(traceback.format_exc()), newlines=True), file=sys.stderr)
             return
         finally:
             held.release()
@@ -369,9 +372,11 @@ async def _check(
             contextlib.aclosing(KeptClient(verify, config.helper_concurrency)) as helper_http,
         ):
             # The network's identity; the public address goes into the scrubber, nowhere else.
+            # Known before the first target, it is never connected to (nor the interfaces').
             scrubber = Scrubber(towards=settings.system_resolver.host)
             identity = await network_identity(config, helper_http, scrubber, warn=on_notice)
             record_identity(store, run_id, identity)
+            settings = dataclasses.replace(settings, own_address=scrubber.is_own)
             helper_client = HelperClient(
                 config.helpers,
                 helper_http,

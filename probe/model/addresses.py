@@ -53,6 +53,11 @@ _BOGONS_V6 = tuple(
     )
 )
 
+#: What an address field holds instead of one of the vantage's own addresses (OONI's spelling).
+SCRUBBED = "[scrubbed]"
+#: What replaces a vantage address that is a URL's host (``[scrubbed]`` is no valid host).
+SCRUBBED_HOST = "scrubbed.invalid"
+
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 #: IPv4-compatible addresses (RFC 4291, deprecated): ``::a.b.c.d``.
 _COMPATIBLE = ipaddress.IPv6Network("::/96")

@@ -106,8 +106,12 @@ def title_of(body: bytes, content_type: str | None = None) -> str | None:
     The charset comes from ``content_type`` (the header) or the page (BOM, ``<meta>``); the
     pattern is OONI's (at most 512 characters, no ``<``). Our fetch and an OONI import read
     titles with this one function, so a re-analysis compares like with like.
+
+    The title is kept as the server sent it, control characters and all (the evidence is
+    faithful; what shows it escapes it, :func:`probe.model.text.printable`), but for NUL,
+    which becomes U+FFFD as an HTML parser makes it: no JSON or SQL store refuses the title.
     """
     match = _TITLE.search(decode_text(body, charset_of(content_type, body)))
     if not match:
         return None
-    return " ".join(match.group(1).split()) or None
+    return " ".join(match.group(1).replace("\x00", "\ufffd").split()) or None

@@ -29,17 +29,17 @@ string                                 meaning
 ``ssl_failed_handshake``               the TLS handshake failed for another reason
 ``http_invalid_redirect_location_host``  a redirect whose Location has no host
 ``interrupted``                        cancelled by the user or by the run's deadline
-``unknown_failure: <text>``            anything else, with the text (addresses scrubbed)
+``unknown_failure: <text>``            anything else, with the text
 =====================================  ====================================================
 
 The test helper protocol spells some of these the old way (``dns_name_error``,
 ``connection_refused_error``, ...): :mod:`probe.ooni.helper_protocol` translates. Exceptions
 become these strings in one place, :mod:`probe.net.classify`; this module knows no network.
+A text may hold addresses (the target's, which are evidence); the vantage's own are replaced
+with the rest of the measurement's, by :class:`probe.measure.privacy.Scrubber`.
 """
 
 from __future__ import annotations
-
-import re
 
 CONNECTION_REFUSED = "connection_refused"
 CONNECTION_RESET = "connection_reset"
@@ -68,18 +68,16 @@ UNKNOWN = "unknown_failure"
 TOO_MANY_REDIRECTS = "unknown_failure: stopped after too many redirects"
 #: An address the policy forbids was not connected to (the helper never connects to bogons).
 REFUSED_BOGON = "unknown_failure: refused to connect to a bogon address"
+#: A redirect or a DNS answer named the vantage's own address (its machine, or behind a NAT
+#: the home router's admin page): it was not connected to.
+REFUSED_OWN_ADDRESS = "unknown_failure: refused to connect to the vantage's own address"
+#: The connects the probe refused to make: they say nothing about the network.
+REFUSED = frozenset({REFUSED_BOGON, REFUSED_OWN_ADDRESS})
 
 #: Failures that say the network path is gone rather than that one site is blocked.
 UNREACHABLE = frozenset({HOST_UNREACHABLE, NETWORK_UNREACHABLE, NETWORK_DOWN})
 
-_IP_LIKE = re.compile(r"\[?[0-9a-fA-F:.]*\d+\.\d+\.\d+\.\d+\]?(:\d+)?|\[[0-9a-fA-F:]+\](:\d+)?")
-
-
-def scrub(text: str) -> str:
-    """Remove IP addresses from ``text``: failure strings must never carry the volunteer's IP."""
-    return _IP_LIKE.sub("[scrubbed]", text)
-
 
 def unknown(text: str) -> str:
     """An ``unknown_failure`` with an explanation."""
-    return f"{UNKNOWN}: {scrub(text)}"
+    return f"{UNKNOWN}: {text}"

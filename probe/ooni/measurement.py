@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 
 from ..errors import OONIFormatError
 from ..model import urls
-from ..model.addresses import endpoint
+from ..model.addresses import SCRUBBED, endpoint
 from ..model.charset import title_of
 from ..model.records import (
     Control,
@@ -69,6 +69,7 @@ from ..model.records import (
     TLSHandshake,
     Verdict,
 )
+from ..model.text import is_clean_text
 from ..targets import normalise
 from .helper_protocol import check_response
 
@@ -199,10 +200,16 @@ def _fetch_port(obs: Observations, depth: int) -> tuple[str, int]:
 
 
 def _maybe_binary(data: bytes) -> str | dict[str, str]:
+    """A body as OONI's MaybeBinaryData: text when it is clean UTF-8 text, else base64, so
+    that a NUL or a control character in a block page never makes a measurement one that a
+    collector (or PostgreSQL) cannot take."""
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        return {"format": "base64", "data": base64.b64encode(data).decode("ascii")}
+        text = None
+    if text is not None and is_clean_text(text):
+        return text
+    return {"format": "base64", "data": base64.b64encode(data).decode("ascii")}
 
 
 def _resolver_address(resolver: str) -> str:
@@ -521,7 +528,10 @@ def _split_endpoint(address: str, path: str) -> tuple[str, int]:
 
 
 def _ip(value: Any, path: str) -> str:
+    """An IP address, or OONI's ``[scrubbed]`` (the vantage's own, removed by its probe)."""
     text = _Doc.string(value, path)
+    if text == SCRUBBED:
+        return text
     try:
         return str(ipaddress.ip_address(text or ""))
     except ValueError:

@@ -2,16 +2,21 @@
 
 Every string that came from the network or a user (domains, URLs, page titles, failure
 strings, evidence, AS names, filters) goes through the format's escape function here,
-and nowhere else:
+and nowhere else. Each starts from :func:`~probe.model.text.printable`, the one escaping
+function: control characters (C0, DEL, C1) and bidi controls (U+202E makes ``gpj.exe`` read
+as ``exe.jpg``) become visible escapes such as ``\\x1b`` and ``\\u202e``; the format's own
+quoting comes on top:
 
-* HTML: :func:`html_text` (``&<>"'`` as entities, control characters replaced); the page
-  also forbids scripts and every external load with a Content-Security-Policy, so it is
-  one self-contained file, readable offline;
+* HTML: :func:`html_text` (``&<>"'`` as entities); the page also forbids scripts and every
+  external load with a Content-Security-Policy, so it is one self-contained file, readable
+  offline;
 * Markdown: :func:`md_text` (HTML's entities for ``&<>``, a backslash before every character
   Markdown would read as inline markup, line breaks as spaces, so a cell stays a cell);
-* CSV: :func:`csv_cell` (a text cell that a spreadsheet would run as a formula, starting
-  with ``= + - @`` or a tab or carriage return, gets a leading ``'``);
-* JSON: the encoder.
+* CSV: :func:`csv_cell` (a text cell that a spreadsheet would run as a formula gets a
+  leading ``'``);
+* JSON: :func:`json_text` (JSON's own ``\\uXXXX`` escapes for what a terminal would act on,
+  so that a report or a ``--json`` line printed to a terminal is safe, and parses to the
+  same value).
 
 The HTML report draws the timeline as inline SVG: a row per (target, network), bars coloured
 by method, the time between the last blocked and the first accessible measurement hatched in
@@ -32,6 +37,7 @@ import re
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from ..model.text import one_line, printable
 from . import Report
 from .timeline import Event, Network, iso
 
@@ -61,7 +67,6 @@ MAX_CHART_ROWS = 500
 MAX_EVIDENCE = 3
 MAX_VALUE = 200
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 #: What Markdown (CommonMark, GFM tables) could read as markup inline: a link needs ``[``,
 #: emphasis ``*``/``_``, code a backtick, a table cell ends at ``|``; ``<>&`` become entities.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
@@ -72,25 +77,58 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
 def html_text(value: Any) -> str:
     """Any value as HTML text (element content or a quoted attribute)."""
-    return html.escape(_CONTROL.sub("\ufffd", _str(value)), quote=True)
+    return html.escape(printable(_str(value), newlines=True), quote=True)
 
 
 def md_text(value: Any) -> str:
-    """Any value as inline Markdown that renders as exactly that text."""
-    text = _CONTROL.sub("\ufffd", _str(value)).replace("\r", " ").replace("\n", " ")
+    """Any value as inline Markdown that renders as exactly that text (printable's)."""
+    text = one_line(_str(value))
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+#: What a spreadsheet reads as the start of a formula (CSV injection). The standard
+#: mitigation (OWASP's) is a leading ``'``, which makes the cell text; a tab or carriage
+#: return in front (the other characters OWASP names) cannot reach here: printable()
+#: escapes them.
+_FORMULA_STARTS = ("=", "+", "-", "@")
+
+
 def csv_cell(value: Any) -> Any:
-    """A value for a CSV cell; text a spreadsheet would evaluate gets a leading ``'``."""
+    """A value for a CSV cell: text printable, and a leading ``'`` on text a spreadsheet
+    would evaluate as a formula (``=``, ``+``, ``-``, ``@`` first)."""
     if value is None:
         return ""
     if not isinstance(value, str):
         return value
-    if value.lstrip(" ")[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+    text = printable(value)
+    if text.lstrip(" ")[:1] in _FORMULA_STARTS:
+        return "'" + text
+    return text
+
+
+#: Characters JSON's encoder leaves as they are that a terminal could act on (DEL, C1,
+#: bidi controls, ...): anything outside printable ASCII is looked at.
+_NOT_PLAIN = re.compile(r"[^\x20-\x7e\n]")
+
+
+def json_text(value: Any, *, indent: int | None = None) -> str:
+    """``value`` as JSON in which every character :func:`~probe.model.text.printable` would
+    escape is a ``\\uXXXX`` escape (the encoder already escapes C0): any JSON reader gets
+    the same value back, and no terminal acts on it. Text in any script stays readable."""
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    return _NOT_PLAIN.sub(_json_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if printable(char) == char:
+        return char
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # JSON spells a character beyond the BMP as a surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def _str(value: Any) -> str:
@@ -237,8 +275,7 @@ def report_dict(report: Report) -> dict[str, Any]:
 
 
 def write_json(report: Report, out: TextIO) -> None:
-    json.dump(report_dict(report), out, ensure_ascii=False, indent=1)
-    out.write("\n")
+    out.write(json_text(report_dict(report), indent=1) + "\n")
 
 
 CSV_COLUMNS = (
