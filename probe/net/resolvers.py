@@ -37,6 +37,7 @@ from ..errors import DNSWrongQueryID, DoHError, NetworkError, ResolverError
 from ..model import failures
 from ..model.addresses import bracket
 from ..model.records import DNSQuery
+from . import guard
 from .classify import classify
 from .connections import Clock, open_tcp
 from .kept import KeptClient
@@ -127,7 +128,7 @@ def _make_query(hostname: str, qtype: str) -> dns.message.Message:
 async def _tcp_exchange(
     resolver: Resolver, wire: bytes, timeout: float, ssl_context: ssl.SSLContext | None
 ) -> bytes:
-    conn = await open_tcp(resolver.host, resolver.port, timeout)
+    conn = await open_tcp(await _address(resolver), resolver.port, timeout)
     try:
         if ssl_context is not None:
             await conn.start_tls(ssl_context, resolver.host)
@@ -142,6 +143,13 @@ async def _tcp_exchange(
         return buf[2 : 2 + size]
     finally:
         conn.close()
+
+
+async def _address(resolver: Resolver) -> str:
+    """Where to send to a plain DNS or DoT resolver: its address, or its name's first address
+    the bogon rule allows (:mod:`.guard`: the network's resolver must not point a control
+    resolver's name at the volunteer's LAN)."""
+    return (await guard.addresses(resolver.host, resolver.port))[0]
 
 
 class DoHClient:
@@ -294,12 +302,13 @@ async def _udp_exchange(
     the genuine reply that follows. Runs until cancelled (the caller's timeout) when no valid
     reply comes. A truncated reply is asked again over TCP.
     """
-    family = socket.AF_INET6 if ":" in resolver.host else socket.AF_INET
+    address = await _address(resolver)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     handed_over = False
     try:
         sock.setblocking(False)
-        sock.connect((resolver.host, resolver.port))  # only its replies reach the socket
+        sock.connect((address, resolver.port))  # only its replies reach the socket
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(sock, query.to_wire())
         while True:
