@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import signal
 import sys
@@ -224,6 +225,9 @@ def check(
     if not files and not inputs:
         raise click.UsageError("give at least one target FILE or --input URL")
     quiet, wait, jitter = options.pop("quiet"), options.pop("wait"), options.pop("jitter")
+    for flag, seconds in (("--wait", wait), ("--jitter", jitter)):
+        if not math.isfinite(seconds):  # sleep(nan) raises; no time is past a NaN deadline
+            raise BadInput(f"{flag}: {seconds!r} is not a finite number of seconds")
     upload = options.pop("upload")
     log = _logger(options.pop("log_file"))
     steps = ("dns", "tcp", "tls", "http", "control")
