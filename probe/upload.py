@@ -9,8 +9,12 @@ each measurement of a batch to it, close it. A new report is opened for each bat
 whenever the network (AS, country) changes, as OONI's probes do.
 
 What is kept: the ``uploads`` table (schema step m030) records, per collector, each
-measurement the collector accepted (with its ``measurement_uid``) or refused for good (400,
-409, 413: with the reason; ``--retry-refused`` sends them again). It is written right after
+measurement the collector accepted (with its ``measurement_uid``) or refused (400, 409, 413:
+with the reason and the time). A refusal is not for ever: the collector or the probe may be
+fixed (a block page with a NUL byte was refused until both were), and an unattended probe has
+nobody to type ``--retry-refused``, so a refused measurement is sent again by the first upload
+a day (:data:`RETRY_REFUSED_AFTER`) after its refusal, once a day at most; at once with
+``--retry-refused``. It is written right after
 each answer, one commit per measurement, so an upload stopped at any point sends nothing
 twice that was accepted and recorded; a measurement whose answer was lost on the way is sent
 again and the collector, idempotent by measurement id, adds nothing. Nothing is ever
@@ -24,6 +28,7 @@ upload stops with :class:`~probe.errors.UploadError` and the rest waits for the 
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 import random
@@ -48,6 +53,8 @@ RETRIED = frozenset({408, 429, 500, 502, 503, 504})
 #: Statuses that mean "never like this": recorded as refused, with the collector's reason.
 REFUSED = frozenset({400, 409, 413, 415, 422})
 MAX_DELAY = 300.0  # seconds between two tries at most
+#: How long after a refusal the measurement is sent again by itself.
+RETRY_REFUSED_AFTER = datetime.timedelta(days=1)
 
 
 def collector_url(url: str) -> str:
@@ -77,14 +84,17 @@ def cleartext_warning(url: str) -> str | None:
     )
 
 
-def _pending_sql(collector: str | None, retry_refused: bool) -> tuple[str, list[Any]]:
+def _pending_sql(collector: str | None, refused_by: str | None) -> tuple[str, list[Any]]:
+    """The measurements not accepted (by ``collector``, else by any), nor refused: those
+    refused at ``refused_by`` (UTC) or before are taken too."""
     done = "select 1 from uploads u where u.measurement_id = m.id"
     args: list[Any] = []
     if collector is not None:
         done += " and u.collector = ?"
         args.append(collector.strip().rstrip("/"))
-    if retry_refused:
-        done += " and u.status = 'accepted'"
+    if refused_by is not None:
+        done += " and (u.status = 'accepted' or u.at > ?)"
+        args.append(refused_by)
     sql = f"""
         from measurements m
         join runs r on r.id = m.run_id
@@ -97,7 +107,7 @@ def _pending_sql(collector: str | None, retry_refused: bool) -> tuple[str, list[
 def pending(db: Database, collector: str | None = None) -> int:
     """How many of this probe's measurements wait for upload (to ``collector``, else to
     any collector)."""
-    sql, args = _pending_sql(collector, False)
+    sql, args = _pending_sql(collector, None)
     return int(db.execute(f"select count(*) {sql}", args).fetchone()[0])
 
 
@@ -236,7 +246,9 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _todo(db: Database, collector: str, retry_refused: bool) -> Iterator[str]:
-    sql, args = _pending_sql(collector, retry_refused)
+    now = datetime.datetime.now(datetime.UTC)
+    refused_by = now if retry_refused else now - RETRY_REFUSED_AFTER
+    sql, args = _pending_sql(collector, refused_by.strftime("%Y-%m-%d %H:%M:%S"))
     rows = db.execute(f"select m.id {sql} order by r.started_at, m.run_id, m.position", args)
     for (measurement_id,) in rows.fetchall():
         yield measurement_id

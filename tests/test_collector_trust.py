@@ -194,6 +194,19 @@ def test_one_token_is_one_vantage_and_an_id_has_one_owner(dsn, collector, tmp_pa
     assert networks == [("alice", "AS12345", 1), ("alice", "AS8449", 1), ("mallory", "AS8449", 1)]
 
 
+def test_the_operator_sees_the_networks_each_token_reports_from(dsn, collector):
+    alice, bob = add_volunteer(dsn, "alice"), add_volunteer(dsn, "bob")
+    client = httpx.Client(base_url=collector.url)
+    for asn in ("AS8449", "AS12345", "AS8449"):
+        open_report(client, alice, probe_asn=asn)
+    open_report(client, bob, probe_asn="AS0", probe_cc="ZZ")
+    listed = probe("collector", "volunteers", "--database", dsn)
+    assert listed.returncode == 0, listed.stderr
+    lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
+    assert lines["alice"].endswith("networks: AS8449 KG (2 reports), AS12345 KG (1 report)")
+    assert lines["bob"].endswith("networks: AS0 ZZ (1 report)")
+
+
 def test_an_existing_collector_is_migrated_with_its_data(cluster, tmp_path):
     """A collector database from before the step: its ids get one owner each, its vantages
     become its tokens, its reports' networks are recorded."""
@@ -233,6 +246,52 @@ def test_an_existing_collector_is_migrated_with_its_data(cluster, tmp_path):
         assert conn.execute("select probe_asn, probe_cc, reports from volunteer_networks"
                             ).fetchall() == [("AS8449", "KG", 1)]  # fmt: skip
         assert schema.migrate(conn) == []
+
+
+def test_a_migrated_collector_keeps_an_ids_first_copy_only(cluster, tmp_path):
+    """Copies of a measurement id stored before the step (another volunteer's, with another
+    start time, so another vantage in the timelines): the first one received stays."""
+    import datetime
+
+    target = cluster.create()
+    with schema.connect(target) as conn:
+        conn.execute("create table schema_steps (name text primary key, "
+                     "applied_at timestamptz not null default now())")  # fmt: skip
+        name, sql = schema.STEPS[0]
+        conn.execute(sql.encode())
+        conn.execute("insert into schema_steps (name) values (%s)", [name])
+        schema.ensure_partitions(conn, [datetime.date(2026, 11, 1)])
+        for volunteer in ("alice", "mallory"):
+            conn.execute("insert into volunteers (name, token_sha256) values (%s, %s)",
+                         [volunteer, volunteer.encode()])  # fmt: skip
+        conn.execute(
+            "insert into reports (report_id, volunteer_id, probe_asn, probe_cc, test_name, "
+            "test_version, software_name, software_version) values "
+            "('r1', 1, 'AS8449', 'KG', 'web_connectivity', '0.5.28', 'probe', '0.1'), "
+            "('r2', 2, 'AS8449', 'KG', 'web_connectivity', '0.5.28', 'probe', '0.1')"
+        )
+        copies = [  # (id, uid, volunteer, start, received)
+            ("m0", "uid-a", 1, "2026-11-01 10:00:00", "2026-11-01 11:00:00"),
+            ("m0", "uid-m", 2, "2026-11-20 10:00:00", "2026-11-21 11:00:00"),
+            ("m1", "uid-b", 2, "2026-11-02 10:00:00", "2026-11-02 11:00:00"),
+            ("m1", "uid-c", 2, "2026-11-03 10:00:00", "2026-11-03 11:00:00"),
+        ]
+        for id_, uid, volunteer, start, received in copies:
+            conn.execute(
+                "insert into measurements (id, start_time, measurement_uid, received_at, "
+                "report_id, volunteer_id, vantage_id, run_id, probe_asn, input, url, domain, "
+                "verdict, confirmed, reason, evidence, analysis_version, submitted_verdict, "
+                "content) values (%s, %s, %s, %s, %s, %s, %s, 'run', 'AS8449', 'u', 'u', "
+                "'a.kg', 'blocked', false, '', '[]', '0.1', '{}', '{}')",
+                [id_, f"{start}+00", uid, f"{received}+00", f"r{volunteer}", volunteer, uid],
+            )
+    with schema.connect(target) as conn:
+        assert schema.migrate(conn) == [name for name, _ in schema.STEPS[1:]]
+        rows = conn.execute("select id, measurement_uid, volunteer_id from measurements "
+                            "order by id").fetchall()  # fmt: skip
+        assert rows == [("m0", "uid-a", 1), ("m1", "uid-b", 2)]
+        owners = conn.execute("select id, measurement_uid from measurement_ids order by id")
+        assert owners.fetchall() == [("m0", "uid-a"), ("m1", "uid-b")]
 
 
 def test_an_http_collector_elsewhere_is_warned_about(tmp_path):

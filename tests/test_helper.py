@@ -23,11 +23,13 @@ import pytest
 from probe.config import parse_helper_url
 from probe.errors import AsnDBError, BadRequest, InputError
 from probe.helper.asn import AsnDB
+from probe.helper.host import REFUSED_OWN_HOST, OwnHost
 from probe.helper.measurement import HelperContext, handle_request, http_result
 from probe.helper.requests import (
     REFUSED_BOGON,
     REFUSED_PORT,
     address_allowed,
+    bogon_refusal,
     build_endpoints,
     parse_endpoint,
     parse_request,
@@ -198,15 +200,16 @@ def test_public_addresses_are_allowed(ip):
     assert address_allowed(ip) is True
 
 
-def test_context_never_connects_to_its_own_address():
+def test_context_never_connects_to_its_own_address(tmp_path):
     context = HelperContext(
         resolver=parse_resolver("udp://192.88.99.53"),
         ssl_context=client_context(),
-        forbidden=frozenset({"192.88.99.80"}),
+        own_host=OwnHost("192.88.99.80", proc_net=tmp_path),  # (no /proc: the address only)
     )
-    assert context.allowed("192.88.99.81")
-    assert not context.allowed("192.88.99.80")
-    assert not context.allowed("10.0.0.1")
+    assert context.refusal("192.88.99.81", 80) is None
+    assert context.refusal("192.88.99.80", 80) == REFUSED_OWN_HOST
+    assert context.refusal("::ffff:192.88.99.80", 6379) == REFUSED_OWN_HOST
+    assert context.refusal("10.0.0.1", 80) == REFUSED_BOGON
 
 
 def test_endpoints_for_http_url():
@@ -216,7 +219,7 @@ def test_endpoints_for_http_url():
             ["192.88.99.100:80", "192.88.99.100:443", "10.0.0.1:80", "192.88.99.100:22"],
         )
     )
-    eps = build_endpoints(req, ["192.88.99.100", "192.88.99.101", "127.0.0.1"], address_allowed)
+    eps = build_endpoints(req, ["192.88.99.100", "192.88.99.101", "127.0.0.1"], bogon_refusal)
     got = {ep.key: (ep.tls, ep.refusal) for ep in eps}
     assert got == {
         "192.88.99.100:80": (False, None),
@@ -231,7 +234,7 @@ def test_endpoints_for_http_url():
 
 def test_endpoints_for_https_with_explicit_port():
     req = parse_request(request("https://example.org:8443/", ["[2001:db8::5]:8443"]))
-    eps = build_endpoints(req, ["192.88.99.100"], lambda ip: True)
+    eps = build_endpoints(req, ["192.88.99.100"], lambda ip, port: None)
     assert [(ep.key, ep.tls) for ep in eps] == [
         ("[2001:db8::5]:8443", True),
         ("192.88.99.100:8443", True),
@@ -246,7 +249,7 @@ def test_endpoints_match_what_our_client_sends():
             ["192.88.99.100", "2001:db8::1"], req.port, req.scheme, req.explicit_port
         )
         req = parse_request(request(url, sent))
-        eps = build_endpoints(req, [], lambda ip: True)
+        eps = build_endpoints(req, [], lambda ip, port: None)
         assert [ep.key for ep in eps] == sent
         assert all(ep.refusal is None for ep in eps)
 
@@ -435,16 +438,16 @@ class Helper:
     def __init__(self, lab, port: int, resolver: str, cli: bool = False, **config) -> None:
         self.lab = lab
         self.url = f"http://{lab.HELPER_IP}:{port}/"
-        options = dict(
-            host=lab.HELPER_IP,
-            port=port,
-            ca_file=lab.ca_file,
-            asn_db=lab.asn_db,
+        options = {
+            "host": lab.HELPER_IP,  # config may say "0.0.0.0": HELPER_IP is still reached
+            "port": port,
+            "ca_file": lab.ca_file,
+            "asn_db": lab.asn_db,
             **config,
-        )
+        }
         code = (
             "from probe.net.resolvers import parse_resolver\n"
-            "from probe.helper import HelperConfig, serve\n"
+            "from probe.helper import HelperConfig, HelperTimeouts, serve\n"
             f"serve(HelperConfig(resolver=parse_resolver({resolver!r}), **{options!r}))\n"
         )
         argv = [sys.executable, "-c", code]

@@ -215,13 +215,20 @@ def revoke(name: str, database: str) -> None:
 @collector.command()
 @_database_option
 def volunteers(database: str) -> None:
-    """List the volunteers: since when, revoked or not, and measurements collected."""
+    """List the volunteers: since when, revoked or not, measurements collected and the
+    networks they reported from (AS and country, as their probe said)."""
     from ..collector import tokens
 
     with _connect(database) as conn:
         for v in tokens.volunteers(conn):
             state = f"revoked {v.revoked_at}" if v.revoked_at else "active"
-            click.echo(f"{v.name}  added {v.created_at}  {state}  {v.measurements} measurements")
+            networks = ", ".join(
+                f"{asn} {cc} ({n} report{'s' if n != 1 else ''})" for asn, cc, n in v.networks
+            )
+            click.echo(
+                f"{v.name}  added {v.created_at}  {state}  {v.measurements} measurements"
+                + (f"  networks: {networks}" if networks else "")
+            )
 
 
 # ------------------------------------------------------------------ the volunteer's side
@@ -264,7 +271,10 @@ def volunteers(database: str) -> None:
     help="Wait before the first retry.",
 )
 @click.option(
-    "--retry-refused", is_flag=True, help="Send again the measurements the collector refused."
+    "--retry-refused",
+    is_flag=True,
+    help="Send again at once the measurements the collector refused (each goes again by "
+    "itself a day after its refusal).",
 )
 def upload(
     db: Path | None,
@@ -299,7 +309,7 @@ def upload(
 
 
 def summary_line(uploaded: Any) -> str:
-    refused = f", {len(uploaded.refused)} refused" if uploaded.refused else ""
+    refused = f", {len(uploaded.refused)} refused (sent again in a day)" if uploaded.refused else ""
     present = f", {uploaded.present} already there" if uploaded.present else ""
     return (
         f"{uploaded.accepted} measurements uploaded{present}{refused}; "

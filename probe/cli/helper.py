@@ -26,15 +26,31 @@ def helper() -> None:
     "AS number, country and AS name.",
 )
 @click.option("--max-in-flight", type=click.IntRange(min=1), default=25, show_default=True)
+@click.option(
+    "--own-address",
+    "own_addresses",
+    multiple=True,
+    metavar="IP",
+    help="An address of this host that is on none of its interfaces (a cloud's 1:1 NAT, an "
+    '"elastic IP"): never connected to, like the interfaces\' own. Repeatable.',
+)
 def serve(
-    listen: str, resolver: str | None, ca_file: str | None, asn_db: str | None, max_in_flight: int
+    listen: str,
+    resolver: str | None,
+    ca_file: str | None,
+    asn_db: str | None,
+    max_in_flight: int,
+    own_addresses: tuple[str, ...],
 ) -> None:
     """Serve OONI's test-helper protocol, so our probes and OONI's can use it.
 
     It resolves, connects, handshakes and fetches on behalf of probes, refusing private,
-    loopback, link-local and other bogon addresses so it can never become a proxy into its
-    own network. GET /whoami tells a probe its public address (for scrubbing) and its
-    network's AS number, country and AS name; the helper never logs client addresses.
+    loopback, link-local and other bogon addresses, and this host's own addresses (every
+    address of its interfaces, re-read every 10 s; with a specific --listen address, that
+    address and the services listening on all addresses), so it can never become a proxy
+    into its own network or its own machine. GET /whoami tells a probe its public address
+    (for scrubbing) and its network's AS number, country and AS name; the helper never logs
+    client addresses.
 
     Example:
 
@@ -42,6 +58,7 @@ def serve(
     """
     from ..helper.server import HelperConfig
     from ..helper.server import serve as serve_helper
+    from ..model.addresses import canonical_ip
     from ..net.resolvers import parse_resolver
 
     host, sep, port = listen.rpartition(":")
@@ -51,6 +68,9 @@ def serve(
         parsed = parse_resolver(resolver) if resolver else None
     except InputError as exc:
         raise click.BadParameter(str(exc), param_hint="--resolver") from None
+    for address in own_addresses:
+        if canonical_ip(address) is None:
+            raise click.BadParameter(f"not an IP address: {address!r}", param_hint="--own-address")
     try:
         serve_helper(
             HelperConfig(
@@ -60,6 +80,7 @@ def serve(
                 ca_file=ca_file,
                 asn_db=asn_db,
                 max_in_flight=max_in_flight,
+                own_addresses=own_addresses,
             )
         )
     except InputError as exc:  # a bad --asn-db line (FILE:LINE: ...), no system resolver

@@ -18,8 +18,6 @@ a regular expression, which cost more than the analysis.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import dataclasses
 import datetime
 import hashlib
@@ -38,7 +36,7 @@ from ..analysis import analyze
 from ..analysis.fingerprints import Fingerprints
 from ..errors import BadRequest
 from ..measure.privacy import Scrubber
-from . import bridge, schema
+from . import bridge, schema, scrub
 
 DATA_FORMAT_VERSION = "0.2.0"
 TEST_NAME = "web_connectivity"
@@ -180,13 +178,14 @@ class Row:
 
 
 def measurement(
-    body: bytes, report: Report, fingerprints: Fingerprints, peer: str | None = None
+    body: bytes, report: Report, fingerprints: Fingerprints, scrubber: Scrubber | None = None
 ) -> Row:
     """The body of ``POST /report/{id}`` checked against its report, re-analysed, as a row.
 
-    ``peer`` (the connection's address, never stored) is scrubbed from the measurement in
-    every spelling the probe scrubs: a site may have echoed the volunteer's address where the
-    probe did not know it. A NUL a server sent (a block page, a title) is evidence and is
+    ``scrubber`` holds the addresses the upload came from (never stored): they are scrubbed
+    from the measurement before anything else reads it (:mod:`.scrub`): a site may have
+    echoed the volunteer's address where the probe did not know it. Nothing to scrub: the
+    JSON is stored as it was sent. A NUL a server sent (a block page, a title) is evidence and is
     kept (``\\u0000`` in the stored JSON; U+FFFD in the columns PostgreSQL's text cannot hold
     it in); a lone surrogate is not Unicode text at all: 400 for that measurement alone.
     """
@@ -196,10 +195,10 @@ def measurement(
         raise BadRequest("expected a JSON object")
     if _SURROGATE_ESCAPE.search(text):
         _refuse_surrogates(data, "")
-    scrubber = Scrubber([peer], discover=False) if peer else None
-    if scrubber is not None and scrubber.addresses and scrubber.text(text) != text:
-        data = _scrubbed(scrubber, data)
-        text = json.dumps(data, ensure_ascii=False)
+    if scrubber is not None:
+        clean = scrub.scrubbed(scrubber, data)
+        if clean != data:
+            data, text = clean, json.dumps(clean, ensure_ascii=False)
     if data.get("format", "json") != "json":
         raise BadRequest("format: only json is supported")
     content = data.get("content")
@@ -292,28 +291,6 @@ def _no_nul(value: Any) -> Any:
         return [_no_nul(item) for item in value]
     if isinstance(value, dict):
         return {_no_nul(k): _no_nul(v) for k, v in value.items()}
-    return value
-
-
-def _scrubbed(scrubber: Scrubber, value: Any) -> Any:
-    """Decoded JSON with the scrubbed addresses gone from every string, and from the bytes of
-    OONI's base64 values (``{"format": "base64", "data": ...}``), re-encoded."""
-    if isinstance(value, dict):
-        data = value.get("data")
-        if value.get("format") == "base64" and isinstance(data, str):
-            try:
-                raw = base64.b64decode(data, validate=True)
-            except binascii.Error:
-                return {k: _scrubbed(scrubber, v) for k, v in value.items()}
-            clean = scrubber.data(raw)
-            if clean != raw:
-                value = dict(value, data=base64.b64encode(clean).decode("ascii"))
-            return value
-        return {scrubber.text(k): _scrubbed(scrubber, v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrubbed(scrubber, item) for item in value]
-    if isinstance(value, str):
-        return scrubber.text(value)
     return value
 
 

@@ -18,13 +18,18 @@ Tables:
   is ``DROP TABLE`` of a month, not a DELETE of millions of rows; VACUUM and index builds
   stay per month; and at 100x the volume a month is still a few GB (see the README).
   The primary key is (``id``, ``start_time``): PostgreSQL wants the partition key in every
-  unique key, and a measurement's start time is part of the measurement, so it is the same
-  on every resubmission. ``id`` is the probe's measurement id (a UUID made where it was
-  measured; for OONI's own measurements, one derived from OONI's identity of it), so a
-  resubmission, through any report, adds nothing.
+  unique key. ``id`` is the probe's measurement id (a UUID made where it was measured; for
+  OONI's own measurements, one derived from OONI's identity of it). ``vantage_id`` is the
+  volunteer's (``volunteer-N``: one token, one vantage), whatever the sender called it.
   The verdict columns are *our* analysis of the observations, done on arrival; what the
   sender said is kept aside (``submitted_verdict``) and so is the measurement as received
-  (``content``, OONI's JSON, compressed by PostgreSQL).
+  (``content``, OONI's JSON, compressed by PostgreSQL; scrubbed of the uploader's address).
+* ``measurement_ids``: who owns each id (the first volunteer who sent it), whatever start
+  time a copy claims: the partitioned key alone would take another volunteer's id again with
+  another start time. A resubmission, through any report, adds nothing; another volunteer's
+  copy is a 409.
+* ``volunteer_networks``: the networks (AS, country, as the probe said) each volunteer opened
+  reports from, with the first and last report: a token claiming many networks shows.
 """
 
 from __future__ import annotations
@@ -131,6 +136,17 @@ STEPS: list[tuple[str, str]] = [
             select volunteer_id, coalesce(probe_asn, 'AS0'), coalesce(probe_cc, 'ZZ'),
                    min(opened_at), max(opened_at), count(*)
             from reports group by 1, 2, 3;
+        """,
+    ),
+    (
+        "c003_one_copy_per_id",
+        """
+        -- Copies of an id stored before c002 (another volunteer's, with another start time:
+        -- another vantage in the timelines) are what c002's 409 now refuses: only the
+        -- owner's copy stays, as if they had arrived under today's rules.
+        delete from measurements m using measurement_ids o
+            where m.id = o.id
+              and (m.measurement_uid <> o.measurement_uid or m.volunteer_id <> o.volunteer_id);
         """,
     ),
 ]

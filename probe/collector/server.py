@@ -48,7 +48,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from .. import __version__
 from ..analysis.fingerprints import Fingerprints
 from ..errors import BadRequest, CollectorDatabaseError
-from . import bridge, ingest, reader, schema, tokens
+from . import bridge, ingest, reader, schema, scrub, tokens
 from .http import Limits, Request, Response, Server, error, log
 
 #: Reports remembered (their volunteer and network) without asking the database again.
@@ -103,6 +103,7 @@ class Collector:
         self.writer = ingest.Writer(pool, config.dsn, tasks=config.writers)
         self.reports: OrderedDict[str, ingest.Report] = OrderedDict()
         self.reads = asyncio.Semaphore(config.max_reads)
+        self.scrubbers = scrub.Scrubbers()  # the uploaders' addresses: memory only
 
     async def close(self) -> None:
         await self.writer.close()
@@ -242,7 +243,13 @@ class Collector:
             return _unauthorized(str(denied))
         if report.closed:
             return error(409, "this report is closed: open a new one")
-        row = ingest.measurement(request.body, report, self.fingerprints, request.peer)
+        scrubber = self.scrubbers.of(request.peer, request.headers)
+        try:
+            row = ingest.measurement(request.body, report, self.fingerprints, scrubber)
+        except BadRequest as exc:  # a reason may quote what was sent: said and logged scrubbed
+            if scrubber is None:
+                raise
+            raise BadRequest(scrubber.text(str(exc)), exc.status) from None
         outcome = await self.writer.write(row)
         if outcome.status == "revoked":
             return _unauthorized("this token was revoked")

@@ -68,16 +68,25 @@ class Volunteer:
     created_at: str
     revoked_at: str | None
     measurements: int
+    #: (AS, country, reports opened) it reported from, most reports first: one token
+    #: claiming many networks is worth a look.
+    networks: list[tuple[str, str, int]]
 
 
 def volunteers(conn: psycopg.Connection) -> list[Volunteer]:
     rows = conn.execute(
         """select v.name, to_char(v.created_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
                   to_char(v.revoked_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
-                  coalesce(c.n, 0)
+                  coalesce(c.n, 0),
+                  coalesce((select json_agg(json_build_array(n.probe_asn, n.probe_cc, n.reports)
+                                            order by n.reports desc, n.last_report_at desc)
+                            from volunteer_networks n where n.volunteer_id = v.id), '[]')
            from volunteers v
            left join (select volunteer_id, count(*) as n from measurements group by 1) c
              on c.volunteer_id = v.id
            order by v.name"""
     )
-    return [Volunteer(*row) for row in rows]
+    return [
+        Volunteer(name, created, revoked, int(count), [(n[0], n[1], int(n[2])) for n in networks])
+        for name, created, revoked, count, networks in rows
+    ]

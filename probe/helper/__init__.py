@@ -2,6 +2,7 @@
 
 * :mod:`~probe.helper.requests`: validating a control request, choosing the endpoints;
 * :mod:`~probe.helper.measurement`: measuring it (:func:`handle_request`);
+* :mod:`~probe.helper.host`: the helper's own host, whose addresses it never connects to;
 * :mod:`~probe.helper.server`: the HTTP/1.1 server and ``probe helper serve``;
 * :mod:`~probe.helper.asn`: IP address to AS number, country and name, for ``ip_info`` and
   ``/whoami``;

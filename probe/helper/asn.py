@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AsnDBError
+from ..model.addresses import canonical_ip
 
-_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 #: Longer AS descriptions are cut (iptoasn's longest are about 100 characters).
 MAX_NAME = 200
 
@@ -146,18 +146,12 @@ class AsnDB:
 
     def lookup(self, ip: str) -> int:
         """The AS number announcing ``ip``; 0 when unknown, not routed, or not an address."""
-        text = ip.strip()
-        if text.startswith("[") and text.endswith("]"):
-            text = text[1:-1]
-        try:
-            addr = ipaddress.ip_address(text)
-        except ValueError:
+        text = canonical_ip(ip)  # (IPv4-mapped IPv6 is the IPv4 address)
+        if text is None:
             return 0
-        if isinstance(addr, ipaddress.IPv6Address):
-            if addr in _MAPPED and addr.ipv4_mapped is not None:
-                return self._v4.lookup(int(addr.ipv4_mapped))
-            return self._v6.lookup(int(addr))
-        return self._v4.lookup(int(addr))
+        addr = ipaddress.ip_address(text)
+        table = self._v6 if isinstance(addr, ipaddress.IPv6Address) else self._v4
+        return table.lookup(int(addr))
 
 
 def _country(field: str) -> str | None:

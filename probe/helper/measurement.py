@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +36,11 @@ from ..ooni.helper_protocol import (
     legacy_failure,
 )
 from .asn import AsnDB
+from .host import OwnHost
 from .requests import (
     Endpoint,
     HelperRequest,
-    address_allowed,
+    bogon_refusal,
     build_endpoints,
     parse_request,
 )
@@ -56,6 +59,44 @@ class HelperTimeouts:
     tcp: float = 10.0
     tls: float = 10.0
     http: float = 15.0  # the whole fetch, redirects included (after its DNS)
+    #: The whole measurement after its DNS, checks included, for a host whose fetch ran out
+    #: of time lately (:class:`SlowHosts`): a never-answering server holds a slot this long.
+    slow: float = 5.0
+
+
+class SlowHosts:
+    """URL hosts whose fetch ran out of time lately: their next measurements get the shorter
+    :attr:`HelperTimeouts.slow` deadline, so requests for a server that never answers do not
+    hold the helper's slots for a whole fetch deadline each. A fetch of the host that ends in
+    time (within the shorter deadline) forgets it; so do ``remember`` seconds.
+    At most ``max_hosts`` are kept (the oldest go first)."""
+
+    def __init__(
+        self,
+        remember: float = 600.0,
+        max_hosts: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.remember = remember
+        self.max_hosts = max_hosts
+        self.clock = clock
+        self._until: dict[str, float] = {}
+
+    def is_slow(self, host: str) -> bool:
+        until = self._until.get(host)
+        if until is not None and until <= self.clock():
+            del self._until[host]
+            return False
+        return until is not None
+
+    def ran_out_of_time(self, host: str) -> None:
+        self._until.pop(host, None)  # (re-inserted last: the newest)
+        self._until[host] = self.clock() + self.remember
+        while len(self._until) > self.max_hosts:
+            del self._until[next(iter(self._until))]
+
+    def answered(self, host: str) -> None:
+        self._until.pop(host, None)
 
 
 # ---------------------------------------------------------------- the measurement
@@ -72,7 +113,7 @@ class HelperContext:
         asn: AsnDB | None = None,
         timeouts: HelperTimeouts | None = None,
         max_endpoints: int = 64,
-        forbidden: frozenset[str] = frozenset(),
+        own_host: OwnHost | None = None,
         doh_client: resolvers.DoHClient | None = None,
     ) -> None:
         self.resolver = resolver
@@ -80,8 +121,9 @@ class HelperContext:
         self.asn = asn
         self.timeouts = timeouts or HelperTimeouts()
         self.max_endpoints = max_endpoints
-        self.forbidden = forbidden
+        self.own_host = own_host
         self.connect_slots = asyncio.Semaphore(MAX_CONNECTS)
+        self.slow_hosts = SlowHosts()
         self.doh_client = doh_client or resolvers.DoHClient(ssl_context)
         # One measurer for every request, so its per-address limit holds across requests.
         self.measurer = Measurer(
@@ -95,7 +137,7 @@ class HelperContext:
                     tls=self.timeouts.tls,
                     http=self.timeouts.http,
                 ),
-                address_allowed=self.allowed,
+                address_refusal=self.refusal,
                 # The answer reports no duplicate DNS replies: listening for them would only
                 # hold every request 0.5 s longer (a third of the helper's throughput).
                 dns_duplicate_window=0,
@@ -104,9 +146,13 @@ class HelperContext:
             helpers=None,
         )
 
-    def allowed(self, ip: str) -> bool:
-        """Whether the helper may connect to ``ip`` (never to a bogon, nor to itself)."""
-        return address_allowed(ip) and canonical_ip(ip) not in self.forbidden
+    def refusal(self, ip: str, port: int) -> str | None:
+        """Why the helper may not connect to ``ip:port``, or None when it may: never to a
+        bogon, nor to its own host (:class:`~probe.helper.host.OwnHost`)."""
+        why = bogon_refusal(ip, port)
+        if why is None and self.own_host is not None:
+            why = self.own_host.refusal(ip, port)
+        return why
 
     def asn_of(self, ip: str) -> int:
         return self.asn.lookup(ip) if self.asn is not None else 0
@@ -143,19 +189,28 @@ async def _resolve(req: HelperRequest, context: HelperContext, clock: Clock) -> 
 
 
 async def _check(
-    ep: Endpoint, req: HelperRequest, context: HelperContext, clock: Clock
+    ep: Endpoint, req: HelperRequest, context: HelperContext, clock: Clock, deadline: float | None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """One endpoint's ``tcp_connect`` entry and, when handshaken, its ``tls_handshake`` entry."""
+    """One endpoint's ``tcp_connect`` entry and, when handshaken, its ``tls_handshake`` entry;
+    with a ``deadline`` (loop time), the connect and handshake end by then."""
     if ep.refusal is not None:
         return {"status": False, "failure": ep.refusal}, None
     async with context.connect_slots:
-        return await _connect(ep, req, context, clock)
+        return await _connect(ep, req, context, clock, deadline)
+
+
+def _within(timeout: float, deadline: float | None) -> float:
+    """``timeout``, or less so as to end by ``deadline`` (loop time; None: no deadline)."""
+    if deadline is None:
+        return timeout
+    return max(0.0, min(timeout, deadline - asyncio.get_running_loop().time()))
 
 
 async def _connect(
-    ep: Endpoint, req: HelperRequest, context: HelperContext, clock: Clock
+    ep: Endpoint, req: HelperRequest, context: HelperContext, clock: Clock, deadline: float | None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    tcp, conn = await tcp_connect(ep.ip, ep.port, timeout=context.timeouts.tcp, clock=clock)
+    timeout = _within(context.timeouts.tcp, deadline)
+    tcp, conn = await tcp_connect(ep.ip, ep.port, timeout=timeout, clock=clock)
     tcp_entry = {"status": tcp.failure is None, "failure": legacy_failure(tcp.failure)}
     if conn is None:
         return tcp_entry, None
@@ -166,7 +221,7 @@ async def _connect(
         conn,
         req.host,
         context.ssl_context,
-        timeout=context.timeouts.tls,
+        timeout=_within(context.timeouts.tls, deadline),
         clock=clock,
         ip=ep.ip,
         port=ep.port,
@@ -206,11 +261,13 @@ async def _entries(
     clock: Clock,
     obs: Observations,
     fetch: asyncio.Task[HTTPRequest | None] | None,
+    deadline: float | None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """``ep``'s ``tcp_connect`` entry and ``tls_handshake`` entry (None: not handshaken).
 
     With ``fetch`` (the fetch connects to ``ep``), from its records at redirect depth 0 once
-    it is over; the endpoint is checked when there are none (the fetch ran out of time first).
+    it is over; the endpoint is checked when there are none (the fetch ran out of time first),
+    by ``deadline`` when there is one.
     """
     if fetch is not None:
         await asyncio.wait([fetch])  # (cancelling this wait leaves the fetch to its owner)
@@ -225,7 +282,7 @@ async def _entries(
         if ep.tls and tls is not None:
             entry = {"server_name": req.host, "status": tls.failure is None, "failure": tls.failure}
             return {"status": True, "failure": None}, entry
-    return await _check(ep, req, context, clock)
+    return await _check(ep, req, context, clock, deadline)
 
 
 def http_result(hop: HTTPRequest | None) -> dict[str, Any]:
@@ -261,9 +318,13 @@ async def handle_request(request: dict[str, Any], context: HelperContext) -> dic
     """
     req = parse_request(request, context.max_endpoints)
     clock = Clock()
-    deadline = asyncio.get_running_loop().time() + context.timeouts.dns + context.timeouts.http
+    # A host whose fetch ran out of time lately gets the shorter deadline, for its checks too.
+    slow = context.slow_hosts.is_slow(req.host)
+    budget = context.timeouts.slow if slow else context.timeouts.http
+    deadline = asyncio.get_running_loop().time() + context.timeouts.dns + budget
+    checks_deadline = deadline if slow else None
     dns_result = await _resolve(req, context, clock)
-    endpoints = build_endpoints(req, dns_result["addrs"], context.allowed)
+    endpoints = build_endpoints(req, dns_result["addrs"], context.refusal)
     # The fetch connects to the URL's port (with TLS for https) and, for an http URL, to :443
     # with TLS: the endpoints it connects to so are measured by it alone; the others (the
     # probe's addresses the helper's DNS did not return, addresses beyond the fetch's cap,
@@ -271,7 +332,7 @@ async def handle_request(request: dict[str, Any], context: HelperContext) -> dic
     fetched = {
         (ip, port, purpose is not None)
         for ip, port, purpose in connects(req.url, dns_result["addrs"], depth=0)
-        if context.allowed(ip)
+        if context.refusal(ip, port) is None
     }
     obs = Observations(input=req.url, url=req.url, domain=req.host)
     fetch = asyncio.create_task(_fetch(req, obs, dns_result["addrs"], context, clock, deadline))
@@ -285,6 +346,7 @@ async def handle_request(request: dict[str, Any], context: HelperContext) -> dic
                     clock,
                     obs,
                     fetch if (ep.ip, ep.port, ep.tls) in fetched else None,
+                    checks_deadline,
                 )
                 for ep in endpoints
             )
@@ -295,6 +357,10 @@ async def handle_request(request: dict[str, Any], context: HelperContext) -> dic
             fetch.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await fetch
+    if hop is not None and hop.failure == failures.GENERIC_TIMEOUT:
+        context.slow_hosts.ran_out_of_time(req.host)
+    elif hop is not None and hop.status_code is not None:
+        context.slow_hosts.answered(req.host)
 
     tcp_connect_out: dict[str, Any] = {}
     tls_out: dict[str, Any] = {}

@@ -41,6 +41,11 @@ def address_allowed(ip: str) -> bool:
     return not is_bogon(ip)
 
 
+def bogon_refusal(ip: str, port: int) -> str | None:
+    """:data:`REFUSED_BOGON` for what :func:`address_allowed` refuses, on any port; else None."""
+    return None if address_allowed(ip) else REFUSED_BOGON
+
+
 @dataclass
 class HelperRequest:
     """A validated control request."""
@@ -167,30 +172,28 @@ def wants_tls(req: HelperRequest, port: int) -> bool:
 
 
 def build_endpoints(
-    req: HelperRequest, own_addresses: list[str], allowed: Callable[[str], bool]
+    req: HelperRequest, own_addresses: list[str], refusal: Callable[[str, int], str | None]
 ) -> list[Endpoint]:
-    """The probe's endpoints, then the helper's own; bogons and foreign ports refused.
+    """The probe's endpoints, then the helper's own; what ``refusal`` refuses (bogons, the
+    helper's own host: :meth:`~probe.helper.measurement.HelperContext.refusal`) and foreign
+    ports refused.
 
-    The probe's bogons and ports the URL does not use are listed with a refusal (the probe
-    asked about them and gets an answer); the helper's own bogon answers are left out (they
-    show in ``dns`` and ``ip_info``).
+    The probe's refused endpoints are listed with their refusal (the probe asked about them
+    and gets an answer); the refused ones among the helper's own DNS answers are left out
+    (they show in ``dns`` and ``ip_info``).
     """
     ports = {req.port, 443}
     out: list[Endpoint] = []
     seen: set[tuple[str, int]] = set()
     for key, ip, port in req.endpoints:
         seen.add((ip, port))
-        refusal = None
-        if not allowed(ip):
-            refusal = REFUSED_BOGON
-        elif port not in ports:
-            refusal = REFUSED_PORT
-        out.append(Endpoint(key, ip, port, wants_tls(req, port), refusal))
+        why = refusal(ip, port)
+        if why is None and port not in ports:
+            why = REFUSED_PORT
+        out.append(Endpoint(key, ip, port, wants_tls(req, port), why))
     for ip in own_addresses[:MAX_OWN_ADDRESSES]:
-        if not allowed(ip):
-            continue
         for port in url_ports(req):
-            if (ip, port) not in seen:
+            if (ip, port) not in seen and refusal(ip, port) is None:
                 seen.add((ip, port))
                 out.append(Endpoint(endpoint(ip, port), ip, port, wants_tls(req, port)))
     return out

@@ -24,17 +24,24 @@ speak): ``GET /`` greets, ``POST /`` takes ``{"http_request": URL, "http_request
 and AS name (:mod:`probe.helper.whoami`), so it can record its network and scrub its address.
 
 Hardening: the helper runs on someone's server, so it must never become a way into that server's
-own network. It refuses to connect to bogons (private, loopback, link-local, CGNAT, ...:
-:func:`~probe.model.addresses.is_bogon`) whatever their origin: the probe's ``tcp_connect`` list
-(answered ``status: false`` with :data:`~probe.helper.requests.REFUSED_BOGON`), its own DNS
-answers, IP-literal URLs and redirects (the Measurer's ``address_allowed``). It connects to the
+own network, nor into the server itself. It refuses to connect to bogons (private, loopback,
+link-local, CGNAT, ...: :func:`~probe.model.addresses.is_bogon`) and to its own host's addresses
+(:mod:`probe.helper.host`: every address of the host's interfaces, re-read every few seconds,
+when it listens on a wildcard; else its address and the services listening on every address)
+whatever their origin and spelling: the probe's ``tcp_connect`` list (answered ``status: false``
+with :data:`~probe.helper.requests.REFUSED_BOGON` or
+:data:`~probe.helper.host.REFUSED_OWN_HOST`), its own DNS answers, IP-literal URLs and redirects
+(the Measurer's ``address_refusal``). It connects to the
 probe's endpoints only on the ports the URL uses (the URL's port and 443; others get
 :data:`~probe.helper.requests.REFUSED_PORT`). Requests are bounded: body size (413), JSON shape
 (400), at most ``max_endpoints`` entries in ``tcp_connect`` (more is refused with 400, so a
 probe learns its request was not measured instead of getting a silently partial answer),
-requests in flight (503), and time (504). Open connections are bounded too, without letting
-idle or slow clients starve active ones: when ``max_connections`` are open, a new connection
-closes the longest-idle one (else the slowest sender), never one being measured or answered.
+requests in flight (503), shared among clients so that one cannot shut the helper for the
+others (:class:`Slots`), and time (504; a URL whose fetch ran out of time is given a shorter
+deadline for a while: :class:`~probe.helper.measurement.SlowHosts`). Open connections are
+bounded too, without letting idle or slow clients starve active ones: when ``max_connections``
+are open, a new connection closes the longest-idle one (else the slowest sender), never one
+being measured or answered.
 It logs one line per request, escaped (:func:`~probe.model.text.printable`), without the query
 string, and never the client's address.
 
@@ -49,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import signal
@@ -63,14 +71,15 @@ from urllib.parse import urlsplit
 
 from .. import __version__
 from ..errors import BadRequest
-from ..model.addresses import bracket, canonical_ip
+from ..model.addresses import bracket
 from ..model.text import printable
 from ..net import resolvers
 from ..net.connections import client_context, raise_fd_limit
 from ..ooni.helper_protocol import HELLO
 from . import whoami
 from .asn import AsnDB
-from .measurement import HelperContext, handle_request
+from .host import REFRESH, OwnHost
+from .measurement import HelperContext, HelperTimeouts, handle_request
 
 log = logging.getLogger("probe.helper")
 
@@ -102,6 +111,9 @@ class HelperConfig:
     keyfile: str | None = None  # ... and key; None: plain HTTP (e.g. behind a TLS proxy)
     idle_timeout: float = 15.0  # waiting for a (next) request on an open connection
     read_timeout: float = 10.0  # receiving one request's head and body
+    timeouts: HelperTimeouts = field(default_factory=HelperTimeouts)  # each measurement's steps
+    own_addresses: tuple[str, ...] = ()  # this host's, on no interface (a cloud's 1:1 NAT)
+    host_refresh: float = REFRESH  # seconds between readings of this host's addresses
 
 
 # ---------------------------------------------------------------- the HTTP server
@@ -148,9 +160,54 @@ class _Client:
         self.state, self.since = state, time.monotonic()
 
 
+class Slots:
+    """The measurement slots, shared among clients so that one cannot take them all.
+
+    A client (:func:`client_of`: its address; an IPv6 client's /64) always gets a slot while
+    it holds fewer than half of them (:attr:`share`). Beyond that, it still uses idle capacity,
+    but only while a quarter of the slots (:attr:`reserve`) stays free for the others: a slot
+    given cannot be taken back before its measurement ends (up to the measurement's deadline),
+    so "others first when they come" has to mean slots kept free for them. One busy client, or
+    many volunteers behind one NAT address, get three quarters of an idle helper; a client
+    coming meanwhile is served at once.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.share = max(1, total // 2)
+        self.reserve = max(1, total // 4)
+        self.held: dict[str, int] = {}
+        self.in_flight = 0
+
+    def take(self, client: str) -> str | None:
+        """Take a slot for ``client``; None when taken, else why not (for the 503)."""
+        if self.in_flight >= self.total:
+            return "too many requests in flight, retry later"
+        mine = self.held.get(client, 0)
+        if mine >= self.share and self.total - self.in_flight <= self.reserve:
+            return "too many requests from your address in flight, retry later"
+        self.held[client] = mine + 1
+        self.in_flight += 1
+        return None
+
+    def give_back(self, client: str) -> None:
+        self.in_flight -= 1
+        self.held[client] -= 1
+        if not self.held[client]:
+            del self.held[client]
+
+
+def client_of(peer: str | None, headers: dict[str, str]) -> str:
+    """Whose share a request counts against: the client's address (a local reverse proxy's
+    ``X-Forwarded-For``, as for ``/whoami``); for IPv6, its /64, which one subscriber has."""
+    address = whoami.client_address(peer, headers) or "unknown"
+    if ":" in address:
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    return address
+
+
 @dataclass
 class _Stats:
-    in_flight: int = 0
     served: int = 0
     evicted: int = 0  # connections closed to make room for a new one
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # every connection's task
@@ -204,6 +261,7 @@ class HelperServer:
         self.config = config
         self.context = context
         self.stats = _Stats()
+        self.slots = Slots(config.max_in_flight)
         self.server: asyncio.Server | None = None
         self.measurements: MeasurementThread | None = None
 
@@ -234,7 +292,7 @@ class HelperServer:
         if self.server is not None:
             self.server.close()
         deadline = time.monotonic() + SHUTDOWN_GRACE
-        while self.stats.in_flight and time.monotonic() < deadline:
+        while self.slots.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         tasks = list(self.stats.tasks)
         for task in tasks:
@@ -388,10 +446,11 @@ class HelperServer:
             data = json.loads(request.body)
         except (ValueError, RecursionError):
             return 400, {"error": "the body is not JSON"}, "bad JSON"
-        if self.stats.in_flight >= self.config.max_in_flight:
-            return 503, {"error": "too many requests in flight, retry later"}, "busy"
+        client = client_of(peer, request.headers)
+        busy = self.slots.take(client)
+        if busy is not None:
+            return 503, {"error": busy}, "busy"
         assert self.measurements is not None, "start() first"
-        self.stats.in_flight += 1
         try:
             answer = await self.measurements.run(
                 handle_request(data, self.context), self.config.timeout
@@ -404,7 +463,7 @@ class HelperServer:
             log.exception("internal error while measuring")
             return 500, {"error": "internal error"}, "internal error"
         finally:
-            self.stats.in_flight -= 1
+            self.slots.give_back(client)
             self.stats.served += 1
         return 200, answer, _describe(data, answer)
 
@@ -499,13 +558,13 @@ def serve(config: HelperConfig) -> None:
 def context_for(config: HelperConfig) -> HelperContext:
     """Load everything the config names; raises :class:`~probe.errors.InputError` or
     ``OSError`` naming the file."""
-    own = canonical_ip(config.host)
     return HelperContext(
         resolver=config.resolver or resolvers.system_resolver(),
         ssl_context=client_context(config.ca_file),
         asn=AsnDB.load(config.asn_db) if config.asn_db else None,
+        timeouts=config.timeouts,
         max_endpoints=config.max_endpoints,
-        forbidden=frozenset({own} if own and own not in ("0.0.0.0", "::") else ()),
+        own_host=OwnHost(config.host, named=config.own_addresses, refresh=config.host_refresh),
     )
 
 

@@ -25,11 +25,11 @@ peer the header is ignored, since a client can write anything in it.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 from urllib.parse import parse_qs
 
 from ..errors import BadRequest
+from ..model.addresses import canonical_ip, is_loopback
 from .asn import AsnDB
 
 PATH = "/whoami"
@@ -38,11 +38,11 @@ PATH = "/whoami"
 def client_address(peer: str | None, headers: dict[str, str]) -> str | None:
     """The client's address: the peer's (IPv4-mapped spelled as IPv4), or for a loopback peer
     (a local reverse proxy) the last entry of ``X-Forwarded-For`` when it is an address."""
-    addr = _address(peer or "")
-    if addr is not None and addr.is_loopback:
+    addr = canonical_ip(peer or "")
+    if addr is not None and is_loopback(addr):
         forwarded = headers.get("x-forwarded-for", "").rsplit(",", 1)[-1]
-        addr = _address(forwarded) or addr
-    return None if addr is None else str(addr)
+        addr = canonical_ip(forwarded) or addr
+    return addr
 
 
 def answer(client: str | None, query: str, asn: AsnDB | None) -> dict[str, Any]:
@@ -57,10 +57,10 @@ def answer(client: str | None, query: str, asn: AsnDB | None) -> dict[str, Any]:
     result = {"probe_ip": client, **_about("probe", client, asn)}
     resolvers = params.get("resolver")
     if resolvers is not None:
-        resolver = _address(resolvers[0]) if len(resolvers) == 1 else None
+        resolver = canonical_ip(resolvers[0]) if len(resolvers) == 1 else None
         if resolver is None:
             raise BadRequest("resolver must be one IP address")
-        result |= {"resolver_ip": str(resolver), **_about("resolver", str(resolver), asn)}
+        result |= {"resolver_ip": resolver, **_about("resolver", resolver, asn)}
     return result
 
 
@@ -71,16 +71,3 @@ def _about(prefix: str, ip: str | None, asn: AsnDB | None) -> dict[str, Any]:
         f"{prefix}_cc": info.cc if info else None,
         f"{prefix}_network_name": info.name if info else None,
     }
-
-
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    text = text.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    try:
-        addr = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr

@@ -109,9 +109,10 @@ class Settings:
     #: own attempt, but they no longer wait for each other's timeouts.
     pending_per_address: int = 16
     headers: dict[str, str] = field(default_factory=lambda: dict(http11.DEFAULT_HEADERS))
-    #: Whether an address may be connected to, besides the bogon rule (the test helper's
-    #: policy); None: every address that is not a bogon.
-    address_allowed: Callable[[str], bool] | None = None
+    #: Why an address may not be connected to on a port, besides the bogon rule (the test
+    #: helper's policy: its own host): the failure string to record, or None when it may;
+    #: None: every address that is not a bogon.
+    address_refusal: Callable[[str, int], str | None] | None = None
     #: Whether an address is the vantage's own, never connected to (the run's
     #: :meth:`~probe.measure.privacy.Scrubber.is_own`); None: no address is known as such.
     own_address: Callable[[str], bool] | None = None
@@ -498,14 +499,15 @@ class Measurer:
     def _allowed(self, m: _Measurement, ip: str, port: int, depth: int) -> bool:
         """Whether ``ip`` may be connected to; a refusal is recorded as a TCP connect."""
         listed = canonical_ip(ip) in m.bogons_allowed
-        own, policy = self.settings.own_address, self.settings.address_allowed
+        own, policy = self.settings.own_address, self.settings.address_refusal
+        failure: str | None = None
         if is_bogon(ip) and not listed:
             failure = failures.REFUSED_BOGON
         elif own is not None and own(ip) and not listed:
             failure = failures.REFUSED_OWN_ADDRESS
-        elif policy is not None and not policy(ip):
-            failure = failures.REFUSED_BOGON
-        else:
+        elif policy is not None:
+            failure = policy(ip, port)
+        if failure is None:
             return True
         now = m.clock()
         m.obs.tcp.append(TCPConnect(ip, port, failure, depth, now, now))

@@ -18,11 +18,48 @@ Pure: no network, so the analysis and a collector can use it.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from types import UnionType
-from typing import Any, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
+from typing import (
+    Annotated,
+    Any,
+    TypedDict,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
 
 from ..model import failures as F
 from ..model.addresses import endpoint
+
+
+@dataclass(frozen=True)
+class Within:
+    """The values an int field may take: the union of inclusive ``ranges``, named ``what``.
+
+    A helper's answer is evidence: a status code of 10**12 or a length of -10**18 is not a
+    number a helper saw, and an answer holding one is refused whole."""
+
+    what: str
+    ranges: tuple[tuple[int, int], ...]
+
+    def __contains__(self, value: int) -> bool:
+        return any(low <= value <= high for low, high in self.ranges)
+
+
+#: -1: the fetch failed (as helpers write it); 0: absent (Go's zero value).
+STATUS_CODE = Within("an HTTP status code (100..599, or -1 or 0 for none)", ((-1, 0), (100, 599)))
+#: No helper reads a body of a TiB; -1: the fetch failed.
+MAX_BODY_LENGTH = 1 << 40
+BODY_LENGTH = Within(
+    f"a body length (0..{MAX_BODY_LENGTH}, or -1 for none)", ((-1, MAX_BODY_LENGTH),)
+)
+#: AS numbers are 32-bit (RFC 6793); 0: unknown.
+ASN = Within("an AS number (0..4294967295)", ((0, 2**32 - 1),))
+#: Bits; unknown ones (a newer helper's) are kept, a negative number is no set of bits.
+FLAGS = Within("ip_info flags (0..4294967295)", ((0, 2**32 - 1),))
 
 
 class ControlRequest(TypedDict):
@@ -44,12 +81,12 @@ class TLSHandshakeEntry(TypedDict):
 
 
 class HTTPRequestEntry(TypedDict):
-    body_length: int
+    body_length: Annotated[int, BODY_LENGTH]
     discovered_h3_endpoint: str
     failure: str | None
     title: str
     headers: dict[str, str]
-    status_code: int
+    status_code: Annotated[int, STATUS_CODE]
 
 
 class DNSEntry(TypedDict):
@@ -58,8 +95,8 @@ class DNSEntry(TypedDict):
 
 
 class IPInfoEntry(TypedDict):
-    asn: int
-    flags: int
+    asn: Annotated[int, ASN]
+    flags: Annotated[int, FLAGS]
 
 
 class ControlResponse(TypedDict):
@@ -141,8 +178,11 @@ def check_response(data: Any) -> dict[str, Any]:
     OONI's probe accepts is accepted here: a missing field or a ``null`` takes the type's zero
     value (``""``, ``0``, ``False``, ``{}``, ``[]``; ``None`` where the type allows it), keys
     not in the protocol are dropped, and a value of the wrong type is an error (no ``"200"``
-    for 200, no ``true`` for 1, no 200.5, nothing beyond 64 bits). Only ``tcp_connect``,
-    ``http_request`` and ``dns`` must be present: an answer without them is no answer.
+    for 200, no ``true`` for 1, no 200.5, nothing beyond 64 bits). Numbers must also be in
+    their field's range (:class:`Within`: status codes 100..599, lengths >= 0 and bounded, AS
+    numbers and flags 32-bit), else the answer is refused (``$.http_request.status_code:
+    1000000000000 is not an HTTP status code ...``). Only ``tcp_connect``, ``http_request`` and
+    ``dns`` must be present: an answer without them is no answer.
     """
     if not isinstance(data, dict):
         raise ValueError("$: expected a JSON object")
@@ -159,6 +199,12 @@ def _check(value: Any, kind: Any, path: str) -> Any:
         _check_depth(value, path, MAX_ANY_DEPTH)
         return value
     args = get_args(kind)
+    if get_origin(kind) is Annotated:  # an int with its range
+        number = _check(value, args[0], path)
+        within: Within = args[1]
+        if number not in within:
+            raise ValueError(f"{path}: {number} is not {within.what}")
+        return number
     if get_origin(kind) in (Union, UnionType):  # only ``X | None`` in the protocol
         if value is None:
             return None
@@ -199,7 +245,7 @@ def _check(value: Any, kind: Any, path: str) -> Any:
 def _type_hints(kind: Any) -> dict[str, Any]:
     """A TypedDict's fields (computed once: ``get_type_hints`` evaluates every annotation
     on each call, and was half the time of reading a measurement at a collector)."""
-    return get_type_hints(kind)
+    return get_type_hints(kind, include_extras=True)
 
 
 def _zero(kind: Any) -> Any:
@@ -207,6 +253,8 @@ def _zero(kind: Any) -> Any:
     if is_typeddict(kind):
         return {key: _zero(hint) for key, hint in _type_hints(kind).items()}
     origin = get_origin(kind)
+    if origin is Annotated:
+        return _zero(get_args(kind)[0])
     if kind is Any or origin in (Union, UnionType):
         return None
     if origin is dict:

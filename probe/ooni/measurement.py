@@ -514,11 +514,13 @@ class _Doc:
 
 
 def _split_endpoint(address: str, path: str) -> tuple[str, int]:
-    """``1.2.3.4:443`` / ``[2001:db8::1]:443`` -> (ip, port)."""
+    """``1.2.3.4:443`` / ``[2001:db8::1]:443`` -> (ip, port); a scrubbed address
+    (``[scrubbed]:443``, ``[[scrubbed]]:443``) stays :data:`SCRUBBED`."""
     host, sep, port_text = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
+    if host != SCRUBBED:
+        host = host.removeprefix("[").removesuffix("]")
     try:
-        ip = str(ipaddress.ip_address(host))
+        ip = host if host == SCRUBBED else str(ipaddress.ip_address(host))
         port = int(port_text)
     except ValueError:
         raise OONIFormatError(f"{path}: {address!r} is not an ip:port endpoint") from None
@@ -528,7 +530,8 @@ def _split_endpoint(address: str, path: str) -> tuple[str, int]:
 
 
 def _ip(value: Any, path: str) -> str:
-    """An IP address, or OONI's ``[scrubbed]`` (the vantage's own, removed by its probe)."""
+    """An address field: an IP address, or :data:`SCRUBBED` (the volunteer's own address
+    was there: scrubbing must never make a measurement unreadable)."""
     text = _Doc.string(value, path)
     if text == SCRUBBED:
         return text
@@ -536,6 +539,17 @@ def _ip(value: Any, path: str) -> str:
         return str(ipaddress.ip_address(text or ""))
     except ValueError:
         raise OONIFormatError(f"{path}: {text!r} is not an IP address") from None
+
+
+def _url(value: Any, path: str) -> str:
+    """A hop's URL: one that the URL parser takes, host and port included (``http://[x]/``
+    and ``:99999`` would raise deep in the analysis otherwise)."""
+    text = _Doc.string(value, path)
+    try:
+        urlsplit(text).port  # noqa: B018 (read to check it: :99999 raises)
+    except ValueError as exc:
+        raise OONIFormatError(f"{path}: {text[:80]!r} is not a URL: {exc}") from None
+    return text
 
 
 def _port(value: Any, path: str) -> int:
@@ -924,7 +938,7 @@ def _requests(keys: dict[str, Any], url: str, lte: bool) -> list[HTTPRequest]:
 def _hop(entry: dict[str, Any], path: str, depth: int) -> HTTPRequest:
     request = _Doc.obj(entry.get("request"), f"{path}.request")
     response = _Doc.obj(entry.get("response"), f"{path}.response")
-    hop_url = _Doc.string(request.get("url"), f"{path}.request.url")
+    hop_url = _url(request.get("url"), f"{path}.request.url")
     ip = port = None
     address = _Doc.text(entry.get("address"), f"{path}.address")
     if address:
@@ -971,7 +985,8 @@ def _hop(entry: dict[str, Any], path: str, depth: int) -> HTTPRequest:
     elif body:
         hop.title = title_of(body, hop.header("content-type"))
     if "x_location" in entry:
-        hop.location = _Doc.text(entry.get("x_location"), f"{path}.x_location")
+        location = entry.get("x_location")
+        hop.location = None if location is None else _url(location, f"{path}.x_location")
     elif hop.status_code in _REDIRECTS and hop.header("location") is not None:
         try:
             hop.location = urls.canonical(urls.resolve(hop_url, hop.header("location") or ""))
@@ -996,7 +1011,7 @@ def _with_hops(
             entry = _Doc.obj(raw, f"{path}[{i}]", required=True)
             hops.append(
                 HTTPRequest(
-                    url=_Doc.string(entry.get("url"), f"{path}[{i}].url"),
+                    url=_url(entry.get("url"), f"{path}[{i}].url"),
                     failure=_Doc.failure(entry.get("failure"), f"{path}[{i}].failure"),
                     depth=_Doc.integer(entry.get("depth"), f"{path}[{i}].depth") or 0,
                     t0=_Doc.number(entry.get("t0"), f"{path}[{i}].t0"),
