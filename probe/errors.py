@@ -117,5 +117,10 @@ class DoHError(NetworkError):
     """A DNS-over-HTTPS server answered with an HTTP error."""
 
 
+class BogonRefused(NetworkError):
+    """The name of one of the probe's own servers (a DoH resolver, a helper, the collector)
+    resolved only to addresses the probe does not connect to (private, loopback, reserved)."""
+
+
 class HelperAnswerError(NetworkError):
     """A test helper answered, but not usefully (an HTTP error, too large, a bad shape)."""

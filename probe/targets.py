@@ -11,16 +11,26 @@ naming ``FILE:LINE``, never another exception: a line ends only at ``\n`` (or ``
 U+2028, NEL, VT or FF never start a new entry, and a control character in an entry is an
 error; lines are at most :data:`MAX_LINE_BYTES`. Files are read as they are iterated
 (:func:`iter_targets`, :func:`count`), so a list of a million lines is never held whole.
+
+A run counts (checks) its lists before it measures them, and a pipe cannot be read twice
+(``probe check <(cmd)``, ``/dev/stdin``, a named FIFO): :class:`TargetLists` reads each list
+from its source once, and again from the same open file (a regular file) or from a temporary
+copy made as it was first read (anything else).
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import os
+import stat
+import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import IO
 from urllib.parse import urlsplit
 
 from .errors import TargetError
@@ -122,27 +132,92 @@ def iter_targets(paths: Iterable[str | Path] = (), inputs: Iterable[str] = ()) -
     A bad line raises ``TargetError`` (``FILE:LINE: reason``) when the iterator reaches it,
     so a caller that must refuse a bad list before doing anything runs :func:`count` first.
     """
-    seen: set[str] = set()
-    for target in _all_targets(paths, inputs):
-        if target.url not in seen:
-            seen.add(target.url)
-            yield target
+    return _unique(_all_targets(paths, inputs))
 
 
 def count(paths: Iterable[str | Path] = (), inputs: Iterable[str] = ()) -> int:
     """How many targets :func:`iter_targets` yields; validates every line on the way (raises
     ``TargetError`` at the first bad one) without keeping any target."""
-    seen: set[str] = set()
-    for target in _all_targets(paths, inputs):
-        seen.add(target.url)
-    return len(seen)
+    return len({target.url for target in _all_targets(paths, inputs)})
+
+
+class TargetLists:
+    """The targets of lists and ``--input`` URLs, each list read from its source once.
+
+    :meth:`count` checks every line (a run does it before anything is measured); iterating
+    yields the targets as :func:`iter_targets` does, as often as asked. A regular file is
+    opened once and read again through that open file (a list replaced meanwhile is not
+    mixed in); anything else (a pipe, a FIFO, a terminal) is copied to a temporary file as
+    it is first read, and read again from the copy. Lists are opened as they are reached.
+    """
+
+    def __init__(self, paths: Iterable[str | Path] = (), inputs: Iterable[str] = ()) -> None:
+        self._lists = [_List(Path(path)) for path in paths]
+        self._inputs = list(inputs)
+
+    def count(self) -> int:
+        return len({target.url for target in self._all()})
+
+    def __iter__(self) -> Iterator[Target]:
+        return _unique(self._all())
+
+    def _all(self) -> Iterator[Target]:
+        for one in self._lists:
+            yield from _file_targets(one.path, one.lines())
+        yield from _input_targets(self._inputs)
+
+    def close(self) -> None:
+        for one in self._lists:
+            one.close()
+
+    def __enter__(self) -> TargetLists:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class _List:
+    """One list file, read from its source once (see :class:`TargetLists`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.source: IO[bytes] | None = None
+        self.copy: IO[bytes] | None = None  # of a source that cannot be read again
+        self.whole = False  # the copy holds the whole list
+
+    def lines(self) -> Iterator[tuple[int, str]]:
+        if self.source is None:  # the first time: from the source
+            self.source = _open_list(self.path)
+            if not stat.S_ISREG(os.fstat(self.source.fileno()).st_mode):
+                self.copy = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+            yield from _numbered(self.source, self.path, self.copy)
+            self.whole = True
+        elif self.copy is None:
+            self.source.seek(0)
+            yield from _numbered(self.source, self.path)
+        elif self.whole:
+            self.copy.seek(0)
+            yield from _numbered(self.copy, self.path)
+        else:
+            raise RuntimeError(f"{self.path} read again before it was read whole")
+
+    def close(self) -> None:
+        for handle in (self.source, self.copy):
+            if handle is not None:
+                handle.close()
 
 
 def iter_file(path: str | Path) -> Iterator[Target]:
     """The targets of one file, as read (duplicates included); the format is chosen by
     :func:`is_csv` from the name and the first line."""
     path = Path(path)
-    lines = _file_lines(path)
+    return _file_targets(path, _file_lines(path))
+
+
+def _file_targets(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[Target]:
     first = next(lines, None)
     if first is None:
         return
@@ -166,8 +241,21 @@ _BOM = "\ufeff"
 def _all_targets(paths: Iterable[str | Path], inputs: Iterable[str]) -> Iterator[Target]:
     for path in paths:
         yield from iter_file(path)
+    yield from _input_targets(inputs)
+
+
+def _input_targets(inputs: Iterable[str]) -> Iterator[Target]:
     for number, entry in enumerate(inputs, 1):
         yield _target(entry.strip(" \t"), f"--input #{number}", None, source=None)
+
+
+def _unique(found: Iterable[Target]) -> Iterator[Target]:
+    """Each URL once, at its first mention."""
+    seen: set[str] = set()
+    for target in found:
+        if target.url not in seen:
+            seen.add(target.url)
+            yield target
 
 
 def _target(entry: str, where: str, category: str | None, source: str | None) -> Target:
@@ -203,29 +291,42 @@ def _split(content: str) -> Iterator[tuple[int, str]]:
 
 def _file_lines(path: Path) -> Iterator[tuple[int, str]]:
     """``(number, line)`` of a UTF-8 file read as it is iterated, split as :func:`_split`."""
+    with _open_list(path) as handle:
+        yield from _numbered(handle, path)
+
+
+def _open_list(path: Path) -> IO[bytes]:
     try:
-        handle = path.open("rb")
+        return path.open("rb")
     except OSError as exc:
         raise TargetError(f"{path}:0", f"cannot read: {exc.strerror or exc}") from None
-    with handle:
-        number = 0
-        while True:
-            try:
-                raw = handle.readline(MAX_LINE_BYTES + 1)
-            except OSError as exc:
-                raise TargetError(f"{path}:{number + 1}", f"cannot read: {exc.strerror}") from None
-            if not raw:
-                return
-            number += 1
-            if not raw.endswith(b"\n") and len(raw) > MAX_LINE_BYTES:
-                raise TargetError(f"{path}:{number}", f"line longer than {MAX_LINE_BYTES} bytes")
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise TargetError(f"{path}:{number}", "not UTF-8 text") from None
-            if number == 1:
-                line = line.removeprefix(_BOM)
-            yield number, line.removesuffix("\n").removesuffix("\r")
+
+
+def _numbered(
+    handle: IO[bytes], path: Path, copy: IO[bytes] | None = None
+) -> Iterator[tuple[int, str]]:
+    """``(number, line)`` of ``handle`` (named ``path``), each raw line also written to
+    ``copy`` when given."""
+    number = 0
+    while True:
+        try:
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+            if copy is not None:
+                copy.write(raw)
+        except OSError as exc:
+            raise TargetError(f"{path}:{number + 1}", f"cannot read: {exc.strerror}") from None
+        if not raw:
+            return
+        number += 1
+        if not raw.endswith(b"\n") and len(raw) > MAX_LINE_BYTES:
+            raise TargetError(f"{path}:{number}", f"line longer than {MAX_LINE_BYTES} bytes")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TargetError(f"{path}:{number}", "not UTF-8 text") from None
+        if number == 1:
+            line = line.removeprefix(_BOM)
+        yield number, line.removesuffix("\n").removesuffix("\r")
 
 
 def _text_targets(lines: Iterable[tuple[int, str]], name: str) -> Iterator[Target]:

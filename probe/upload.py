@@ -45,6 +45,7 @@ from . import __version__
 from .errors import InputError, UploadError
 from .model.addresses import is_loopback
 from .model.records import utc_now
+from .net.guarded_httpx import Transport
 from .store.locks import Busy, file_lock, lock_path
 
 #: Statuses that mean "later": the collector or the path is busy or broken for now.
@@ -168,6 +169,7 @@ class Client:
                 "Content-Type": "application/json",
             },
             trust_env=False,
+            transport=Transport(),  # never where the network points the name at a bogon
         )
 
     def close(self) -> None:

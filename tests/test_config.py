@@ -253,3 +253,17 @@ def test_writing_the_config_follows_no_planted_symlink(config, tmp_path):
     assert victim.read_text() == "precious\n"
     assert not config.is_symlink() and "secret" in config.read_text()
     assert sorted(p.name for p in config.parent.iterdir()) == [config.name, config.name + ".tmp"]
+
+
+@pytest.mark.parametrize("flag", ["--jitter", "--wait"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_jitter_and_wait_that_are_not_finite_are_refused(config, tmp_path, flag, value):
+    """--jitter nan was a traceback (time.sleep(nan)); --wait nan waited for ever on a busy
+    database (no time is past a NaN deadline)."""
+    db = tmp_path / "t.db"
+    config.parent.mkdir(parents=True)
+    config.write_text('consent = "2026-11-29 10:00:00"\n')
+    result = run_offline("check", "--db", str(db), *NOWHERE, flag, value)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert flag in result.stderr and "Traceback" not in result.stderr
+    assert not db.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import signal
 import sys
@@ -224,13 +225,18 @@ def check(
     if not files and not inputs:
         raise click.UsageError("give at least one target FILE or --input URL")
     quiet, wait, jitter = options.pop("quiet"), options.pop("wait"), options.pop("jitter")
+    for flag, seconds in (("--wait", wait), ("--jitter", jitter)):
+        if not math.isfinite(seconds):  # sleep(nan) raises; no time is past a NaN deadline
+            raise BadInput(f"{flag}: {seconds!r} is not a finite number of seconds")
     upload = options.pop("upload")
     log = _logger(options.pop("log_file"))
     steps = ("dns", "tcp", "tls", "http", "control")
     timeouts = Timeouts(**{step: options.pop(f"{step}_timeout") for step in steps})
+    lists = targets.TargetLists(files, inputs)  # each list read once: a pipe cannot be twice
+    click.get_current_context().call_on_close(lists.close)
     try:
         config = check_config(timeouts=timeouts, **options)
-        total = targets.count(files, inputs)  # every line checked before anything is stored
+        total = lists.count()  # every line checked before anything is stored
     except InputError as exc:
         raise BadInput(str(exc)) from None
     if not total:
@@ -241,7 +247,7 @@ def check(
         with file_lock(lock_path(db, "run"), wait=wait, note={"since": utc_now()}):
             store = Store(open_db(db))
             store.mark_interrupted()  # runs left "running" by a process that died
-            summary, elapsed = _run(store, config, files, inputs, total, quiet, log)
+            summary, elapsed = _run(store, config, lists, files, inputs, total, quiet, log)
     except Busy as busy:
         since = printable(str(busy.holder.get("since", "an unknown time")))
         click.echo(f"A run is already in progress on {db} (since {since} UTC); nothing done.",
@@ -282,6 +288,7 @@ def _upload(db: Path, settings: dict[str, Any], quiet: bool, log: logging.Logger
 def _run(
     store: Any,
     config: Any,
+    lists: targets.TargetLists,
     files: tuple[Path, ...],
     inputs: tuple[str, ...],
     total: int,
@@ -308,7 +315,7 @@ def _run(
     try:
         summary = asyncio.run(
             runner.check(
-                targets.iter_targets(files, inputs),
+                iter(lists),
                 config,
                 store,
                 total=total,

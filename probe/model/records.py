@@ -44,6 +44,9 @@ class DNSQuery:
     depth: int = 0
     t0: float = 0.0
     t: float = 0.0
+    # How many addresses the answer held (on the CNAME chain from the question): ``addresses``
+    # keeps the first 64 of them. None: not counted (imported, or stored before it was).
+    addresses_total: int | None = None
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ import h11
 
 from ..errors import NetworkError
 from ..model.addresses import bracket
+from . import guard
 
 MAX_HEADER_BYTES = 64 * 1024
 #: A kept connection that fails with one of these before any byte of an answer was closed
@@ -133,10 +134,20 @@ class _Connection:
 
     @classmethod
     async def open(cls, host: str, port: int, context: ssl.SSLContext | None) -> _Connection:
-        reader, writer = await asyncio.open_connection(
-            host, port, ssl=context, server_hostname=host if context is not None else None
-        )
-        return cls(reader, writer)
+        """A connection to ``host`` at an address the bogon rule allows (:mod:`.guard`),
+        trying each in turn; TLS verifies ``host``."""
+        failure: OSError | None = None
+        for ip in await guard.addresses(host, port):
+            try:
+                reader, writer = await asyncio.open_connection(
+                    ip, port, ssl=context, server_hostname=host if context is not None else None
+                )
+            except OSError as exc:
+                failure = exc
+            else:
+                return cls(reader, writer)
+        assert failure is not None  # guard.addresses gives at least one address
+        raise failure
 
     async def exchange(
         self, message: h11.Request, body: bytes, cap: int, error: Callable[[str], NetworkError]

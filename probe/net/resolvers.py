@@ -15,24 +15,29 @@ asked are all recorded: they are the evidence.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import ssl
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import dns.exception
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
+import dns.rrset
 
 from ..errors import DNSWrongQueryID, DoHError, NetworkError, ResolverError
 from ..model import failures
 from ..model.addresses import bracket
 from ..model.records import DNSQuery
+from . import guard
 from .classify import classify
 from .connections import Clock, open_tcp
 from .kept import KeptClient
@@ -47,6 +52,11 @@ DUPLICATE_WINDOW = 0.5
 #: kept of each.
 MAX_DUPLICATES = 16
 MAX_DUPLICATE_ADDRESSES = 16
+#: Addresses kept of one answer, beside their total: a resolver answering thousands for one
+#: name (6,433: 110 KB a measurement) must not fill the volunteer's disk.
+MAX_ADDRESSES = 64
+#: CNAMEs followed from the question towards its addresses; a loop stops at once.
+MAX_CNAME_CHAIN = 16
 #: What a lookup can raise: dnspython (bad names, malformed replies), the network, ours.
 LOOKUP_ERRORS = (
     dns.exception.DNSException,
@@ -118,7 +128,7 @@ def _make_query(hostname: str, qtype: str) -> dns.message.Message:
 async def _tcp_exchange(
     resolver: Resolver, wire: bytes, timeout: float, ssl_context: ssl.SSLContext | None
 ) -> bytes:
-    conn = await open_tcp(resolver.host, resolver.port, timeout)
+    conn = await open_tcp(await _address(resolver), resolver.port, timeout)
     try:
         if ssl_context is not None:
             await conn.start_tls(ssl_context, resolver.host)
@@ -133,6 +143,13 @@ async def _tcp_exchange(
         return buf[2 : 2 + size]
     finally:
         conn.close()
+
+
+async def _address(resolver: Resolver) -> str:
+    """Where to send to a plain DNS or DoT resolver: its address, or its name's first address
+    the bogon rule allows (:mod:`.guard`: the network's resolver must not point a control
+    resolver's name at the volunteer's LAN)."""
+    return (await guard.addresses(resolver.host, resolver.port))[0]
 
 
 class DoHClient:
@@ -285,12 +302,13 @@ async def _udp_exchange(
     the genuine reply that follows. Runs until cancelled (the caller's timeout) when no valid
     reply comes. A truncated reply is asked again over TCP.
     """
-    family = socket.AF_INET6 if ":" in resolver.host else socket.AF_INET
+    address = await _address(resolver)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     handed_over = False
     try:
         sock.setblocking(False)
-        sock.connect((resolver.host, resolver.port))  # only its replies reach the socket
+        sock.connect((address, resolver.port))  # only its replies reach the socket
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(sock, query.to_wire())
         while True:
@@ -318,6 +336,46 @@ def _silence(record: DNSQuery) -> str:
     if record.duplicate_replies:
         return failures.DNS_MISBEHAVING
     return failures.GENERIC_TIMEOUT
+
+
+class ChainAnswer(NamedTuple):
+    """What an answer says of its question: the first :data:`MAX_ADDRESSES` addresses of
+    the question's type, their ``total``, the CNAMEs on the way, the addresses' TTL."""
+
+    addresses: list[str]
+    total: int
+    cnames: list[str]
+    ttl: int | None
+
+
+def chain_answer(reply: dns.message.Message, query_type: str) -> ChainAnswer:
+    """The answer to ``reply``'s question: from its name along CNAMEs (at most
+    :data:`MAX_CNAME_CHAIN`) to the rrset of ``query_type`` owned by the name reached. Records
+    owned by any other name answer nothing that was asked: they are ignored, whatever they say.
+    """
+    name: dns.name.Name = reply.question[0].name
+    rdtype = dns.rdatatype.from_text(query_type)
+    seen = {name}
+    cnames: list[str] = []
+    while (alias := _owned(reply, name, dns.rdatatype.CNAME)) is not None:
+        if len(cnames) == MAX_CNAME_CHAIN:
+            return ChainAnswer([], 0, cnames, None)
+        name = alias[0].target
+        cnames.append(name.to_text(omit_final_dot=True))
+        if name in seen:  # a loop
+            return ChainAnswer([], 0, cnames, None)
+        seen.add(name)
+    records = _owned(reply, name, rdtype)
+    if records is None:
+        return ChainAnswer([], 0, cnames, None)
+    addresses = [rdata.address for rdata in itertools.islice(records, MAX_ADDRESSES)]
+    return ChainAnswer(addresses, len(records), cnames, records.ttl)
+
+
+def _owned(
+    reply: dns.message.Message, name: dns.name.Name, rdtype: dns.rdatatype.RdataType
+) -> dns.rrset.RRset | None:
+    return reply.get_rrset(reply.answer, name, dns.rdataclass.IN, rdtype)
 
 
 _RCODE_FAILURES = {
@@ -354,7 +412,6 @@ async def lookup(
         depth=depth,
         t0=clock(),
     )
-    rdtype = dns.rdatatype.from_text(query_type)
     try:
         query = _make_query(hostname, query_type)
         async with asyncio.timeout(timeout):
@@ -375,12 +432,9 @@ async def lookup(
     record.t = clock()
     rcode = reply.rcode()
     record.rcode = dns.rcode.to_text(rcode)
-    for rrset in reply.answer:
-        if rrset.rdtype == rdtype:
-            record.addresses.extend(rdata.address for rdata in rrset)
-            record.ttl = rrset.ttl if record.ttl is None else min(record.ttl, rrset.ttl)
-        elif rrset.rdtype == dns.rdatatype.CNAME:
-            record.cnames.extend(rdata.target.to_text(omit_final_dot=True) for rdata in rrset)
+    answer = chain_answer(reply, query_type)
+    record.addresses, record.cnames, record.ttl = answer.addresses, answer.cnames, answer.ttl
+    record.addresses_total = answer.total
     if rcode in _RCODE_FAILURES:
         record.failure = _RCODE_FAILURES[rcode]
     elif rcode != dns.rcode.NOERROR:

@@ -239,6 +239,13 @@ def m030_uploads(db: Database) -> None:
     )
 
 
+@migrations()
+def m040_dns_addresses_total(db: Database) -> None:
+    # How many addresses a DNS answer held: ``addresses`` keeps at most 64 of them
+    # (probe.net.resolvers.MAX_ADDRESSES). NULL: not counted (rows stored before this).
+    db.table("dns_queries").add_column("addresses_total", int)
+
+
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT = 30.0
 

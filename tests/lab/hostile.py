@@ -16,7 +16,9 @@ At HOSTILE_IP (192.88.99.251, outside the outlet range the lab allocates from):
   ``wrongid`` -> a reply with a wrong ID, then the right one; ``onlywrongid`` -> two replies
   with wrong IDs; ``garbage`` -> a datagram that is not DNS, then the right reply; ``raced``
   -> an injector's forged reply (right ID, A = the block-page address) at once, then the
-  genuine one 20 ms later. Other names: NXDOMAIN.
+  genuine one 20 ms later; ``stray`` -> HOSTILE_IP, after an A rrset owned by another name
+  (the block-page address); ``chain`` -> CNAME ``web``, beside an unrelated CNAME chain to the
+  block-page address (AAAA: only another name's record). Other names: NXDOMAIN.
 * HTTP (80, and HTTPS 443): ``/redirect?to=URL`` answers 302 to URL (verbatim); ``/echo``
   says the client's address in the title, the body and an ``X-Your-IP`` header; else a page.
 * A test helper (HTTP 8080, HTTPS 8443), by path: ``/echo`` a valid answer that echoes the
@@ -46,6 +48,7 @@ from pathlib import Path
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
@@ -120,6 +123,34 @@ def _answer(query: dns.message.Message, ips: list[str] | None) -> dns.message.Me
     return reply
 
 
+def _crafted(query: dns.message.Message, name: str) -> dns.message.Message | None:
+    """Answers holding records nobody asked for: ``stray`` puts an rrset owned by another
+    name (the block-page address) before its own; ``chain`` is a CNAME to ``web`` beside an
+    unrelated CNAME chain ending at the block-page address. Their AAAA answers hold only
+    another name's records."""
+    if name not in (f"stray.{ZONE}", f"chain.{ZONE}"):
+        return None
+    reply = dns.message.make_response(query)
+    reply.flags |= dns.flags.RA
+    question = query.question[0]
+
+    def add(owner: str, kind: str, values: list[str]) -> None:
+        rrset = dns.rrset.from_text_list(dns.name.from_text(owner), 60, "IN", kind, values)
+        reply.answer.append(rrset)
+
+    if question.rdtype == dns.rdatatype.AAAA:
+        add("www.azattyk.org", "AAAA", ["2a0e:fff0:1::99"])
+    elif name == f"stray.{ZONE}":
+        add("www.azattyk.org", "A", [BLOCKPAGE_IP])
+        add(name, "A", [HOSTILE_IP])
+    else:
+        add(f"trap.{ZONE}", "CNAME", [f"blockpage.{ZONE}."])
+        add(f"blockpage.{ZONE}", "A", [BLOCKPAGE_IP])
+        add(name, "CNAME", [f"web.{ZONE}."])
+        add(f"web.{ZONE}", "A", [HOSTILE_IP])
+    return reply
+
+
 def _honest(name: str) -> list[str] | None:
     if name in (f"web.{ZONE}", f"echo.{ZONE}", f"wrongid.{ZONE}", f"garbage.{ZONE}",
                 f"raced.{ZONE}"):  # fmt: skip
@@ -171,7 +202,7 @@ class HostileDNS(asyncio.DatagramProtocol):
         elif name == f"raced.{ZONE}":
             self.send(_answer(query, [BLOCKPAGE_IP]), addr)  # the injector is on the path
             await asyncio.sleep(0.02)  # well within the probe's 500 ms window
-        self.send(_answer(query, _honest(name)), addr)
+        self.send(_crafted(query, name) or _answer(query, _honest(name)), addr)
 
 
 async def dns_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -180,7 +211,7 @@ async def dns_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             size = int.from_bytes(await reader.readexactly(2), "big")
             query = dns.message.from_wire(await reader.readexactly(size))
             name = query.question[0].name.to_text(omit_final_dot=True).lower()
-            wire = _answer(query, _honest(name)).to_wire(max_size=65535)
+            wire = (_crafted(query, name) or _answer(query, _honest(name))).to_wire(max_size=65535)
             writer.write(len(wire).to_bytes(2, "big") + wire)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, OSError, ssl.SSLError):
