@@ -64,3 +64,28 @@ def helper(lab):
     yield process
     process.terminate()
     process.wait(10)  # its port is free for the next module's helper
+
+
+# PostgreSQL for the collector's tests: one throwaway cluster per test module, a fresh
+# database per test, and a collector serving it on loopback (tests/postgres.py).
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from tests.postgres import Cluster
+
+    with Cluster() as pg:
+        yield pg
+
+
+@pytest.fixture
+def dsn(cluster):
+    return cluster.create()
+
+
+@pytest.fixture
+def collector(dsn, tmp_path):
+    from tests.postgres import Collector
+
+    with Collector(dsn, tmp_path / "collector.log") as running:
+        yield running

@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
 from probe.analysis import analyze
 from probe.model import failures as F
@@ -35,7 +34,7 @@ from probe.model.records import (
     TLSHandshake,
 )
 from probe.store import Store, open_db
-from tests.postgres import Cluster, Collector
+from tests.postgres import Collector
 
 SITE_IP = "93.184.216.34"
 NETWORK_NAMES = {"AS8449": "ElCat", "AS12345": "Megaline <b>&"}
@@ -114,29 +113,12 @@ def probe(*args: str, config: Path | None = None) -> subprocess.CompletedProcess
                           text=True, timeout=300, env=env)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with Cluster() as pg:
-        yield pg
-
-
-@pytest.fixture
-def dsn(cluster):
-    return cluster.create()
-
-
 def add_volunteer(dsn: str, name: str) -> str:
     result = probe("collector", "add-volunteer", name, "--database", dsn)
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     assert token.startswith("pvt_")
     return token
-
-
-@pytest.fixture
-def collector(dsn, tmp_path):
-    with Collector(dsn, tmp_path / "collector.log") as running:
-        yield running
 
 
 def count(dsn: str, sql: str = "select count(*) from measurements", *args: Any) -> int:

@@ -30,7 +30,7 @@ from probe.model import failures as F
 from probe.model.records import HTTPRequest, Observations, TCPConnect
 from probe.ooni.measurement import Provenance, from_ooni, to_ooni
 from probe.store import Store, open_db
-from tests.postgres import Cluster, Collector
+from tests.postgres import Collector
 from tests.test_collector import (
     SITE_IP,
     add_volunteer,
@@ -45,23 +45,6 @@ from tests.test_collector import (
 )
 
 ADDRESS = "192.88.99.2"  # the volunteer's public address (the lab's VANTAGE_IP)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with Cluster() as pg:
-        yield pg
-
-
-@pytest.fixture
-def dsn(cluster):
-    return cluster.create()
-
-
-@pytest.fixture
-def collector(dsn, tmp_path):
-    with Collector(dsn, tmp_path / "collector.log") as running:
-        yield running
 
 
 def towards_own_address(domain: str, when: str, address: str) -> Observations:

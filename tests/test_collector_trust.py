@@ -30,7 +30,7 @@ from probe.collector import schema
 from probe.model import failures as F
 from probe.model.records import TCPConnect
 from probe.store import Store, open_db
-from tests.postgres import Cluster, Collector
+from tests.postgres import Collector
 from tests.test_collector import (
     add_volunteer,
     auth,
@@ -42,24 +42,6 @@ from tests.test_collector import (
     submit,
     volunteer_db,
 )
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with Cluster() as pg:
-        yield pg
-
-
-@pytest.fixture
-def dsn(cluster):
-    return cluster.create()
-
-
-@pytest.fixture
-def collector(dsn, tmp_path):
-    with Collector(dsn, tmp_path / "collector.log") as running:
-        yield running
-
 
 NUL_PAGE = b"<html><head><title>Blocked</title></head><body>\x00\x00 access denied</body></html>"
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
 
-from tests.postgres import Cluster, Collector
+from tests.postgres import Collector
 from tests.test_check import TIMEOUTS, probe_check
 
 URLS = [
@@ -25,12 +24,6 @@ URLS = [
     "https://vesti.kg/", "http://example.org/", "https://akipress.org/", "https://factcheck.kg/",
 ]  # fmt: skip
 PORT = 9000
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with Cluster() as pg:
-        yield pg
 
 
 def sql(dsn: str, query: str) -> list[tuple]:

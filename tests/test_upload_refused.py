@@ -10,21 +10,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-import pytest
-
-from tests.postgres import Cluster, Collector
+from tests.postgres import Collector
 from tests.test_collector import add_volunteer, count, probe, volunteer_db
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with Cluster() as pg:
-        yield pg
-
-
-@pytest.fixture
-def dsn(cluster):
-    return cluster.create()
 
 
 def refuse(db: Path, collector: str, ago: datetime.timedelta) -> list[str]:
