@@ -215,8 +215,11 @@ def revoke(name: str, database: str) -> None:
 @collector.command()
 @_database_option
 def volunteers(database: str) -> None:
-    """List the volunteers: since when, revoked or not, measurements collected and the
-    networks they reported from (AS and country, as their probe said)."""
+    """List the volunteers: since when, revoked or not, measurements and networks.
+
+    The networks are those each volunteer's uploads said they measured from (AS and
+    country, as their probe said): a token claiming many is worth a question. A
+    volunteer's token is one vantage in the timelines, whatever its uploads claim."""
     from ..collector import tokens
 
     with _connect(database) as conn:
