@@ -346,3 +346,17 @@ def test_a_measurement_with_scrubbed_addresses_is_collected(dsn, collector, tmp_
     with psycopg.connect(dsn) as conn:
         (stored,) = conn.execute("select content from measurements").fetchone()
     assert f'"ip": "{SCRUBBED}"' in stored
+
+
+def test_status_says_uploading_is_off_without_a_collector(tmp_path):
+    """No collector configured: nothing waits for an upload that will never happen."""
+    db = nul_db(tmp_path / "a.db")
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    result = probe("status", "--db", str(db), config=config)
+    assert result.returncode == 0, result.stderr
+    assert "Uploading is off" in result.stdout
+    assert "wait for upload" not in result.stdout
+    config.write_text('collector = "https://collector.example.org"\n')
+    result = probe("status", "--db", str(db), config=config)
+    assert "1 measurements wait for upload." in result.stdout, result.stdout
