@@ -50,12 +50,14 @@ def test_a_huge_answer_stores_64_addresses_and_the_total(lab, hostile, tmp_path)
     # 2,000 records come over TCP after a truncated UDP answer: time to spare on a busy machine.
     results = lines_of(probe_check(lab, db, [huge], "--dns-timeout", "15"), 1)
     mid = results[huge]["measurement_id"]
-    answers = rows(db, "select query_type, addresses, addresses_total, length(addresses) from "
-                   "dns_queries where measurement_id = ? and engine = 'system'", mid)  # fmt: skip
-    got = {qtype: (json.loads(addresses), total, size) for qtype, addresses, total, size in answers}
+    answers = rows(db, "select query_type, addresses, addresses_total, length(addresses), "
+                   "failure from dns_queries where measurement_id = ? and engine = 'system'",
+                   mid)  # fmt: skip
+    got = {q: (json.loads(addresses), total, size, failure)
+           for q, addresses, total, size, failure in answers}  # fmt: skip
     for qtype, every in (("A", HUGE_A), ("AAAA", HUGE_AAAA)):
-        kept, total, size = got[qtype]
-        assert len(kept) == MAX_ADDRESSES
+        kept, total, size, failure = got[qtype]
+        assert len(kept) == MAX_ADDRESSES, (qtype, failure)
         assert set(kept) <= set(every) | {SCRUBBED}  # the vantage's own address is among them
         assert total == len(every)
         assert size < 2048  # not 40 KB for one query
