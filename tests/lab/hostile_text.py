@@ -35,6 +35,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import dns.exception
 import dns.message
 
 from .hostile import _answer, read_request, simple
@@ -177,7 +178,7 @@ class Resolver(asyncio.DatagramProtocol):
         try:
             query = dns.message.from_wire(data)
             name = query.question[0].name.to_text(omit_final_dot=True).lower()
-        except Exception:
+        except (dns.exception.DNSException, IndexError):  # not a query: no answer
             return
         self.transport.sendto(_answer(query, _ips(name)).to_wire(), addr)
 
