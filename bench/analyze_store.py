@@ -6,7 +6,7 @@
 The first form loads the observations of the stored measurements of the probe database DB
 (:func:`probe.store.load_observations`; not timed), then, R times, runs
 :func:`probe.analysis.analyze` over each with the fingerprints ``probe check`` loads by default
-(:func:`probe.config.check_config` without ``--fingerprints``), and
+(:func:`probe.app.config.check_config` without ``--fingerprints``), and
 :meth:`probe.store.Store.save` of each with its verdict into a new database (one run, one
 transaction per measurement, as ``probe check`` does). It prints one JSON line: CPU
 milliseconds per measurement (process time) for analyze and save, the best and the median of
@@ -47,7 +47,7 @@ from sqlite_utils import Database  # noqa: E402
 
 from probe import analysis  # noqa: E402
 from probe.analysis.fingerprints import Fingerprints  # noqa: E402
-from probe.config import check_config  # noqa: E402
+from probe.app.config import check_config  # noqa: E402
 from probe.model.records import Evidence, Observations, Verdict  # noqa: E402
 from probe.store import Store, load_observations, open_db  # noqa: E402
 from probe.store.locks import lock_path  # noqa: E402

@@ -54,8 +54,8 @@ TEMPLATE = {
 def sample_measurements(workdir: Path) -> list[dict]:
     """Our export of a blocked and an accessible measurement (a volunteer's database)."""
     from probe.analysis import analyze
-    from probe.collector import bridge
     from probe.store import Store, open_db
+    from probe.store.exports import export_measurement
     from tests.test_collector import observations
 
     db = open_db(workdir / "sample.db")
@@ -65,7 +65,7 @@ def sample_measurements(workdir: Path) -> list[dict]:
     for blocked in (True, False):
         obs = observations("news.example.kg", "2026-11-01 10:00:00", blocked=blocked)
         ids.append(store.save(run, obs, analyze(obs), probe_asn="AS8449", probe_cc="KG"))
-    return [bridge.export_measurement(db, i, "bench") for i in ids]
+    return [export_measurement(db, i, "bench") for i in ids]
 
 
 def request(path: str, body: bytes, token: str) -> bytes:

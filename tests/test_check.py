@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from probe import targets
+from probe.app import targets
 
 KG_LIST = Path(__file__).resolve().parents[1] / "targets" / "kg.txt"
 

@@ -278,7 +278,7 @@ def test_a_migrated_collector_keeps_an_ids_first_copy_only(cluster, tmp_path):
 
 def test_an_http_collector_elsewhere_is_warned_about(tmp_path):
     """The warning names the risk; a collector on this machine is not warned about."""
-    from probe.upload import cleartext_warning
+    from probe.app.upload import cleartext_warning
 
     warning = cleartext_warning("http://collector.example.org")
     assert warning is not None and "unencrypted" in warning

@@ -187,7 +187,7 @@ def test_a_timeout_in_the_config_file_that_is_not_a_sane_number_is_refused(confi
 
 
 def test_timeouts_up_to_300_seconds_are_taken():
-    from probe.config import check_config
+    from probe.app.config import check_config
     from probe.measure.measurer import Timeouts
 
     config = check_config(
@@ -201,7 +201,7 @@ def test_timeouts_up_to_300_seconds_are_taken():
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -1.0, 0.0, 300.5])
 def test_check_config_refuses_a_timeout_out_of_range(value):
-    from probe.config import check_config
+    from probe.app.config import check_config
     from probe.errors import InputError
     from probe.measure.measurer import Timeouts
 
@@ -215,7 +215,7 @@ def test_check_config_refuses_a_timeout_out_of_range(value):
 )
 def test_check_config_refuses_a_rate_or_max_runtime_that_is_not_finite(option, value):
     """int(nan) in the rate limiter was a traceback; a NaN deadline never comes."""
-    from probe.config import check_config
+    from probe.app.config import check_config
     from probe.errors import InputError
 
     flag = "--" + option.replace("_", "-")
@@ -229,7 +229,7 @@ def test_check_config_refuses_a_rate_or_max_runtime_that_is_not_finite(option, v
 def test_the_config_is_created_readable_by_the_user_only_not_chmodded_after(config, monkeypatch):
     """The collector token is never in a file others can read, not even for a moment: with
     chmod doing nothing (as on some filesystems, or before it runs), the file is still 0600."""
-    from probe.config import write_config
+    from probe.app.config import write_config
 
     monkeypatch.setattr(os, "chmod", lambda *a, **k: None)
     monkeypatch.setattr(Path, "chmod", lambda *a, **k: None)
@@ -243,7 +243,7 @@ def test_the_config_is_created_readable_by_the_user_only_not_chmodded_after(conf
 
 
 def test_writing_the_config_follows_no_planted_symlink(config, tmp_path):
-    from probe.config import write_config
+    from probe.app.config import write_config
 
     victim = tmp_path / "victim"
     victim.write_text("precious\n")

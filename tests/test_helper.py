@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from probe.config import parse_helper_url
+from probe.app.config import parse_helper_url
 from probe.errors import AsnDBError, BadRequest, InputError
 from probe.helper.asn import AsnDB
 from probe.helper.host import REFUSED_OWN_HOST, OwnHost

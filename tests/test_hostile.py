@@ -33,7 +33,8 @@ from probe.model import failures
 from probe.model.records import Control, DNSQuery, HTTPRequest, Observations, TCPConnect
 from probe.ooni.helper_protocol import ControlResponse, check_response
 from probe.store import Store
-from probe.store.sqlite import load_observations, migrations
+from probe.store.schema import migrations
+from probe.store.sqlite import load_observations
 from tests.lab.hostile import HOSTILE_IP, HUGE_A, HUGE_AAAA, WRONG_TYPES, ZONE, Hostile
 
 TIMEOUTS = [

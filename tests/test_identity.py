@@ -23,11 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from probe.config import check_config
-from probe.errors import BadRequest, HelperAnswerError, InputError
-from probe.helper import whoami
-from probe.helper.asn import AsInfo, AsnDB
-from probe.measure.identity import (
+from probe.app.config import check_config
+from probe.app.identity import (
     Found,
     NetworkIdentity,
     _notice,
@@ -36,6 +33,9 @@ from probe.measure.identity import (
     resolver_to_look_up,
     whoami_urls,
 )
+from probe.errors import BadRequest, HelperAnswerError, InputError
+from probe.helper import whoami
+from probe.helper.asn import AsInfo, AsnDB
 from probe.measure.privacy import SCRUBBED, Scrubber
 from tests.lab.hostile import HOSTILE_IP, Hostile
 

@@ -27,10 +27,9 @@ from probe.analysis import analyze
 from probe.analysis.observed import LOOP_STALLED
 from probe.measure.measurer import Measurer, Settings, Timeouts
 from probe.model import failures as F
-from probe.model.records import HTTPRequest, Observations, TLSHandshake
+from probe.model.records import HTTPRequest, Observations, Target, TLSHandshake
 from probe.net.connections import LAG_INTERVAL, LoopLag
 from probe.net.resolvers import parse_resolver
-from probe.targets import Target
 from tests.test_analysis import (
     DOMAIN,
     HELPER_HTTP_FAILED,
@@ -298,7 +297,7 @@ from probe.measure.control import HelperClient
 from probe.measure.measurer import Measurer, Settings, Timeouts
 from probe.net.kept import KeptClient
 from probe.net.resolvers import parse_resolver
-from probe.targets import Target
+from probe.model.records import Target
 
 url, host, helper, ca, system, control, stalls = json.loads(sys.argv[1])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -51,3 +52,70 @@ def test_readme_map_matches_the_tree():
     listed = set(re.findall(r"`probe/([a-z_]+)/`", section))
     folders = {p.name for p in (ROOT / "probe").iterdir() if p.is_dir() and p.name[0] != "_"}
     assert listed == folders
+
+
+def _layers() -> dict[str, int]:
+    """The README's layer list: family -> its rank, lowest first."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("Layers, lowest first", 1)[1].split("\n\n", 2)[1]
+    ranks = {}
+    for line in section.splitlines():
+        item = re.match(r"(\d+)\. (.*)", line)
+        assert item, f"not a numbered layer: {line!r}"
+        for family in re.findall(r"`([a-z_]+)`", item[2]):
+            ranks[family] = int(item[1])
+    return ranks
+
+
+def _family(module: str) -> str:
+    parts = module.split(".")
+    return "__init__" if len(parts) == 1 else parts[1]
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Every ``probe`` module that ``path`` (the module ``module``) imports, anywhere in it."""
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{a.name}" for a in node.names)  # "from . import x"
+    modules = {_module(p) for p in (ROOT / "probe").rglob("*.py")}
+    return {name for name in found if name in modules}
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_every_import_runs_down_the_readme_layers():
+    ranks = _layers()
+    families = {_family(_module(p)) for p in (ROOT / "probe").rglob("*.py")}
+    assert families - ranks.keys() == set(), "a family of the package is in no README layer"
+    upward = []
+    for path in sorted((ROOT / "probe").rglob("*.py")):
+        module = _module(path)
+        for imported in sorted(_imports(path, module)):
+            if ranks[_family(imported)] > ranks[_family(module)]:
+                upward.append(f"{module} -> {imported}")
+    assert upward == []
+
+
+def test_the_layer_test_sees_an_upward_import(tmp_path):
+    # The rule above must be able to fail: a relative import from the bottom to the top.
+    ranks = _layers()
+    path = ROOT / "probe" / "model" / "records.py"
+    assert "probe.app.run" not in _imports(path, "probe.model.records")
+    fake = tmp_path / "records.py"
+    fake.write_text("from ..app import run\nfrom ..cli._group import cli\n")
+    found = _imports(fake, "probe.model.records")
+    assert found == {"probe.app", "probe.app.run", "probe.cli._group"}
+    assert all(ranks[_family(name)] > ranks["model"] for name in found)

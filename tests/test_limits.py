@@ -163,11 +163,11 @@ def test_blackholed_connects_wait_together_and_live_servers_still_see_two(clean_
 PARKED_SCRIPT = """
 import asyncio, json, sys, tempfile
 from probe.measure.measurer import Measurer, Settings, Timeouts
-from probe.measure.runner import run
+from probe.app.run import run
 from probe.net.connections import client_context
 from probe.net.resolvers import parse_resolver
 from probe.store import Store, open_db
-from probe.targets import load
+from probe.app.targets import load
 
 async def main(urls):
     settings = Settings(
@@ -223,7 +223,7 @@ def test_the_targets_held_fit_the_open_files_limit():
     1,024 files the run holds fewer of them, and never fewer than its busy slots."""
     code = (
         "import resource\n"
-        "from probe.measure.runner import TARGETS_HELD_PER_SLOT, targets_held\n"
+        "from probe.app.run import TARGETS_HELD_PER_SLOT, targets_held\n"
         "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))\n"
         "print(targets_held(64), targets_held(4), targets_held(600), TARGETS_HELD_PER_SLOT)\n"

@@ -15,7 +15,7 @@ from probe.analysis import analyze
 from probe.cli import cli
 from probe.store import Store, open_db
 from probe.store.research import local_vantage, name_local_vantage
-from probe.store.sqlite import migrations
+from probe.store.schema import migrations
 from tests.test_reanalyze import notice_observations
 
 
@@ -171,10 +171,17 @@ def test_a_database_from_before_vantages_keeps_one_vantage_across_its_upgrade(tm
 
     db = Database(old)
     migrations.apply(db, stop_before="m005_vantages")
-    store = Store(db)
-    run = store.start_run(inputs=[], settings={}, targets=1, probe_asn="AS8449", probe_cc="KG")
-    obs = notice_observations()
-    store.save(run, obs, analyze(obs), probe_asn="AS8449", probe_cc="KG")
+    # Rows as a probe of that schema wrote them (today's Store writes columns of later steps).
+    when = "2026-11-01 10:00:00"
+    db.table("runs").insert(
+        {"id": "run-m004", "started_at": when, "finished_at": when, "status": "complete",
+         "software_version": "0.4", "probe_asn": "AS8449", "probe_cc": "KG", "targets": 1}
+    )  # fmt: skip
+    db.table("measurements").insert(
+        {"id": "m-m004", "run_id": "run-m004", "position": 0, "input": "https://24.kg/",
+         "url": "https://24.kg/", "domain": "24.kg", "start_time": when, "probe_asn": "AS8449",
+         "probe_cc": "KG", "verdict": "blocked", "blocking": "http-diff", "accessible": 0}
+    )  # fmt: skip
     db.conn.close()
     a = volunteer_db(tmp_path / "a.db", "bishkek-1", [10])
     assert merge(a, old).exit_code == 0

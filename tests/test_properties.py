@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis) of the parsers that take input from strangers.
 
-* target lists (probe.targets): any text or bytes give targets or a ``TargetError`` naming a
+* target lists (probe.app.targets): any text or bytes give targets or a ``TargetError`` naming a
   line that exists, never another exception;
 * the helper's request parser (probe.helper.requests.parse_request): any JSON value gives a
   ``HelperRequest`` or ``BadRequest``;
@@ -17,7 +17,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from probe import targets
+from probe.app import targets
 from probe.errors import BadRequest, TargetError
 from probe.helper.requests import HelperRequest, parse_endpoint, parse_request
 from probe.model.addresses import canonical_ip, endpoint

@@ -227,3 +227,39 @@ def test_a_measurement_the_database_refuses_in_part_is_not_stored_at_all(tmp_pat
     # The connection is usable, and the next measurement is stored whole.
     mid = store.save(run_id, sample(), Verdict("accessible", None, True))
     assert load_observations(db, mid) == sample()
+
+
+def test_a_new_database_goes_through_the_schema_steps_in_their_order(tmp_path):
+    from probe.store import schema
+
+    db = open_db(tmp_path / "probe.db")
+    applied = [
+        row[0]
+        for row in db.execute(
+            "select name from _sqlite_migrations where migration_set = 'probe' order by rowid"
+        )
+    ]
+    assert applied == list(schema.NAMES)
+    assert applied == sorted(applied)  # m005 after m004, not after the last step
+
+
+def test_a_database_upgraded_step_by_step_ends_with_a_new_databases_schema(tmp_path):
+    from sqlite_utils import Database
+
+    from probe.store import schema
+
+    def tables_and_views(db):
+        return db.execute(
+            "select type, name, sql from sqlite_master where name not like 'sqlite_%' "
+            "order by type, name"
+        ).fetchall()
+
+    new = open_db(tmp_path / "new.db")
+    old = Database(tmp_path / "old.db")
+    for name in schema.NAMES[1:]:  # as probes of each release would have left it
+        schema.migrations.apply(old, stop_before=name)
+    old.conn.close()
+    upgraded = open_db(tmp_path / "old.db")
+    assert tables_and_views(upgraded) == tables_and_views(new)
+    columns = {row[1] for row in upgraded.execute("pragma table_info(verdicts)")}
+    assert "pruned" in columns  # the view as m050 made it again

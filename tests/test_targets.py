@@ -3,7 +3,7 @@
 import pytest
 from click.testing import CliRunner
 
-from probe import targets
+from probe.app import targets
 from probe.cli import cli
 from probe.model import urls
 
@@ -142,7 +142,7 @@ def test_written_and_escaped_forms_are_one_target():
     ],
 )
 def test_normalise_spelling(line, url, domain):
-    assert targets.normalise(line) == (url, domain)
+    assert urls.normalise(line) == (url, domain)
 
 
 @pytest.mark.parametrize(
@@ -159,7 +159,7 @@ def test_normalise_spelling(line, url, domain):
 )
 def test_normalise_refuses(line, reason):
     with pytest.raises(ValueError, match=reason):
-        targets.normalise(line)
+        urls.normalise(line)
 
 
 @pytest.mark.parametrize(
@@ -186,7 +186,7 @@ def test_resolve_is_strict_about_absolute_references():
 
 # ---------------------------------------------------------------------------------------------
 # Hostile lists: lines end only at \n, control characters, huge fields, streaming.
-# (probe/targets.py list parsing; normalise() has its own tests above.)
+# (probe/app/targets.py list parsing; normalise() has its own tests above.)
 
 import csv  # noqa: E402
 import os  # noqa: E402

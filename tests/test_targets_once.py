@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from probe import targets
+from probe.app import targets
 from probe.errors import TargetError
 
 ROOT = Path(__file__).resolve().parents[1]

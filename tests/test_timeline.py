@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from probe.cli import cli
-from probe.report.timeline import MeasurementSummary, Options, epoch, timeline
+from probe.model.records import MeasurementSummary
+from probe.report.timeline import Options, epoch, timeline
 from tests.test_check import probe_check
 
 T0 = epoch("2026-10-26 08:00:00")

@@ -63,7 +63,7 @@ def cli(ctx: click.Context) -> None:
     Settings come from flags, then the configuration file written by `probe init`
     ($PROBE_CONFIG, or ~/.config/probe/config.toml), then built-in defaults.
     """
-    from ..config import click_defaults, load_config
+    from ..app.config import click_defaults, load_config
 
     try:
         ctx.obj = load_config()
@@ -96,7 +96,7 @@ def fingerprints_option() -> Callable[[F], F]:
 
 def db_path(db: Path | None) -> Path:
     """The database: ``--db`` (or $PROBE_DB), else the configuration's, else the default."""
-    from ..config import default_db
+    from ..app.config import default_db
 
     if db is not None:
         return db

@@ -330,11 +330,11 @@ def run_upload(
     backoff: float = 2.0,
     retry_refused: bool = False,
 ) -> Any:
-    """Upload ``path``'s waiting measurements; the :class:`~probe.upload.Uploaded`, or None
+    """Upload ``path``'s waiting measurements; the :class:`~probe.app.upload.Uploaded`, or None
     when another upload holds the database. Raises click exceptions for the user."""
+    from ..app.upload import Busy, Client, cleartext_warning, collector_url
+    from ..app.upload import upload as upload_all
     from ..store import open_db
-    from ..upload import Busy, Client, cleartext_warning, collector_url
-    from ..upload import upload as upload_all
 
     url = collector_ or settings.get("collector")
     token = token or settings.get("collector_token") or os.environ.get("PROBE_COLLECTOR_TOKEN")
@@ -366,7 +366,7 @@ def run_upload(
         click.echo(f"An upload of {path} is already in progress; nothing done.", err=True)
         return None
     except UploadError as exc:
-        from ..upload import pending
+        from ..app.upload import pending
 
         waiting = pending(database, client.url)
         text = f"{exc}; {waiting} measurements wait for upload"  # it may quote the collector

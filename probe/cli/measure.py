@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from .. import targets
+from ..app import targets
 from ..errors import InputError, StoreError
 from ..model.records import utc_now
 from ..model.text import one_line, printable
@@ -60,7 +60,7 @@ def _timeout_options(f: Any) -> Any:
 
 def _require_consent(settings: dict[str, Any], db: Path, files: tuple[Path, ...]) -> None:
     """No measurement without recorded consent: ask once on a terminal, else say how."""
-    from ..config import config_path, consent_text, record_consent
+    from ..app.config import config_path, consent_text, record_consent
 
     if settings.get("consent"):
         return
@@ -213,7 +213,7 @@ def check(
 
         probe check targets/kg.txt --json > kg.jsonl
     """
-    from ..config import check_config
+    from ..app.config import check_config
     from ..measure.measurer import Timeouts
     from ..store import Store, open_db
 
@@ -295,7 +295,7 @@ def _run(
     quiet: bool,
     log: logging.Logger,
 ) -> tuple[Any, float]:
-    from ..measure import runner
+    from ..app import run as runner
 
     started = time.monotonic()
     progress = _Progress(total, enabled=not quiet)
@@ -469,8 +469,8 @@ def reanalyze(
         probe reanalyze --since 2026-11-01 --fingerprints new-isp-notice.json
     """
     from ..analysis.fingerprints import Fingerprints
-    from ..reanalyze import Change
-    from ..reanalyze import reanalyze as run_reanalysis
+    from ..app.reanalyze import Change
+    from ..app.reanalyze import reanalyze as run_reanalysis
     from ..store import open_db
 
     def show(change: Change) -> None:  # a merged database's texts are anyone's: escaped

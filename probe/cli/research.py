@@ -66,7 +66,7 @@ def _open(path: Path, *, readonly: bool = False) -> Any:
 def _filters(
     domains: tuple[str, ...], asns: tuple[str, ...], since: str | None, until: str | None
 ) -> Any:
-    from ..reanalyze import parse_time
+    from ..model.times import parse_time
     from ..store.research import Filters
 
     networks = []
@@ -88,7 +88,7 @@ def _filters(
 
 def _domain(text: str) -> str:
     """A domain as stored: lower case, punycode (``яндекс.рф`` is ``xn--d1acpjx3f.xn--p1ai``)."""
-    from ..targets import normalise
+    from ..model.urls import normalise
 
     try:
         return normalise(text.strip().rstrip("."))[1]
@@ -334,7 +334,7 @@ def export(
 
         probe export --format ooni --since 2026-11-01 -o november.jsonl
     """
-    from ..ooni.measurement import Provenance, to_ooni
+    from ..store.exports import ooni_measurement
     from ..store.research import iter_stored
 
     filters = _filters((), (), since, until)
@@ -343,20 +343,7 @@ def export(
     count = 0
     with _Output(output) as out:
         for stored in iter_stored(database, filters, include_imported=include_imported):
-            vantage = stored.vantage
-            name = vantage.get("name") or (config_name if vantage.get("kind") == "local" else None)
-            provenance = Provenance(
-                measurement_id=stored.measurement_id,
-                run_id=stored.run["id"],
-                run_started_at=stored.run.get("started_at"),
-                probe_asn=stored.probe_asn,
-                probe_cc=stored.probe_cc,
-                vantage_id=vantage.get("id"),
-                vantage_name=name,
-                software_version=stored.run.get("software_version") or "",
-                probe_network_name=stored.run.get("probe_network_name"),
-            )
-            line = to_ooni(stored.observations, stored.verdict, provenance)
+            line = ooni_measurement(stored, config_name)
             out.write(json_text(line) + "\n")
             count += 1
     click.echo(f"{count} measurements exported.", err=True)
@@ -401,9 +388,9 @@ def import_(
     """
     from ..analysis import analyze
     from ..analysis.fingerprints import Fingerprints
-    from ..cli.measure import JSON_KEYS
     from ..ooni.measurement import read_file
     from ..store.imports import store_import
+    from .measure import JSON_KEYS
 
     try:
         fingerprints = Fingerprints.load(extra_files=fingerprint_files)

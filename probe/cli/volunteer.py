@@ -52,7 +52,7 @@ def init(
 
         probe init --yes --vantage bishkek-1 --targets targets/kg.txt --probe-cc KG
     """
-    from ..config import config_path, consent_text, parse_asn, parse_cc, write_config
+    from ..app.config import config_path, consent_text, parse_asn, parse_cc, write_config
     from ..model.records import utc_now
 
     values = dict(ctx.obj or {})
@@ -102,7 +102,7 @@ def runs(db: Path | None, since: str | None, limit: int, as_json: bool) -> None:
     A run's status is running, complete, partial (stopped at --max-runtime), interrupted
     (stopped by a signal, a full disk, or a process that died) or offline.
     """
-    from ..reanalyze import parse_time
+    from ..model.times import parse_time
     from ..store import results
 
     database = _open(db, readonly=True)
@@ -225,7 +225,7 @@ def status(db: Path | None, as_json: bool) -> None:
     state = results.status(database, path)
     holder = is_locked(lock_path(path, "run"))
     state["running_since"] = holder.get("since", "?") if holder is not None else None
-    from ..upload import pending, refused
+    from ..app.upload import pending, refused
 
     settings = click.get_current_context().obj or {}
     collector = settings.get("collector")
@@ -310,8 +310,8 @@ def schedule(every: str, as_systemd: bool, install: bool) -> None:
     import os
     import random
 
-    from .. import schedule as plan
-    from ..config import config_path
+    from ..app import schedule as plan
+    from ..app.config import config_path
 
     config = config_path() if os.environ.get("PROBE_CONFIG") else None
     settings = click.get_current_context().obj or {}

@@ -1,7 +1,7 @@
 """The collector's measurements read back for timelines and reports, from PostgreSQL.
 
 :func:`iter_summaries` is the PostgreSQL twin of the SQLite reader: it streams
-:class:`~probe.report.timeline.MeasurementSummary` records, each (network, domain) in time
+:class:`~probe.model.records.MeasurementSummary` records, each (network, domain) in time
 order (the ``measurements_timeline`` index's order, merged across the month partitions), from
 a server-side cursor, so memory stays flat over millions of measurements. The timeline logic
 itself is the one in :mod:`probe.report.timeline` (through :mod:`.bridge`).
@@ -22,7 +22,7 @@ import psycopg
 
 from ..errors import BadRequest, InputError
 from ..model.text import is_clean_text
-from ..reanalyze import parse_time
+from ..model.times import parse_time
 from . import bridge
 
 _ASN = re.compile(r"^(?:AS)?(\d{1,10})$", re.IGNORECASE)

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 from ..errors import BadRequest
 from ..model import failures
 from ..model.addresses import canonical_ip, endpoint, is_bogon
+from ..model.urls import normalise
 from ..net.http11 import DEFAULT_HEADERS
-from ..targets import normalise
 
 #: ``tcp_connect`` failure for an address the helper will not connect to.
 REFUSED_BOGON = failures.REFUSED_BOGON

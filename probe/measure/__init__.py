@@ -1,3 +1,3 @@
 """Measuring targets: one target's steps (:mod:`~probe.measure.measurer`), the test-helper
-client (:mod:`~probe.measure.control`) and a whole run, analysed and stored target by target
-(:mod:`~probe.measure.runner`)."""
+client (:mod:`~probe.measure.control`) and the volunteer's addresses scrubbed
+(:mod:`~probe.measure.privacy`). A whole run is the application's (:mod:`probe.app.run`)."""

@@ -56,10 +56,12 @@ from ..model.records import (
     DNSQuery,
     HTTPRequest,
     Observations,
+    Target,
     TCPConnect,
     TLSHandshake,
     utc_now,
 )
+from ..model.urls import normalise
 from ..net import http11, resolvers
 from ..net.connections import (
     Clock,
@@ -70,7 +72,6 @@ from ..net.connections import (
     tls_handshake,
 )
 from ..ooni.helper_protocol import control_request, endpoints_for
-from ..targets import Target, normalise
 from .control import HelperClient
 
 #: Addresses tried per host and hop, per address family (IPv4, IPv6).

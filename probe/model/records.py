@@ -14,14 +14,26 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 #: DNS engines. ``system`` is the network's own resolver (from /etc/resolv.conf or
 #: ``--resolver``); the others are control resolvers, by transport.
 ENGINES = ("system", "udp", "tcp", "tls", "https")
 #: Engines a censor on the path cannot forge without a certificate the probe trusts.
 ENCRYPTED_ENGINES = frozenset({"tls", "https"})
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One URL to measure, as a target list gave it."""
+
+    input: str  # exactly as written
+    url: str  # normalised: scheme, punycode host, path
+    domain: str  # the URL's host, punycode
+    category: str | None = None
+    source: str | None = None  # "FILE:LINE", or None for --input
 
 
 @dataclass(slots=True)
@@ -265,3 +277,25 @@ def to_dict(record: Any) -> dict[str, Any]:
             if isinstance(hop.get(key), bytes):
                 hop[key] = hop[key].decode("latin-1")
     return out
+
+
+class MeasurementSummary(NamedTuple):
+    """What the timeline needs of one measurement (a NamedTuple: built from a row cheaply).
+
+    ``time`` is seconds since the Unix epoch (UTC); ``asn`` is ``"AS8449"`` or None when the
+    network was not recorded; ``vantage`` identifies the probe that measured (a database's
+    vantage id); ``evidence`` is the stored evidence (JSON text or the parsed list), needed
+    for blocked measurements only.
+    """
+
+    time: int
+    domain: str
+    asn: str | None
+    vantage: str | None
+    run: str
+    verdict: str
+    blocking: str | None = None
+    failure: str | None = None
+    blockpage: str | None = None
+    measurement_id: str | None = None
+    evidence: str | Sequence[Mapping[str, Any]] | None = None

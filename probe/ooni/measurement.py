@@ -70,7 +70,7 @@ from ..model.records import (
     Verdict,
 )
 from ..model.text import is_clean_text
-from ..targets import normalise
+from ..model.urls import normalise
 from .helper_protocol import check_response
 
 DATA_FORMAT_VERSION = "0.2.0"

@@ -1,7 +1,7 @@
 """Timelines and reports over stored measurements (pure: no I/O but the stream written to).
 
 * :mod:`~probe.report.timeline`: block events per (domain, network) from a stream of
-  :class:`~probe.report.timeline.MeasurementSummary` (the same code for SQLite and a
+  :class:`~probe.model.records.MeasurementSummary` (the same code for SQLite and a
   collector's PostgreSQL);
 * :mod:`~probe.report.render`: a :class:`Report` as Markdown, self-contained HTML (with an
   SVG timeline chart), CSV or JSON; everything that came from the network or a user is
@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .timeline import Event, MeasurementSummary, Network, Options, Timeline, timeline
+from ..model.records import MeasurementSummary
+from .timeline import Event, Network, Options, Timeline, timeline
 
 __all__ = [
     "Event",

@@ -27,35 +27,15 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
+
+from ..model.records import MeasurementSummary
 
 #: At most this many method phases, block page ids and failure strings are kept per event.
 MAX_PHASES = 100
 MAX_DISTINCT = 10
 #: At most this many unknown gaps are kept per network (the longest ones win).
 MAX_GAPS = 200
-
-
-class MeasurementSummary(NamedTuple):
-    """What the timeline needs of one measurement (a NamedTuple: built from a row cheaply).
-
-    ``time`` is seconds since the Unix epoch (UTC); ``asn`` is ``"AS8449"`` or None when the
-    network was not recorded; ``vantage`` identifies the probe that measured (a database's
-    vantage id); ``evidence`` is the stored evidence (JSON text or the parsed list), needed
-    for blocked measurements only.
-    """
-
-    time: int
-    domain: str
-    asn: str | None
-    vantage: str | None
-    run: str
-    verdict: str
-    blocking: str | None = None
-    failure: str | None = None
-    blockpage: str | None = None
-    measurement_id: str | None = None
-    evidence: str | Sequence[Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

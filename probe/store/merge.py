@@ -26,8 +26,7 @@ from sqlite_utils import Database
 
 from ..errors import MergeError
 from ..model.records import utc_now
-from .research import derived_vantage
-from .sqlite import migrations
+from .schema import NAMES, derived_vantage, migrations
 
 #: Tables copied for each new measurement, keyed by ``measurement_id``.
 STEP_TABLES = (
@@ -98,8 +97,7 @@ def _check_schema(db: Database, path: Path) -> set[str]:
             [migrations.name],
         )
     ]
-    ours = {m.name for m in migrations.pending(Database(memory=True))}
-    newer = [name for name in applied if name not in ours]
+    newer = [name for name in applied if name not in NAMES]
     if newer:
         raise MergeError(
             f"{path}: written by a newer probe (schema step {newer[-1]}); upgrade probe to merge it"

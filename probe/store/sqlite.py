@@ -1,7 +1,7 @@
 """SQLite storage: runs, measurements (verdicts) and the raw observations behind them.
 
-The schema is built by :data:`migrations` (sqlite-utils Migrations, one function per step)
-and the database runs in WAL mode so a report can read while a run writes. Each measurement
+The schema is built by :mod:`probe.store.schema` (its steps in one explicit order) and the
+database runs in WAL mode so a report can read while a run writes. Each measurement
 is written as soon as its target finishes (see :meth:`Store.save`), so a crash loses at most
 the targets in flight. Observations are stored in normal form (one row per DNS query, TCP connect,
 TLS handshake, HTTP hop) and :func:`load_observations` rebuilds them for re-analysis.
@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from .. import __version__
 from ..errors import StoreError
@@ -41,210 +40,7 @@ from ..model.records import (
     utc_now,
 )
 from .locks import Busy, file_lock, lock_path
-
-migrations = Migrations("probe")
-
-
-@migrations()
-def m001_initial(db: Database) -> None:
-    db.table("runs").create(
-        {
-            "id": str,
-            "started_at": str,  # UTC "YYYY-MM-DD HH:MM:SS"
-            "finished_at": str,
-            "status": str,  # running | complete | interrupted
-            "software_version": str,
-            "probe_asn": str,  # "AS12345": the network, never the volunteer's address
-            "probe_cc": str,
-            "inputs": str,  # JSON list of target files / --input URLs
-            "settings": str,  # JSON: resolvers, helpers, timeouts
-            "offline": int,
-            "targets": int,
-            "counts": str,  # JSON {verdict: count}
-        },
-        pk="id",
-    )
-    db.table("measurements").create(
-        {
-            "id": str,
-            "run_id": str,
-            "position": int,  # the target's place in the run's input order
-            "input": str,
-            "url": str,
-            "domain": str,
-            "category": str,
-            "start_time": str,
-            "runtime": float,
-            "probe_asn": str,
-            "probe_cc": str,
-            "verdict": str,
-            "blocking": str,
-            "accessible": int,
-            "dns_consistency": str,
-            "failure": str,
-            "blockpage": str,
-            "confirmed": int,
-            "reason": str,
-            "body_proportion": float,
-            "body_length_match": int,
-            "status_code_match": int,
-            "headers_match": int,
-            "title_match": int,
-            "software_version": str,
-        },
-        pk="id",
-        foreign_keys=[("run_id", "runs", "id")],
-    )
-    db.table("measurements").create_index(["domain", "start_time"])
-    db.table("measurements").create_index(["probe_asn", "domain", "start_time"])
-    db.table("measurements").create_index(["run_id"])
-    step = {"measurement_id": str, "depth": int, "t0": float, "t": float}
-    db.table("dns_queries").create(
-        {
-            **step,
-            "hostname": str,
-            "query_type": str,
-            "engine": str,
-            "resolver": str,
-            "failure": str,
-            "rcode": str,
-            "addresses": str,  # JSON list
-            "cnames": str,  # JSON list
-            "ttl": int,
-        },
-        foreign_keys=[("measurement_id", "measurements", "id")],
-    )
-    db.table("tcp_connects").create(
-        {**step, "ip": str, "port": int, "failure": str},
-        foreign_keys=[("measurement_id", "measurements", "id")],
-    )
-    db.table("tls_handshakes").create(
-        {
-            **step,
-            "ip": str,
-            "port": int,
-            "server_name": str,
-            "failure": str,
-            "tls_version": str,
-            "cipher": str,
-            "alpn": str,
-            "cert_sha256": str,
-            "cert_subject": str,
-            "cert_issuer": str,
-            "purpose": str,
-        },
-        foreign_keys=[("measurement_id", "measurements", "id")],
-    )
-    db.table("http_requests").create(
-        {
-            **step,
-            "hop": int,
-            "url": str,
-            "method": str,
-            "ip": str,
-            "port": int,
-            "failure": str,
-            "status_code": int,
-            "headers": str,  # JSON [[name, value], ...]
-            "title": str,
-            "body_length": int,
-            "body_sha256": str,
-            "body_truncated": int,
-            "location": str,
-            "body": bytes,  # the evidence; see _stored_body and body_encoding (m004)
-        },
-        foreign_keys=[("measurement_id", "measurements", "id")],
-    )
-    db.table("controls").create(
-        {
-            "measurement_id": str,
-            "helper": str,
-            "failure": str,
-            "response": str,  # the helper's JSON answer, verbatim
-            "t0": float,
-            "t": float,
-        },
-        pk="measurement_id",
-        foreign_keys=[("measurement_id", "measurements", "id")],
-    )
-    for table in ("dns_queries", "tcp_connects", "tls_handshakes", "http_requests"):
-        db.table(table).create_index(["measurement_id"])
-
-
-@migrations()
-def m002_duplicate_replies_informational_raw(db: Database) -> None:
-    db.table("dns_queries").add_column("duplicate_replies", str)  # JSON list
-    db.table("http_requests").add_column("informational", str)  # JSON list of 1xx codes
-    db.table("http_requests").add_column("raw", bytes)  # first bytes of an unparsable reply
-
-
-@migrations()
-def m003_evidence(db: Database) -> None:
-    db.table("measurements").add_column("evidence", str)  # JSON list of Evidence
-
-
-@migrations()
-def m004_compressed_bodies_and_reanalyses(db: Database) -> None:
-    # "zlib": ``body`` holds the first STORED_BODY_BYTES of the body, zlib-compressed;
-    # NULL: ``body`` is raw (rows written before this migration) or absent.
-    db.table("http_requests").add_column("body_encoding", str)
-    db.table("reanalyses").create(
-        {
-            "measurement_id": str,
-            "at": str,  # UTC "YYYY-MM-DD HH:MM:SS"
-            "software_version": str,
-            "before": str,  # JSON: the verdict fields replaced
-            "after": str,  # JSON: the verdict fields written
-        },
-        foreign_keys=[("measurement_id", "measurements", "id")],
-    )
-    db.table("reanalyses").create_index(["measurement_id"])
-
-
-@migrations()
-def m010_network_identity(db: Database) -> None:
-    # The network a run measured from (probe.measure.identity), beside probe_asn/probe_cc:
-    # names and the resolver's AS; never an address of the volunteer's.
-    runs = db.table("runs")
-    runs.add_column("probe_network_name", str)
-    runs.add_column("resolver_ip", str)  # the configured resolver, only when a public address
-    runs.add_column("resolver_asn", str)
-    runs.add_column("resolver_network_name", str)
-    runs.add_column("identity_source", str)  # lookup | override | lookup+override | NULL
-
-
-@migrations()
-def m020_local_results(db: Database) -> None:
-    # probe runs/status/prune on a million measurements: runs by time, measurements by time;
-    # "pruned" marks a measurement whose observations were dropped (never re-analysed).
-    db.table("runs").create_index(["started_at"])
-    db.table("measurements").create_index(["start_time"])
-    db.table("measurements").add_column("pruned", int, not_null_default=0)
-
-
-@migrations()
-def m030_uploads(db: Database) -> None:
-    # probe upload: per collector, each measurement it accepted (its uid) or refused for
-    # good (the reason); a measurement with no row here waits for upload.
-    db.table("uploads").create(
-        {
-            "measurement_id": str,
-            "collector": str,  # the collector's base URL
-            "status": str,  # accepted | refused
-            "measurement_uid": str,
-            "reason": str,
-            "at": str,  # UTC "YYYY-MM-DD HH:MM:SS"
-        },
-        pk=("measurement_id", "collector"),
-    )
-
-
-@migrations()
-def m040_dns_addresses_total(db: Database) -> None:
-    # How many addresses a DNS answer held: ``addresses`` keeps at most 64 of them
-    # (probe.net.resolvers.MAX_ADDRESSES). NULL: not counted (rows stored before this).
-    db.table("dns_queries").add_column("addresses_total", int)
-
+from .schema import NAMES, migrations
 
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT = 30.0
@@ -336,8 +132,7 @@ def _open_read_only(path: Path) -> Database:
 
 
 def _refuse_newer(db: Database, path: Path) -> None:
-    ours = {m.name for m in migrations._migrations}
-    newer = [m.name for m in migrations.applied(db) if m.name not in ours]
+    newer = [m.name for m in migrations.applied(db) if m.name not in NAMES]
     if newer:
         raise StoreError(
             f"{path}: written by a newer probe (schema {newer[-1]}); upgrade probe to use it"

@@ -27,78 +27,13 @@ import stat
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
-from urllib.parse import urlsplit
 
-from .errors import TargetError
-from .model import urls
-from .model.addresses import is_ip_literal
-
-CSV_HEADER = ["url", "category_code"]
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    input: str  # exactly as written
-    url: str  # normalised: scheme, punycode host, path
-    domain: str  # the URL's host, punycode
-    category: str | None = None
-    source: str | None = None  # "FILE:LINE", or None for --input
-
-
-def normalise(text: str) -> tuple[str, str]:
-    """``(url, domain)`` for a URL or bare domain; raises ``ValueError`` with the reason.
-
-    The URL is canonical (:func:`probe.model.urls.canonical`): IDNA 2008 host, default port
-    dropped, path and query percent-encoded as UTF-8, no fragment.
-    """
-    text = text.strip()
-    if not text:
-        raise ValueError("empty target")
-    if any(c.isspace() for c in text):
-        raise ValueError(f"{text!r} contains white space")
-    if "://" not in text:
-        if "/" in text:
-            raise ValueError(f"{text!r} has a path but no scheme (write https://...)")
-        text = f"https://{text}/"
-    try:
-        parts = urlsplit(text)
-    except ValueError as exc:  # an unbalanced IPv6 bracket
-        raise ValueError(f"{text!r}: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in urls.DEFAULT_PORTS:
-        raise ValueError(f"{text!r}: only http:// and https:// URLs can be measured")
-    host = parts.hostname
-    if not host:
-        raise ValueError(f"{text!r} has no host")
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ValueError(f"{text!r} has a bad port")
-    if parts.username or parts.password:
-        raise ValueError(f"{text!r}: user names and passwords in URLs are not supported")
-    domain = _ascii_host(host, text)
-    try:
-        url = urls.canonical(text)
-    except ValueError as exc:
-        raise ValueError(f"{text!r}: {exc}") from None
-    return url, domain
-
-
-def _ascii_host(host: str, text: str) -> str:
-    """The host as measured (IDNA 2008, or an IP address); a name needs at least two labels."""
-    try:
-        domain = urls.ascii_host(host)
-    except ValueError:
-        raise ValueError(f"{text!r}: {host!r} is not a valid domain name") from None
-    if not is_ip_literal(domain) and "." not in domain:
-        raise ValueError(f"{text!r}: {host!r} is not a valid domain name")
-    return domain
+from ..errors import TargetError
+from ..model.records import Target
+from ..model.urls import normalise
 
 
 def parse_text(content: str, name: str) -> list[Target]:

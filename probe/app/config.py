@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .analysis.fingerprints import Fingerprints
-from .errors import ConfigError, InputError
-from .measure.control import (
+from ..analysis.fingerprints import Fingerprints
+from ..errors import ConfigError, InputError
+from ..measure.control import (
     DEFAULT_CONTROL_RESOLVERS,
     DEFAULT_HELPER_CONCURRENCY,
     DEFAULT_HELPERS,
     OWN_HELPER_CONCURRENCY,
 )
-from .measure.measurer import Settings, Timeouts
-from .net import resolvers
-from .net.connections import client_context
+from ..measure.measurer import Settings, Timeouts
+from ..net import resolvers
+from ..net.connections import client_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +251,7 @@ Before you measure, please read this.
 def record_consent(db: Path, targets: Sequence[Path] = (), path: Path | None = None) -> Path:
     """Record consent now, keeping the rest of the file; the database and, when none are
     configured yet, the target lists of this first run are kept too (absolute, for cron)."""
-    from .model.records import utc_now
+    from ..model.records import utc_now
 
     values = load_config(path)
     values["consent"] = utc_now()

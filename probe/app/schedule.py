@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Marks our line in a crontab, so that installing again replaces it.
 CRON_MARK = "# probe: measure website blocking"

@@ -41,12 +41,13 @@ from typing import Any
 import httpx
 from sqlite_utils import Database
 
-from . import __version__
-from .errors import InputError, UploadError
-from .model.addresses import is_loopback
-from .model.records import utc_now
-from .net.guarded_httpx import Transport
-from .store.locks import Busy, file_lock, lock_path
+from .. import __version__
+from ..errors import InputError, UploadError
+from ..model.addresses import is_loopback
+from ..model.records import utc_now
+from ..net.guarded_httpx import Transport
+from ..store.exports import export_measurement
+from ..store.locks import Busy, file_lock, lock_path
 
 #: Statuses that mean "later": the collector or the path is busy or broken for now.
 RETRIED = frozenset({408, 429, 500, 502, 503, 504})
@@ -279,8 +280,6 @@ def upload(
     """Upload every measurement waiting (see the module docstring). Raises
     :class:`UploadError` (the token, or the collector unreachable: what was accepted until
     then is recorded) and :class:`Busy` when another upload of this database is running."""
-    from .collector import bridge
-
     done = Uploaded()
     with file_lock(lock_path(path, "upload"), wait=0, note={"since": utc_now()}):
         report: str | None = None
@@ -288,7 +287,7 @@ def upload(
         in_report = 0
         try:
             for measurement_id in _todo(db, client.url, retry_refused):
-                content = bridge.export_measurement(db, measurement_id, vantage_name)
+                content = export_measurement(db, measurement_id, vantage_name)
                 key = (content["probe_asn"], content["probe_cc"], content["test_start_time"])
                 if report is None or key != template or in_report >= batch_size:
                     if report is not None:

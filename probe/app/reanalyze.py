@@ -8,22 +8,18 @@ one measurement at a time.
 
 from __future__ import annotations
 
-import datetime
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlite_utils import Database
 
-from .analysis import analyze
-from .analysis.fingerprints import Fingerprints
-from .errors import InputError
-from .store import Store, load_observations
+from ..analysis import analyze
+from ..analysis.fingerprints import Fingerprints
+from ..model.times import parse_time
+from ..store import Store, load_observations
 
 #: The verdict fields whose change is a change of finding (wording alone is not).
 COMPARED = ("verdict", "blocking", "dns_consistency", "failure", "blockpage", "confirmed")
-
-_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,19 +31,6 @@ class Change:
     start_time: str
     before: dict[str, object]
     after: dict[str, object]
-
-
-def parse_time(value: str) -> str:
-    """``YYYY-MM-DD[ HH:MM[:SS]]`` (UTC, as stored); raises :class:`InputError`."""
-    value = value.strip().replace("T", " ").removesuffix("Z")
-    if not _TIME.match(value):
-        raise InputError(f"{value!r}: expected a UTC time as YYYY-MM-DD[ HH:MM[:SS]]")
-    layout = {10: "%Y-%m-%d", 16: "%Y-%m-%d %H:%M"}.get(len(value), "%Y-%m-%d %H:%M:%S")
-    try:
-        datetime.datetime.strptime(value, layout)
-    except ValueError:  # the right shape, but no such day or hour (2026-13-45)
-        raise InputError(f"{value!r} is not a time that exists") from None
-    return value
 
 
 def reanalyze(

@@ -41,15 +41,15 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from .. import __version__
 from ..errors import HelperAnswerError, StoreError
+from ..measure.control import DEFAULT_HELPERS, HELPER_ERRORS
+from ..measure.privacy import Scrubber
 from ..model.addresses import is_bogon, is_ip_literal
 from ..net.classify import classify
 from ..net.kept import KeptClient
-from .control import DEFAULT_HELPERS, HELPER_ERRORS
-from .privacy import Scrubber
 
 if TYPE_CHECKING:
-    from ..config import CheckConfig
     from ..store import Store
+    from .config import CheckConfig
 
 #: A /whoami answer is a few hundred bytes.
 MAX_ANSWER = 16 * 1024

@@ -34,20 +34,19 @@ from asyncio_throttle.throttler import Throttler
 from .. import analysis
 from ..analysis.fingerprints import Fingerprints
 from ..errors import StoreError, TurnRefused
-from ..model.records import Verdict
+from ..measure.control import HelperClient
+from ..measure.measurer import Measurer
+from ..measure.privacy import Scrubber
+from ..model.records import Target, Verdict
 from ..model.text import printable
 from ..net.connections import raise_fd_limit
 from ..net.kept import KeptClient
 from ..net.resolvers import DoHClient
 from ..store import Store
-from ..targets import Target
-from .control import HelperClient
 from .identity import network_identity, record_identity
-from .measurer import Measurer
-from .privacy import Scrubber
 
 if TYPE_CHECKING:
-    from ..config import CheckConfig
+    from .config import CheckConfig
 
 VERDICTS = ("accessible", "blocked", "down", "inconclusive")
 

@@ -1,0 +1,375 @@
+"""The SQLite schema: every step, in the one order a database goes through them.
+
+Each step is a function applied once (sqlite-utils Migrations, recorded in
+``_sqlite_migrations``); :data:`STEPS` lists them in order, so a new database and an old one
+upgraded step by step end with the same schema. Steps are never edited or reordered once
+released: a change is a new step at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from ..model.records import utc_now
+
+
+def derived_vantage(first_run_id: str) -> str:
+    """The vantage id of a database written before vantages existed, from its first run."""
+    return "db-" + hashlib.sha256(first_run_id.encode()).hexdigest()[:24]
+
+
+def m001_initial(db: Database) -> None:
+    db.table("runs").create(
+        {
+            "id": str,
+            "started_at": str,  # UTC "YYYY-MM-DD HH:MM:SS"
+            "finished_at": str,
+            "status": str,  # running | complete | interrupted
+            "software_version": str,
+            "probe_asn": str,  # "AS12345": the network, never the volunteer's address
+            "probe_cc": str,
+            "inputs": str,  # JSON list of target files / --input URLs
+            "settings": str,  # JSON: resolvers, helpers, timeouts
+            "offline": int,
+            "targets": int,
+            "counts": str,  # JSON {verdict: count}
+        },
+        pk="id",
+    )
+    db.table("measurements").create(
+        {
+            "id": str,
+            "run_id": str,
+            "position": int,  # the target's place in the run's input order
+            "input": str,
+            "url": str,
+            "domain": str,
+            "category": str,
+            "start_time": str,
+            "runtime": float,
+            "probe_asn": str,
+            "probe_cc": str,
+            "verdict": str,
+            "blocking": str,
+            "accessible": int,
+            "dns_consistency": str,
+            "failure": str,
+            "blockpage": str,
+            "confirmed": int,
+            "reason": str,
+            "body_proportion": float,
+            "body_length_match": int,
+            "status_code_match": int,
+            "headers_match": int,
+            "title_match": int,
+            "software_version": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db.table("measurements").create_index(["domain", "start_time"])
+    db.table("measurements").create_index(["probe_asn", "domain", "start_time"])
+    db.table("measurements").create_index(["run_id"])
+    step = {"measurement_id": str, "depth": int, "t0": float, "t": float}
+    db.table("dns_queries").create(
+        {
+            **step,
+            "hostname": str,
+            "query_type": str,
+            "engine": str,
+            "resolver": str,
+            "failure": str,
+            "rcode": str,
+            "addresses": str,  # JSON list
+            "cnames": str,  # JSON list
+            "ttl": int,
+        },
+        foreign_keys=[("measurement_id", "measurements", "id")],
+    )
+    db.table("tcp_connects").create(
+        {**step, "ip": str, "port": int, "failure": str},
+        foreign_keys=[("measurement_id", "measurements", "id")],
+    )
+    db.table("tls_handshakes").create(
+        {
+            **step,
+            "ip": str,
+            "port": int,
+            "server_name": str,
+            "failure": str,
+            "tls_version": str,
+            "cipher": str,
+            "alpn": str,
+            "cert_sha256": str,
+            "cert_subject": str,
+            "cert_issuer": str,
+            "purpose": str,
+        },
+        foreign_keys=[("measurement_id", "measurements", "id")],
+    )
+    db.table("http_requests").create(
+        {
+            **step,
+            "hop": int,
+            "url": str,
+            "method": str,
+            "ip": str,
+            "port": int,
+            "failure": str,
+            "status_code": int,
+            "headers": str,  # JSON [[name, value], ...]
+            "title": str,
+            "body_length": int,
+            "body_sha256": str,
+            "body_truncated": int,
+            "location": str,
+            "body": bytes,  # the evidence; see _stored_body and body_encoding (m004)
+        },
+        foreign_keys=[("measurement_id", "measurements", "id")],
+    )
+    db.table("controls").create(
+        {
+            "measurement_id": str,
+            "helper": str,
+            "failure": str,
+            "response": str,  # the helper's JSON answer, verbatim
+            "t0": float,
+            "t": float,
+        },
+        pk="measurement_id",
+        foreign_keys=[("measurement_id", "measurements", "id")],
+    )
+    for table in ("dns_queries", "tcp_connects", "tls_handshakes", "http_requests"):
+        db.table(table).create_index(["measurement_id"])
+
+
+def m002_duplicate_replies_informational_raw(db: Database) -> None:
+    db.table("dns_queries").add_column("duplicate_replies", str)  # JSON list
+    db.table("http_requests").add_column("informational", str)  # JSON list of 1xx codes
+    db.table("http_requests").add_column("raw", bytes)  # first bytes of an unparsable reply
+
+
+def m003_evidence(db: Database) -> None:
+    db.table("measurements").add_column("evidence", str)  # JSON list of Evidence
+
+
+def m004_compressed_bodies_and_reanalyses(db: Database) -> None:
+    # "zlib": ``body`` holds the first STORED_BODY_BYTES of the body, zlib-compressed;
+    # NULL: ``body`` is raw (rows written before this migration) or absent.
+    db.table("http_requests").add_column("body_encoding", str)
+    db.table("reanalyses").create(
+        {
+            "measurement_id": str,
+            "at": str,  # UTC "YYYY-MM-DD HH:MM:SS"
+            "software_version": str,
+            "before": str,  # JSON: the verdict fields replaced
+            "after": str,  # JSON: the verdict fields written
+        },
+        foreign_keys=[("measurement_id", "measurements", "id")],
+    )
+    db.table("reanalyses").create_index(["measurement_id"])
+
+
+def m010_network_identity(db: Database) -> None:
+    # The network a run measured from (probe.app.identity), beside probe_asn/probe_cc:
+    # names and the resolver's AS; never an address of the volunteer's.
+    runs = db.table("runs")
+    runs.add_column("probe_network_name", str)
+    runs.add_column("resolver_ip", str)  # the configured resolver, only when a public address
+    runs.add_column("resolver_asn", str)
+    runs.add_column("resolver_network_name", str)
+    runs.add_column("identity_source", str)  # lookup | override | lookup+override | NULL
+
+
+def m020_local_results(db: Database) -> None:
+    # probe runs/status/prune on a million measurements: runs by time, measurements by time;
+    # "pruned" marks a measurement whose observations were dropped (never re-analysed).
+    db.table("runs").create_index(["started_at"])
+    db.table("measurements").create_index(["start_time"])
+    db.table("measurements").add_column("pruned", int, not_null_default=0)
+
+
+def m030_uploads(db: Database) -> None:
+    # probe upload: per collector, each measurement it accepted (its uid) or refused for
+    # good (the reason); a measurement with no row here waits for upload.
+    db.table("uploads").create(
+        {
+            "measurement_id": str,
+            "collector": str,  # the collector's base URL
+            "status": str,  # accepted | refused
+            "measurement_uid": str,
+            "reason": str,
+            "at": str,  # UTC "YYYY-MM-DD HH:MM:SS"
+        },
+        pk=("measurement_id", "collector"),
+    )
+
+
+def m040_dns_addresses_total(db: Database) -> None:
+    # How many addresses a DNS answer held: ``addresses`` keeps at most 64 of them
+    # (probe.net.resolvers.MAX_ADDRESSES). NULL: not counted (rows stored before this).
+    db.table("dns_queries").add_column("addresses_total", int)
+
+
+def m005_vantages(db: Database) -> None:
+    db.table("vantages").create(
+        {
+            "id": str,
+            "name": str,  # the volunteer's name for it (config `vantage`), never an address
+            "kind": str,  # local | remote | ooni
+            "added_at": str,  # UTC "YYYY-MM-DD HH:MM:SS"
+        },
+        pk="id",
+    )
+    db.execute("create unique index vantages_one_local on vantages(kind) where kind = 'local'")
+    # A database that already has runs gets the id a merge gives it before this step
+    # (derived from its first run), so it stays one vantage when merged before and after.
+    first = db.execute("select id from runs order by started_at, id limit 1").fetchone()
+    local = derived_vantage(first[0]) if first else str(uuid.uuid4())
+    db.table("vantages").insert({"id": local, "kind": "local", "added_at": utc_now()})
+    db.table("runs").add_column("vantage_id", str, fk="vantages", fk_col="id")
+    db.execute("update runs set vantage_id = ?", [local])
+    db.execute(
+        """
+        create trigger runs_local_vantage after insert on runs when new.vantage_id is null
+        begin
+            update runs set vantage_id = (select id from vantages where kind = 'local')
+            where id = new.id;
+        end
+        """
+    )
+    db.table("runs").create_index(["vantage_id"])
+
+
+def m006_ooni_imports(db: Database) -> None:
+    db.table("ooni_imports").create(
+        {
+            "measurement_id": str,
+            "uid": str,  # OONI's identity: measurement_uid, else report_id + input + time
+            "report_id": str,
+            "source": str,  # FILE:LINE it was read from
+            "test_version": str,
+            "software": str,  # software_name software_version
+            "ooni_blocking": str,  # OONI's verdict as published (JSON), never used by us
+            "ooni_accessible": str,
+            "measurement": bytes,  # the measurement as published, zlib-compressed JSON
+            "imported_at": str,
+        },
+        pk="measurement_id",
+        foreign_keys=[("measurement_id", "measurements", "id")],
+    )
+    db.table("ooni_imports").create_index(["uid"], unique=True)
+
+
+VIEWS = {
+    "verdicts": """
+        select m.id as measurement_id, m.start_time, m.input, m.url, m.domain, m.category,
+               coalesce(m.probe_asn, r.probe_asn) as probe_asn,
+               coalesce(m.probe_cc, r.probe_cc) as probe_cc,
+               m.verdict, m.blocking, m.accessible, m.dns_consistency, m.failure, m.blockpage,
+               m.confirmed, m.reason, m.run_id, r.started_at as run_started_at,
+               r.finished_at as run_finished_at, r.status as run_status,
+               r.offline as run_offline, r.vantage_id, v.name as vantage,
+               v.kind as vantage_kind, m.software_version, m.pruned
+        from measurements m
+        left join runs r on r.id = m.run_id
+        left join vantages v on v.id = r.vantage_id
+    """,
+    "blocked": "select * from verdicts where verdict = 'blocked'",
+    "latest_verdicts": """
+        select * from (
+            select *, row_number() over (
+                partition by domain, probe_asn order by start_time desc, measurement_id
+            ) as newest
+            from verdicts
+        ) where newest = 1
+    """,
+    "run_summaries": """
+        select r.id as run_id, r.started_at, r.finished_at, r.status, r.offline, r.probe_asn,
+               r.probe_cc, r.vantage_id, v.name as vantage, v.kind as vantage_kind,
+               r.software_version, count(m.id) as measurements,
+               coalesce(sum(m.verdict = 'accessible'), 0) as accessible,
+               coalesce(sum(m.verdict = 'blocked'), 0) as blocked,
+               coalesce(sum(m.verdict = 'down'), 0) as down,
+               coalesce(sum(m.verdict = 'inconclusive'), 0) as inconclusive
+        from runs r
+        left join vantages v on v.id = r.vantage_id
+        left join measurements m on m.run_id = r.id
+        group by r.id
+    """,
+    "dns_answers": """
+        select q.measurement_id, m.start_time, m.domain, m.probe_asn, q.depth, q.hostname,
+               q.query_type, q.engine, q.resolver, q.failure, q.rcode, q.addresses, q.cnames,
+               q.t0, q.t
+        from dns_queries q join measurements m on m.id = q.measurement_id
+    """,
+    "tls_results": """
+        select h.measurement_id, m.start_time, m.domain, m.probe_asn, h.depth, h.purpose,
+               h.ip, h.port, h.server_name, h.failure, h.tls_version, h.alpn, h.cert_sha256,
+               h.cert_subject, h.cert_issuer, h.t0, h.t
+        from tls_handshakes h join measurements m on m.id = h.measurement_id
+    """,
+    "http_hops": """
+        select h.measurement_id, m.start_time, m.domain, m.probe_asn, h.hop, h.depth, h.url,
+               h.ip, h.port, h.failure, h.status_code, h.title, h.body_length, h.body_sha256,
+               h.body_truncated, h.location, h.t0, h.t
+        from http_requests h join measurements m on m.id = h.measurement_id
+    """,
+}
+
+
+def m007_research_views(db: Database) -> None:
+    # As released: the verdicts view without ``pruned`` (m020 adds the column; m050 the view's).
+    for name, sql in VIEWS.items():
+        if name == "verdicts":
+            sql = sql.replace(", m.pruned\n", "\n")
+        db.execute(f"create view {name} as {sql}")
+
+
+#: The columns the timeline reads, in the order of its scan: an index holding them all lets
+#: a million measurements be read from the index alone, never the rows.
+TIMELINE_COLUMNS = ("probe_asn", "domain", "start_time", "verdict", "run_id", "blocking",
+                    "failure", "blockpage", "id")  # fmt: skip
+
+
+def m008_timeline_index(db: Database) -> None:
+    db.table("measurements").create_index(
+        list(TIMELINE_COLUMNS), index_name="measurements_timeline"
+    )
+
+
+def m050_views_again(db: Database) -> None:
+    # Views as :data:`VIEWS` has them now (the verdicts view shows ``pruned``): a view holds
+    # no data, so a changed view is dropped and created again by a new step like this one.
+    for name in VIEWS:
+        db.execute(f"drop view if exists {name}")
+    for name, sql in VIEWS.items():
+        db.execute(f"create view {name} as {sql}")
+
+
+#: Every schema step, in order.
+STEPS = (
+    m001_initial,
+    m002_duplicate_replies_informational_raw,
+    m003_evidence,
+    m004_compressed_bodies_and_reanalyses,
+    m005_vantages,
+    m006_ooni_imports,
+    m007_research_views,
+    m008_timeline_index,
+    m010_network_identity,
+    m020_local_results,
+    m030_uploads,
+    m040_dns_addresses_total,
+    m050_views_again,
+)
+#: Their names: a database that applied a step not named here was written by a newer probe.
+NAMES = tuple(step.__name__ for step in STEPS)
+
+migrations = Migrations("probe")
+for _step in STEPS:
+    migrations()(_step)
