@@ -188,7 +188,7 @@ def test_a_timeout_in_the_config_file_that_is_not_a_sane_number_is_refused(confi
 
 def test_timeouts_up_to_300_seconds_are_taken():
     from probe.app.config import check_config
-    from probe.measure.measurer import Timeouts
+    from probe.measure.settings import Timeouts
 
     config = check_config(
         timeouts=Timeouts(dns=0.1, tcp=300, tls=300.0, http=1, control=300),
@@ -203,7 +203,7 @@ def test_timeouts_up_to_300_seconds_are_taken():
 def test_check_config_refuses_a_timeout_out_of_range(value):
     from probe.app.config import check_config
     from probe.errors import InputError
-    from probe.measure.measurer import Timeouts
+    from probe.measure.settings import Timeouts
 
     with pytest.raises(InputError, match="--control-timeout: .* 0 and 300"):
         check_config(timeouts=Timeouts(control=value), resolver="udp://192.88.99.1")

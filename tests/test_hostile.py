@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from probe import analysis
-from probe.measure import measurer
+from probe.measure import measurer, redirects
 from probe.measure.privacy import SCRUBBED, Scrubber
 from probe.model import failures
 from probe.model.records import Control, DNSQuery, HTTPRequest, Observations, TCPConnect
@@ -215,27 +215,27 @@ def test_any_json_is_either_a_well_typed_answer_or_a_clean_rejection(data):
 @pytest.mark.parametrize(
     "location, failure",
     [
-        ("http://web.hostile.test:99999/", measurer.REDIRECT_INVALID),
-        ("http://[::1/", measurer.REDIRECT_INVALID),
-        ("ftp://192.168.1.1/etc/passwd", measurer.REDIRECT_NOT_HTTP),
-        ("javascript:alert(1)", measurer.REDIRECT_NOT_HTTP),
-        ("http://192.88.99.251:22/", measurer.REDIRECT_BAD_PORT),
-        ("http://example.org:0/", measurer.REDIRECT_BAD_PORT),
+        ("http://web.hostile.test:99999/", redirects.REDIRECT_INVALID),
+        ("http://[::1/", redirects.REDIRECT_INVALID),
+        ("ftp://192.168.1.1/etc/passwd", redirects.REDIRECT_NOT_HTTP),
+        ("javascript:alert(1)", redirects.REDIRECT_NOT_HTTP),
+        ("http://192.88.99.251:22/", redirects.REDIRECT_BAD_PORT),
+        ("http://example.org:0/", redirects.REDIRECT_BAD_PORT),
         ("http:///nohost", failures.HTTP_INVALID_REDIRECT),
-        ("http://exa mple.org/", measurer.REDIRECT_INVALID),
+        ("http://exa mple.org/", redirects.REDIRECT_INVALID),
     ],
 )
 def test_redirects_the_probe_will_not_follow(location, failure):
-    assert measurer.redirect_target(location) == (None, failure)
+    assert redirects.redirect_target(location) == (None, failure)
 
 
 def test_redirects_it_follows_are_normalised():
-    assert measurer.redirect_target("HTTPS://Яндекс.РФ:8443/a?b") == (
+    assert redirects.redirect_target("HTTPS://Яндекс.РФ:8443/a?b") == (
         "https://xn--d1acpjx3f.xn--p1ai:8443/a?b",
         None,
     )
     # The bogon rule is not the redirect rule's business: the connect step refuses it.
-    assert measurer.redirect_target("http://127.0.0.1/")[0] == "http://127.0.0.1/"
+    assert redirects.redirect_target("http://127.0.0.1/")[0] == "http://127.0.0.1/"
 
 
 def test_addresses_are_capped_per_family_in_order():
@@ -333,9 +333,9 @@ BOGON_REDIRECTS = [
     f"http://private.{ZONE}/",
 ]
 REFUSED_REDIRECTS = {
-    "http://127.0.0.1:22/": measurer.REDIRECT_BAD_PORT,
-    f"http://{HOSTILE_IP}:22/": measurer.REDIRECT_BAD_PORT,
-    f"http://{HOSTILE_IP}:25/": measurer.REDIRECT_BAD_PORT,
+    "http://127.0.0.1:22/": redirects.REDIRECT_BAD_PORT,
+    f"http://{HOSTILE_IP}:22/": redirects.REDIRECT_BAD_PORT,
+    f"http://{HOSTILE_IP}:25/": redirects.REDIRECT_BAD_PORT,
     # http11 resolves and canonicalises the Location, and already refuses these.
     "ftp://192.168.1.1/etc/passwd": failures.unknown(
         "invalid redirect location: only http:// and https:// URLs can be fetched"

@@ -25,7 +25,8 @@ import trustme
 
 from probe.analysis import analyze
 from probe.analysis.observed import LOOP_STALLED
-from probe.measure.measurer import Measurer, Settings, Timeouts
+from probe.measure.measurer import Measurer
+from probe.measure.settings import Settings, Timeouts
 from probe.model import failures as F
 from probe.model.records import HTTPRequest, Observations, Target, TLSHandshake
 from probe.net.connections import LAG_INTERVAL, LoopLag
@@ -294,7 +295,8 @@ LAB_SNIPPET = """
 import asyncio, contextlib, json, ssl, sys, time
 from probe.analysis import analyze
 from probe.measure.control import HelperClient
-from probe.measure.measurer import Measurer, Settings, Timeouts
+from probe.measure.measurer import Measurer
+from probe.measure.settings import Settings, Timeouts
 from probe.net.kept import KeptClient
 from probe.net.resolvers import parse_resolver
 from probe.model.records import Target

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from probe.measure.measurer import Measurer, Settings
+from probe.measure.measurer import Measurer
+from probe.measure.settings import Settings
 from probe.net.connections import Clock, client_context
 from probe.net.resolvers import parse_resolver
 
@@ -64,7 +65,7 @@ async def test_a_server_sees_at_most_two_connections_at_once_from_us():
     m = measurer()
 
     async def use(port: int) -> str | None:
-        async with m.connection("127.0.0.1", port, Clock(), 0) as (record, conn):
+        async with m.politeness.connection("127.0.0.1", port, Clock(), 0) as (record, conn):
             if conn is not None:
                 await asyncio.sleep(0.01)
                 await conn.send(b"bye")
@@ -79,7 +80,7 @@ async def test_a_server_sees_at_most_two_connections_at_once_from_us():
             listener.close()
     assert results == [None] * 20
     assert [(s.served, s.peak) for s in servers] == [(10, 2), (10, 2)]
-    assert not m._addresses  # no state kept for addresses no longer in use (flat memory)
+    assert not m.politeness._addresses  # no state kept for addresses no longer in use (flat memory)
 
 
 @pytest.mark.asyncio
@@ -90,7 +91,7 @@ async def test_every_connection_passes_the_rate_limit():
     port = listener.sockets[0].getsockname()[1]
     try:
         for _ in range(5):
-            async with m.connection("127.0.0.1", port, Clock(), 0) as (_record, conn):
+            async with m.politeness.connection("127.0.0.1", port, Clock(), 0) as (_record, conn):
                 assert conn is not None
                 conn.close()
     finally:
@@ -103,7 +104,8 @@ async def test_every_connection_passes_the_rate_limit():
 # Prints each address's connect records and the most connections in use there at once.
 BLACKHOLE_SCRIPT = """
 import asyncio, json, sys
-from probe.measure.measurer import Measurer, Settings, Timeouts
+from probe.measure.measurer import Measurer
+from probe.measure.settings import Settings, Timeouts
 from probe.net.connections import Clock, client_context
 from probe.net.resolvers import parse_resolver
 
@@ -121,7 +123,7 @@ async def main(addresses):
     clock = Clock()
 
     async def one(ip):
-        async with m.connection(ip, 80, clock, 0) as (record, conn):
+        async with m.politeness.connection(ip, 80, clock, 0) as (record, conn):
             records[ip].append([record.failure, record.t0, record.t])
             if conn is not None:
                 now[ip] += 1
@@ -131,7 +133,7 @@ async def main(addresses):
                 conn.close()
 
     await asyncio.gather(*(one(ip) for ip in addresses for _ in range(10)))
-    print(json.dumps({"records": records, "peak": peak, "left": len(m._addresses)}))
+    print(json.dumps({"records": records, "peak": peak, "left": len(m.politeness._addresses)}))
 
 asyncio.run(main(sys.argv[1:]))
 """
@@ -162,7 +164,8 @@ def test_blackholed_connects_wait_together_and_live_servers_still_see_two(clean_
 # ones (no helper, no control). Prints the URLs in the order their results came.
 PARKED_SCRIPT = """
 import asyncio, json, sys, tempfile
-from probe.measure.measurer import Measurer, Settings, Timeouts
+from probe.measure.measurer import Measurer
+from probe.measure.settings import Settings, Timeouts
 from probe.app.run import run
 from probe.net.connections import client_context
 from probe.net.resolvers import parse_resolver

@@ -29,7 +29,7 @@ from ..measure.control import (
     DEFAULT_HELPERS,
     OWN_HELPER_CONCURRENCY,
 )
-from ..measure.measurer import Settings, Timeouts
+from ..measure.settings import Settings, Timeouts
 from ..net import resolvers
 from ..net.connections import client_context
 

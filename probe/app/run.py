@@ -163,11 +163,11 @@ class _Pace:
                 if first and self.turns.closed.done():
                     self.turns.withdraw(ticket)
                     raise TurnRefused("the run reached its deadline before this target's turn")
-                if addresses and all(self.measurer.silent(ip) for ip in addresses):
+                if addresses and all(self.measurer.politeness.silent(ip) for ip in addresses):
                     self.turns.withdraw(ticket)
                     return
                 await asyncio.wait(
-                    (ticket, self.measurer.next_silence(), self.turns.closed),
+                    (ticket, self.measurer.politeness.next_silence(), self.turns.closed),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
         except asyncio.CancelledError:

@@ -214,7 +214,7 @@ def check(
         probe check targets/kg.txt --json > kg.jsonl
     """
     from ..app.config import check_config
-    from ..measure.measurer import Timeouts
+    from ..measure.settings import Timeouts
     from ..store import Store, open_db
 
     settings = click.get_current_context().obj or {}

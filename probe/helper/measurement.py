@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..measure.measurer import Measurer, Settings, Timeouts, connects
+from ..measure.measurer import Measurer, connects
+from ..measure.settings import Settings, Timeouts
 from ..model import failures
 from ..model.addresses import canonical_ip, is_bogon
 from ..model.records import HTTPRequest, Observations

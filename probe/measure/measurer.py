@@ -22,7 +22,8 @@ nothing leaks"):
   router's admin page), with the same exception; recorded as failing with
   ``REFUSED_OWN_ADDRESS`` (the scrubber then hides the address itself);
 * redirects are followed to http and https URLs only, never to a port browsers refuse
-  (:data:`BAD_PORTS`); a Location that is not a valid URL is a failure for that hop;
+  (:mod:`probe.measure.redirects`); a Location that is not a valid URL is a failure for that
+  hop;
 * at most :data:`MAX_ADDRESSES_PER_FAMILY` addresses per family are tried for a host (a DNS
   answer with thousands of addresses would otherwise open thousands of sockets); the DNS
   records keep every address, so the cap shows as more addresses than connects.
@@ -41,11 +42,8 @@ Nothing here decides anything: :mod:`probe.analysis` does, from the records.
 from __future__ import annotations
 
 import asyncio
-import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from http.cookies import CookieError, SimpleCookie
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -61,34 +59,22 @@ from ..model.records import (
     TLSHandshake,
     utc_now,
 )
-from ..model.urls import normalise
 from ..net import http11, resolvers
 from ..net.connections import (
     Clock,
     Conn,
     LoopLag,
     presented_certificate,
-    tcp_connect,
     tls_handshake,
 )
 from ..ooni.helper_protocol import control_request, endpoints_for
 from .control import HelperClient
+from .politeness import Pacing, Politeness
+from .redirects import redirect_target, remember_cookies
+from .settings import Settings
 
 #: Addresses tried per host and hop, per address family (IPv4, IPv6).
 MAX_ADDRESSES_PER_FAMILY = 8
-#: Ports a browser never fetches from (the Fetch standard's "bad ports"): a redirect there
-#: would make the probe talk HTTP to a mail, SSH or FTP server.
-BAD_PORTS = frozenset(
-    {1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101,
-     102, 103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389,
-     427, 465, 512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636,
-     989, 990, 993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566,
-     6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080}
-)  # fmt: skip
-REDIRECT_NOT_HTTP = failures.unknown("refused to follow a redirect to a scheme other than http(s)")
-REDIRECT_BAD_PORT = failures.unknown("refused to follow a redirect to a port browsers refuse")
-REDIRECT_INVALID = failures.unknown("redirect to an invalid URL")
-
 #: A step that timed out while the loop stalled for this share of its timeout is measured again.
 STALL_SHARE = 0.1
 
@@ -101,44 +87,6 @@ CERTIFICATE_FAILURES = frozenset(
 )
 
 
-@dataclass
-class Timeouts:
-    """Per-step timeouts in seconds (OONI's defaults)."""
-
-    dns: float = 4.0
-    tcp: float = 10.0
-    tls: float = 10.0
-    http: float = 10.0
-    control: float = 30.0
-
-
-@dataclass
-class Settings:
-    system_resolver: resolvers.Resolver
-    control_resolvers: list[resolvers.Resolver]
-    ssl_context: ssl.SSLContext
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    max_redirects: int = 10
-    max_body: int = http11.MAX_BODY
-    per_address: int = 2  # connections at once to one server address
-    #: Seconds after which a connect still unanswered gives its slot back (see
-    #: :meth:`Measurer.connection`); its SYN has reached nobody so far.
-    connect_grace: float = 1.0
-    #: Unanswered connects at once to one address (a blackhole): each target still makes its
-    #: own attempt, but they no longer wait for each other's timeouts.
-    pending_per_address: int = 16
-    headers: dict[str, str] = field(default_factory=lambda: dict(http11.DEFAULT_HEADERS))
-    #: Why an address may not be connected to on a port, besides the bogon rule (the test
-    #: helper's policy: its own host): the failure string to record, or None when it may;
-    #: None: every address that is not a bogon.
-    address_refusal: Callable[[str, int], str | None] | None = None
-    #: Whether an address is the vantage's own, never connected to (the run's
-    #: :meth:`~probe.measure.privacy.Scrubber.is_own`); None: no address is known as such.
-    own_address: Callable[[str], bool] | None = None
-    #: Seconds a UDP lookup still collects replies after its answer (duplicates are evidence).
-    dns_duplicate_window: float = resolvers.DUPLICATE_WINDOW
-
-
 class _Step(Protocol):
     """A step's record (DNSQuery, TCPConnect, TLSHandshake, HTTPRequest): its failure and times."""
 
@@ -148,30 +96,6 @@ class _Step(Protocol):
 
 
 _T = TypeVar("_T")
-
-
-class Pacing(Protocol):
-    """How a runner paces the targets it measures at once (see :meth:`Measurer.measure`)."""
-
-    async def turn(self, addresses: list[str]) -> None:
-        """Wait, with the system resolver's addresses, until the target may go on."""
-
-    def idle(self) -> None:
-        """The target no longer keeps the vantage busy (it may be called more than once)."""
-
-    async def resume(self) -> None:
-        """Wait until the idle target may keep the vantage busy again."""
-
-
-class _Address:
-    """The limits on connections to one server address, shared by every target of a run."""
-
-    def __init__(self, slots: int, pending: int) -> None:
-        self.slots = asyncio.Semaphore(slots)  # connections in use
-        self.pending = asyncio.Semaphore(pending)  # connects that gave their slot back
-        #: A connect here went unanswered for the grace period, and none succeeded since.
-        self.silent = False
-        self.users = 0
 
 
 @dataclass
@@ -202,109 +126,13 @@ class Measurer:
         self.settings = settings
         self.doh_client = doh_client
         self.helpers = helpers
-        self.throttle = throttle
-        self._addresses: dict[str, _Address] = {}
-        self._silence: asyncio.Future[None] | None = None
-
-    @asynccontextmanager
-    async def connection(
-        self,
-        ip: str,
-        port: int,
-        clock: Clock,
-        depth: int,
-        pace: Pacing | None = None,
-    ) -> AsyncIterator[tuple[TCPConnect, Conn | None]]:
-        """A measured TCP connect to ``ip:port``: its record, and the connection when it
-        succeeded, which the body then holds as one of the address's ``per_address`` slots.
-
-        Politeness is about connections that reach a server, and a SYN into a blackhole reaches
-        nobody. So a connect takes a slot, but one still unanswered after ``connect_grace``
-        gives it back and waits on as one of at most ``pending_per_address`` such connects;
-        while no connect to the address has succeeded since, new ones start there at once.
-        A connect that succeeds takes a slot back before the body runs (one that succeeds only
-        after the grace, while both slots are busy, waits idle for one: the server then sees
-        it open, unused; at most ``pending_per_address`` of them). Ten sites on one
-        blackholed address thus time out together, not five timeouts back to back, and each
-        target still records its own attempt. Every connection passes the rate limit.
-
-        ``pace`` is told when this connect waits on a silent address (gone unanswered past
-        the grace, or started where connects go unanswered): the target is idle then; should
-        the connect succeed after all, the target waits to be busy again before going on (a
-        network slower than the grace must not lift the run's limit on busy targets).
-        """
-        address = self._addresses.get(ip)
-        if address is None:
-            address = self._addresses[ip] = _Address(
-                self.settings.per_address, self.settings.pending_per_address
-            )
-        address.users += 1
-        holding = pending = False
-        attempt: asyncio.Task[tuple[TCPConnect, Conn | None]] | None = None
-        conn: Conn | None = None
-        try:
-            if address.silent:
-                if pace is not None:
-                    pace.idle()
-                await address.pending.acquire()
-                pending = True
-            else:
-                await address.slots.acquire()
-                holding = True
-            await self._throttled()
-            attempt = asyncio.create_task(
-                tcp_connect(ip, port, timeout=self.settings.timeouts.tcp, clock=clock, depth=depth)
-            )
-            if holding:
-                done, _ = await asyncio.wait({attempt}, timeout=self.settings.connect_grace)
-                if not done and not address.pending.locked():
-                    await address.pending.acquire()  # free: returns at once
-                    pending, address.silent = True, True
-                    if self._silence is not None and not self._silence.done():
-                        self._silence.set_result(None)
-                    address.slots.release()
-                    holding = False
-                    if pace is not None:
-                        pace.idle()
-            record, conn = await attempt
-            attempt = None  # its connection, if any, is ``conn`` now
-            if conn is not None:
-                address.silent = False
-                if pending and pace is not None:
-                    await pace.resume()
-                if not holding:
-                    await address.slots.acquire()
-                    holding = True
-            if pending:
-                address.pending.release()
-                pending = False
-            yielded, conn = conn, None  # the body owns it now
-            yield record, yielded
-        finally:
-            if attempt is not None:  # cancelled while connecting
-                attempt.cancel()
-                if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
-                    conn = attempt.result()[1]
-            if conn is not None:  # connected, but cancelled before the body got it
-                conn.close()
-            if holding:
-                address.slots.release()
-            if pending:
-                address.pending.release()
-            address.users -= 1
-            if not address.users:  # keep memory flat over many addresses
-                del self._addresses[ip]
-
-    async def _throttled(self) -> None:
-        if self.throttle is not None:
-            async with self.throttle:
-                pass
+        self.politeness = Politeness(settings, throttle)
 
     async def _lookup(
         self, m: _Measurement, resolver: resolvers.Resolver, host: str, qtype: str, depth: int
     ) -> DNSQuery:
         for retry in (False, True):  # once more when the loop stalled (see the module docstring)
-            await self._throttled()
+            await self.politeness.throttled()
             query = await resolvers.lookup(
                 resolver,
                 host,
@@ -429,18 +257,6 @@ class Measurer:
             return [host]
         return await self._resolve(m, self.settings.system_resolver, host, 0)
 
-    def next_silence(self) -> asyncio.Future[None]:
-        """A future done when the next address goes silent."""
-        if self._silence is None or self._silence.done():
-            self._silence = asyncio.get_running_loop().create_future()
-        return self._silence
-
-    def silent(self, ip: str) -> bool:
-        """Whether connects to ``ip`` go unanswered: one is waiting there past the grace,
-        and none has succeeded since."""
-        address = self._addresses.get(ip)
-        return address is not None and address.silent
-
     async def fetch(
         self, obs: Observations, addresses: list[str], headers: dict[str, str], clock: Clock
     ) -> None:
@@ -482,7 +298,7 @@ class Measurer:
                 return  # the DNS records say why
             hop = await self._hop(m, url, known[host], depth, headers, cookies.get(host))
             m.obs.http.append(hop)
-            _remember_cookies(cookies, host, hop)
+            remember_cookies(cookies, host, hop)
             if hop.failure or hop.status_code not in http11.REDIRECT_CODES:
                 return
             if hop.location is None:
@@ -516,7 +332,7 @@ class Measurer:
         timeouts = self.settings.timeouts
 
         async def connect_and_get(ip: str, made: list[_Step]) -> HTTPRequest | None:
-            async with self.connection(ip, port, clock, depth, m.pace) as (tcp, conn):
+            async with self.politeness.connection(ip, port, clock, depth, m.pace) as (tcp, conn):
                 self._stalled(m, tcp, timeouts.tcp)
                 obs.tcp.append(tcp)
                 made.append(tcp)
@@ -556,7 +372,7 @@ class Measurer:
             return await self._unless_stalled(m, lambda made: connect_and_get(ip, made))
 
         async def connect_and_validate(ip: str, made: list[_Step]) -> None:
-            async with self.connection(ip, 443, clock, depth, m.pace) as (tcp, conn):
+            async with self.politeness.connection(ip, 443, clock, depth, m.pace) as (tcp, conn):
                 self._stalled(m, tcp, timeouts.tcp)
                 made.append(tcp)
                 if conn is None:
@@ -616,7 +432,7 @@ class Measurer:
             purpose=purpose,
         )
         if record.failure in CERTIFICATE_FAILURES:
-            await self._throttled()
+            await self.politeness.throttled()
             record.cert_sha256 = await presented_certificate(
                 ip, port, host, self.settings.timeouts.tls
             )
@@ -641,27 +457,6 @@ def connects(url: str, addresses: list[str], depth: int) -> list[tuple[str, int,
     return made
 
 
-def redirect_target(location: str) -> tuple[str | None, str | None]:
-    """``(url, None)``: the normalised URL a redirect leads to, when the probe may follow it;
-    else ``(None, failure)``. Only http(s), a valid host and port, never a port in BAD_PORTS."""
-    try:
-        parts = urlsplit(location)
-        port = parts.port
-    except ValueError:  # a port out of range, a broken IPv6 literal
-        return None, REDIRECT_INVALID
-    if parts.scheme.lower() not in ("http", "https"):
-        return None, REDIRECT_NOT_HTTP
-    if not parts.hostname:
-        return None, failures.HTTP_INVALID_REDIRECT
-    if port is not None and (port == 0 or port in BAD_PORTS):
-        return None, REDIRECT_BAD_PORT
-    try:
-        url, _domain = normalise(location)
-    except ValueError:
-        return None, REDIRECT_INVALID
-    return url, None
-
-
 def _capped(addresses: list[str]) -> list[str]:
     """The first MAX_ADDRESSES_PER_FAMILY IPv4 and IPv6 addresses, in their order."""
     v4 = [a for a in addresses if ":" not in a][:MAX_ADDRESSES_PER_FAMILY]
@@ -683,19 +478,6 @@ def _first_failure(obs: Observations, depth: int, port: int, addresses: list[str
                 if connect.failure:
                     return connect.failure
     return failures.unknown("no connection")
-
-
-def _remember_cookies(jar: dict[str, dict[str, str]], host: str, hop: HTTPRequest) -> None:
-    for name, value in hop.headers:
-        if name.lower() != "set-cookie":
-            continue
-        try:
-            parsed: SimpleCookie = SimpleCookie()
-            parsed.load(value)
-        except CookieError:
-            continue
-        for key, morsel in parsed.items():
-            jar.setdefault(host, {})[key] = morsel.value
 
 
 def _sort(obs: Observations) -> None:
