@@ -28,7 +28,8 @@ from probe.analysis import analyze
 from probe.measure.privacy import SCRUBBED, Scrubber
 from probe.model import failures as F
 from probe.model.records import HTTPRequest, Observations, TCPConnect
-from probe.ooni.measurement import Provenance, from_ooni, to_ooni
+from probe.ooni.export import Provenance, to_ooni
+from probe.ooni.importing import from_ooni
 from probe.store import Store, open_db
 from tests.postgres import Collector
 from tests.test_collector import (

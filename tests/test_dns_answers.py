@@ -16,7 +16,7 @@ from probe import analysis
 from probe.model.addresses import SCRUBBED
 from probe.model.records import DNSQuery
 from probe.net.resolvers import MAX_ADDRESSES
-from probe.ooni.measurement import Provenance, to_ooni
+from probe.ooni.export import Provenance, to_ooni
 from probe.store import Store, load_observations, open_db
 from probe.store.sqlite import _verdict_row
 from tests.lab.hostile import HOSTILE_IP, HUGE_A, HUGE_AAAA, ZONE

@@ -23,7 +23,8 @@ from probe.analysis import analyze
 from probe.cli import cli
 from probe.errors import OONIFormatError
 from probe.model.records import VERDICTS
-from probe.ooni.measurement import from_ooni, read_file
+from probe.ooni.files import read_file
+from probe.ooni.importing import from_ooni
 from tests.test_check import SCENARIOS, censor, probe_check
 
 DATA = Path(__file__).parent / "data" / "ooni"

@@ -388,7 +388,7 @@ def import_(
     """
     from ..analysis import analyze
     from ..analysis.fingerprints import Fingerprints
-    from ..ooni.measurement import read_file
+    from ..ooni.files import read_file
     from ..store.imports import store_import
     from .measure import JSON_KEYS
 

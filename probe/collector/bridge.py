@@ -2,7 +2,7 @@
 (issue 10's modules), in one place, so a change there is adapted here only.
 
 * :func:`import_measurement`: an uploaded OONI measurement read back into our observations
-  (:func:`probe.ooni.measurement.from_ooni`), for our analysis to judge;
+  (:func:`probe.ooni.importing.from_ooni`), for our analysis to judge;
 * :func:`timeline_lines` and :func:`write_report`: the one timeline implementation
   (:mod:`probe.report.timeline`) fed by the collector's PostgreSQL reader, written exactly as
   ``probe timeline --json`` and ``probe report`` write it.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ..errors import OONIFormatError as FormatError
-from ..ooni.measurement import Imported, from_ooni
+from ..ooni.importing import Imported, from_ooni
 from ..report import MeasurementSummary, Options, build_report, timeline
 from ..report.render import FORMATS, json_text, render
 

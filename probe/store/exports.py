@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from ..ooni.measurement import Provenance, to_ooni
+from ..ooni.export import Provenance, to_ooni
 from .research import Stored, stored
 
 #: What a run without a recorded version (an old or merged database) says it ran.

@@ -1,4 +1,4 @@
-"""Storing OONI measurements read by :mod:`probe.ooni.measurement`, re-analysed by us.
+"""Storing OONI measurements read by :mod:`probe.ooni.importing`, re-analysed by us.
 
 Each imported measurement becomes a measurement of a run of its own report (OONI's
 ``report_id``: one probe session), on its ``probe_asn``/``probe_cc``, with the verdict *our*
@@ -18,7 +18,8 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..model.records import Verdict, utc_now
-from ..ooni.measurement import OONI_VANTAGE_NAME, Imported
+from ..ooni.format import OONI_VANTAGE_NAME
+from ..ooni.importing import Imported
 from .research import OONI_VANTAGE, local_vantage
 from .sqlite import Store
 

@@ -1,19 +1,4 @@
-"""OONI measurements of Web Connectivity (data format 0.2.0): ours out, OONI's in (pure).
-
-**Export** (:func:`to_ooni`): one stored measurement as an OONI measurement, the envelope of
-``SPEC:data-formats/df-000-base.md`` and the test keys of ts-017 as LTE (0.5) writes them:
-``queries`` (df-002), ``tcp_connect`` (df-005), ``tls_handshakes`` (df-006), ``requests``
-(df-001, newest first), ``control`` (the helper's answer, verbatim), ``control_failure`` and
-the verdict keys. Every entry is tagged as LTE tags it (``classic``: from the system resolver,
-which is all we connect to; ``depth=N``; ``fetch_body=true|false`` for the fetch and for the
-:443 validation of an http:// URL's addresses). As OONI does, no ``requests`` entry is written
-for a hop where no connection succeeded. Where OONI's vocabulary has no word for ours, OONI's
-word is written and ours is kept in an ``x_`` key: ``blocking`` ``"tls"`` is written
-``"http-failure"`` with ``x_probe_blocking: "tls"``; the verdict, evidence sentence, the ids
-of the measurement, run and vantage, and record fields OONI lacks (a hop's title, decoded
-length, 1xx codes, raw bytes, a certificate's hash) are ``x_`` keys too, so an import of our
-own export rebuilds the very observations. ``probe_ip`` is always ``127.0.0.1``, and no
-field holds the volunteer's address (the stored records never did).
+"""OONI's measurements as our observations (pure).
 
 **Import** (:func:`from_ooni`): an OONI measurement of Web Connectivity 0.4 ("classic") or
 0.5 (LTE) as our :class:`~probe.model.records.Observations`, for *our* analysis to judge:
@@ -42,23 +27,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import hashlib
-import io
 import ipaddress
-import json
-import re
 import uuid
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import OONIFormatError
 from ..model import urls
-from ..model.addresses import SCRUBBED, endpoint
+from ..model.addresses import SCRUBBED
 from ..model.charset import title_of
 from ..model.records import (
     Control,
@@ -67,360 +45,21 @@ from ..model.records import (
     Observations,
     TCPConnect,
     TLSHandshake,
-    Verdict,
 )
-from ..model.text import is_clean_text
 from ..model.urls import normalise
+from .format import (
+    ASN,
+    CC,
+    FROM_OONI_ENGINE,
+    MAX_ENTRIES,
+    NAMESPACE,
+    RCODES,
+    REDIRECTS,
+    SYSTEM_ENGINES,
+    TEST_NAMES,
+    TIME,
+)
 from .helper_protocol import check_response
-
-DATA_FORMAT_VERSION = "0.2.0"
-TEST_NAME = "web_connectivity"
-#: The Web Connectivity layout our export follows (LTE's tags and keys).
-EXPORT_TEST_VERSION = "0.5.28"
-SOFTWARE_NAME = "probe"
-PROBE_IP = "127.0.0.1"  # OONI's placeholder: the probe's address is never published
-RESOLVER_IP = "127.0.0.2"  # OONI's placeholder for an unknown resolver address
-TEST_NAMES = frozenset({"web_connectivity", "web_connectivity@v0.5"})
-#: The vantage name OONI measurements are filed under: OONI does not identify its probes.
-OONI_VANTAGE_NAME = "OONI Probe (public measurements)"
-#: Namespace of the ids given to imported OONI measurements and reports (stable: importing
-#: the same measurement twice finds it already there).
-NAMESPACE = uuid.UUID("6c7f1a8e-3b0e-4f4e-9d0b-0b1e5e1c0a10")
-#: Entries of one list read at most (a measurement with more is not a real one).
-MAX_ENTRIES = 10_000
-#: Longest line (and largest single-object file) read, in bytes.
-MAX_LINE_BYTES = 32 * 1024 * 1024
-
-_RCODES = {
-    0: "NOERROR",
-    1: "FORMERR",
-    2: "SERVFAIL",
-    3: "NXDOMAIN",
-    4: "NOTIMP",
-    5: "REFUSED",
-    6: "YXDOMAIN",
-    7: "YXRRSET",
-    8: "NXRRSET",
-    9: "NOTAUTH",
-    10: "NOTZONE",
-}
-_RCODE_NUMBERS = {name: number for number, name in _RCODES.items()}
-#: Our DNS engines as OONI names them, and back (OONI's system-resolver names all mean ours).
-_TO_OONI_ENGINE = {"system": "system", "udp": "udp", "tcp": "tcp", "tls": "dot", "https": "doh"}
-_FROM_OONI_ENGINE = {"udp": "udp", "tcp": "tcp", "dot": "tls", "doh": "https"}
-_SYSTEM_ENGINES = frozenset({"system", "getaddrinfo", "golang_net_resolver", "go", "unknown"})
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
-_ASN = re.compile(r"^AS\d{1,10}$")
-_CC = re.compile(r"^[A-Z]{2}$")
-_EXTENSIONS = {
-    "dnst": 0,
-    "httpt": 0,
-    "netevents": 0,
-    "tcpconnect": 0,
-    "tlshandshake": 0,
-    "tunnel": 0,
-}
-
-
-# ------------------------------------------------------------------ export
-
-
-@dataclass(frozen=True, slots=True)
-class Provenance:
-    """Where a stored measurement comes from: its ids, its run and network, the vantage."""
-
-    measurement_id: str
-    run_id: str
-    run_started_at: str | None
-    probe_asn: str | None
-    probe_cc: str | None
-    vantage_id: str | None = None
-    vantage_name: str | None = None
-    software_version: str = ""
-    probe_network_name: str | None = None
-
-
-def report_id(p: Provenance) -> str:
-    """An OONI-shaped report id for a run (OONI's is per probe session; ours is per run)."""
-    when = (p.run_started_at or "").replace("-", "").replace(":", "").replace(" ", "T")
-    asn = (p.probe_asn or "AS0")[2:]
-    return f"{when}Z_webconnectivity_{p.probe_cc or 'ZZ'}_{asn}_n1_{p.run_id.replace('-', '')[:16]}"
-
-
-def to_ooni(obs: Observations, verdict: Verdict, p: Provenance) -> dict[str, Any]:
-    """One measurement in OONI's format (see the module docstring)."""
-    helper = obs.control.helper
-    return {
-        "annotations": {"engine_name": SOFTWARE_NAME, "engine_version": p.software_version},
-        "data_format_version": DATA_FORMAT_VERSION,
-        "extensions": dict(_EXTENSIONS),
-        "input": obs.url,
-        "measurement_start_time": obs.start_time,
-        "probe_asn": p.probe_asn or "AS0",
-        "probe_cc": p.probe_cc or "ZZ",
-        "probe_ip": PROBE_IP,
-        "probe_network_name": p.probe_network_name or "",
-        "report_id": report_id(p),
-        "resolver_asn": "AS0",
-        "resolver_ip": RESOLVER_IP,
-        "resolver_network_name": "",
-        "software_name": SOFTWARE_NAME,
-        "software_version": p.software_version,
-        "test_helpers": {"backend": {"address": helper, "type": urlsplit(helper).scheme}}
-        if helper
-        else {},
-        "test_keys": _test_keys(obs, verdict, p),
-        "test_name": TEST_NAME,
-        "test_runtime": obs.runtime,
-        "test_start_time": p.run_started_at or obs.start_time,
-        "test_version": EXPORT_TEST_VERSION,
-    }
-
-
-def _tags(depth: int, *, fetch_body: bool | None = True, classic: bool = True) -> list[str]:
-    tags = ["classic"] if classic else []
-    if depth == 0 and fetch_body is not None:
-        tags.append("tcptls_experiment")
-    tags.append(f"depth={depth}")
-    if fetch_body is not None:
-        tags.append(f"fetch_body={'true' if fetch_body else 'false'}")
-    return tags
-
-
-def _fetch_port(obs: Observations, depth: int) -> tuple[str, int]:
-    """The scheme and port of the fetch at ``depth``."""
-    url = next((h.url for h in obs.http if h.depth == depth), obs.url if depth == 0 else "")
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return parts.scheme, port or (443 if parts.scheme == "https" else 80)
-
-
-def _maybe_binary(data: bytes) -> str | dict[str, str]:
-    """A body as OONI's MaybeBinaryData: text when it is clean UTF-8 text, else base64, so
-    that a NUL or a control character in a block page never makes a measurement one that a
-    collector (or PostgreSQL) cannot take."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and is_clean_text(text):
-        return text
-    return {"format": "base64", "data": base64.b64encode(data).decode("ascii")}
-
-
-def _resolver_address(resolver: str) -> str:
-    """``udp://192.0.2.1:53`` -> ``192.0.2.1:53``; a DoH URL stays a URL."""
-    if resolver.startswith("https://"):
-        return resolver
-    return resolver.split("://", 1)[-1]
-
-
-def _answers(addresses: list[str], cnames: list[str], ttl: int | None) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for address in addresses:
-        if ":" in address:
-            out.append({"answer_type": "AAAA", "ipv6": address, "ttl": ttl})
-        else:
-            out.append({"answer_type": "A", "ipv4": address, "ttl": ttl})
-    out += [{"answer_type": "CNAME", "hostname": name, "ttl": ttl} for name in cnames]
-    return out
-
-
-def _test_keys(obs: Observations, verdict: Verdict, p: Provenance) -> dict[str, Any]:
-    queries, duplicates = [], []
-    for q in obs.dns:
-        entry: dict[str, Any] = {
-            "answers": _answers(q.addresses, q.cnames, q.ttl),
-            "engine": _TO_OONI_ENGINE.get(q.engine, "unknown"),
-            "failure": q.failure,
-            "hostname": q.hostname,
-            "query_type": q.query_type,
-            "resolver_hostname": None,
-            "resolver_port": None,
-            "resolver_address": _resolver_address(q.resolver),
-            "t0": q.t0,
-            "t": q.t,
-            "tags": _tags(q.depth, fetch_body=None, classic=q.engine == "system"),
-            "x_resolver": q.resolver,
-        }
-        if q.rcode in _RCODE_NUMBERS:
-            entry["rcode"] = _RCODE_NUMBERS[q.rcode]
-        elif q.rcode is not None:
-            entry["x_rcode"] = q.rcode
-        queries.append(entry)
-        for reply in q.duplicate_replies:
-            duplicates.append(
-                {
-                    **{k: entry[k] for k in ("engine", "hostname", "query_type", "tags")},
-                    "resolver_address": entry["resolver_address"],
-                    "x_resolver": q.resolver,
-                    "answers": _answers(list(reply.get("addresses") or []), [], None),
-                    "failure": None,
-                    "rcode": _RCODE_NUMBERS.get(str(reply.get("rcode")), None),
-                    "t0": reply.get("t", 0.0),
-                    "t": reply.get("t", 0.0),
-                    "x_rcode": reply.get("rcode"),
-                    "x_wrong_id": bool(reply.get("wrong_id")),
-                }
-            )
-    tcp_connect = []
-    for c in obs.tcp:
-        scheme, port = _fetch_port(obs, c.depth)
-        validate = scheme == "http" and c.port == 443 and port != 443
-        tcp_connect.append(
-            {
-                "ip": c.ip,
-                "port": c.port,
-                "status": {"failure": c.failure, "success": c.failure is None},
-                "t0": c.t0,
-                "t": c.t,
-                "tags": _tags(c.depth, fetch_body=not validate),
-            }
-        )
-    tls_handshakes = [
-        {
-            "network": "tcp",
-            "address": endpoint(h.ip, h.port),
-            "cipher_suite": h.cipher or "",
-            "failure": h.failure,
-            "negotiated_protocol": h.alpn or "",
-            "no_tls_verify": False,
-            "peer_certificates": [],
-            "server_name": h.server_name,
-            "t0": h.t0,
-            "t": h.t,
-            "tags": _tags(h.depth, fetch_body=h.purpose == "fetch"),
-            "tls_version": h.tls_version or "",
-            "x_cert_sha256": h.cert_sha256,
-            "x_cert_subject": h.cert_subject,
-            "x_cert_issuer": h.cert_issuer,
-        }
-        for h in obs.tls
-    ]
-    requests, unconnected = [], []
-    for hop in obs.http:
-        if hop.ip is None and hop.failure is not None:
-            # No connection succeeded: OONI writes no request; we keep the hop aside.
-            unconnected.append(
-                {
-                    "url": hop.url,
-                    "depth": hop.depth,
-                    "failure": hop.failure,
-                    "t0": hop.t0,
-                    "t": hop.t,
-                }
-            )
-            continue
-        requests.append(_request(obs, hop))
-    requests.reverse()  # OONI: the last request first
-    system_failures = [
-        q.failure for q in obs.dns if q.engine == "system" and q.depth == 0 and q.failure
-    ]
-    return {
-        "agent": "redirect",
-        "client_resolver": None,
-        "retries": None,
-        "socksproxy": None,
-        "queries": queries,
-        "x_dns_duplicate_responses": duplicates,
-        "tcp_connect": tcp_connect,
-        "tls_handshakes": tls_handshakes,
-        "network_events": [],
-        "requests": requests,
-        "control": obs.control.response or {},
-        "control_failure": obs.control.failure if obs.control.response is None else None,
-        "dns_experiment_failure": system_failures[0] if system_failures else None,
-        "dns_consistency": verdict.dns_consistency,
-        "http_experiment_failure": verdict.failure,
-        "body_length_match": verdict.body_length_match,
-        "body_proportion": verdict.body_proportion or 0,
-        "status_code_match": verdict.status_code_match,
-        "headers_match": verdict.headers_match,
-        "title_match": verdict.title_match,
-        **_ooni_verdict(verdict),
-        "x_probe_verdict": verdict.verdict,
-        "x_probe_blocking": verdict.blocking,
-        "x_probe_blockpage": verdict.blockpage,
-        "x_probe_confirmed": verdict.confirmed,
-        "x_probe_reason": verdict.reason,
-        "x_probe_measurement_id": p.measurement_id,
-        "x_probe_run_id": p.run_id,
-        "x_probe_vantage": p.vantage_id,
-        "x_probe_vantage_name": p.vantage_name,
-        "x_probe_input": obs.input,
-        "x_probe_category": obs.category,
-        "x_probe_unconnected_hops": unconnected,
-        "x_probe_control": {
-            "helper": obs.control.helper,
-            "failure": obs.control.failure,
-            "t0": obs.control.t0,
-            "t": obs.control.t,
-        },
-    }
-
-
-def _ooni_verdict(verdict: Verdict) -> dict[str, Any]:
-    """``blocking`` and ``accessible`` in OONI's vocabulary (our ``tls`` is ``http-failure``)."""
-    if verdict.verdict == "accessible":
-        return {"blocking": False, "accessible": True}
-    if verdict.verdict == "blocked":
-        blocking = "http-failure" if verdict.blocking == "tls" else verdict.blocking
-        return {"blocking": blocking, "accessible": False}
-    if verdict.verdict == "down":
-        return {"blocking": False, "accessible": False}
-    return {"blocking": None, "accessible": None}
-
-
-def _request(obs: Observations, hop: HTTPRequest) -> dict[str, Any]:
-    alpn = next(
-        (t.alpn for t in obs.tls if t.depth == hop.depth and t.ip == hop.ip and t.alpn), None
-    )
-    headers: dict[str, str] = {}
-    for name, value in hop.headers:
-        headers.setdefault(name, value)
-    body = hop.body or b""
-    stored_short = hop.body is not None and (hop.body_length or 0) > len(hop.body)
-    return {
-        "network": "tcp",
-        "address": endpoint(hop.ip, hop.port or 0) if hop.ip else "",
-        "alpn": alpn or "",
-        "failure": hop.failure,
-        "request": {
-            "body": "",
-            "body_is_truncated": False,
-            "headers": {},
-            "headers_list": [],
-            "method": hop.method,
-            "tor": {"exit_ip": None, "exit_name": None, "is_tor": False},
-            "x_transport": "tcp",
-            "url": hop.url,
-        },
-        "response": {
-            "body": _maybe_binary(body),
-            "body_is_truncated": hop.body_truncated or stored_short or hop.body is None,
-            "code": hop.status_code or 0,
-            "headers": headers,
-            "headers_list": [[name, value] for name, value in hop.headers],
-        },
-        "t0": hop.t0,
-        "t": hop.t,
-        "tags": _tags(hop.depth),
-        "x_body_stored": hop.body is not None,
-        "x_body_length": hop.body_length,
-        "x_body_sha256": hop.body_sha256,
-        "x_body_truncated": hop.body_truncated,
-        "x_title": hop.title,
-        "x_location": hop.location,
-        "x_informational": hop.informational,
-        "x_raw": base64.b64encode(hop.raw).decode("ascii") if hop.raw is not None else None,
-    }
-
-
-# ------------------------------------------------------------------ import
 
 
 @dataclass(slots=True)
@@ -639,13 +278,13 @@ def from_ooni(data: Any) -> Imported:
     if not version.startswith(("0.4.", "0.5.")):
         raise OONIFormatError(f"$.test_version: {version[:16]!r} is neither 0.4.x nor 0.5.x")
     start = _Doc.string(doc.get("measurement_start_time"), "$.measurement_start_time")
-    if not _TIME.match(start):
+    if not TIME.match(start):
         raise OONIFormatError("$.measurement_start_time: expected YYYY-MM-DD HH:MM:SS")
     asn = _Doc.string(doc.get("probe_asn"), "$.probe_asn")
-    if not _ASN.match(asn):
+    if not ASN.match(asn):
         raise OONIFormatError(f"$.probe_asn: {asn[:16]!r} is not an AS number like AS8449")
     cc = _Doc.string(doc.get("probe_cc"), "$.probe_cc")
-    if not _CC.match(cc):
+    if not CC.match(cc):
         raise OONIFormatError(f"$.probe_cc: {cc[:16]!r} is not a country code like KG")
     raw_input = _Doc.string(doc.get("input"), "$.input")
     try:
@@ -657,7 +296,7 @@ def from_ooni(data: Any) -> Imported:
     keys = _Doc.obj(doc.get("test_keys"), "$.test_keys", required=True)
     report = _Doc.text(doc.get("report_id"), "$.report_id") or ""
     test_start = _Doc.text(doc.get("test_start_time"), "$.test_start_time") or start
-    if not _TIME.match(test_start):
+    if not TIME.match(test_start):
         test_start = start
     software = " ".join(
         filter(
@@ -738,7 +377,7 @@ def _rcode(entry: dict[str, Any], path: str) -> str | None:
         number = raw[3] & 0x0F if len(raw) >= 4 else None
     if number is None:
         return None
-    return _RCODES.get(number, f"RCODE{number}")
+    return RCODES.get(number, f"RCODE{number}")
 
 
 def _answers_of(
@@ -809,11 +448,11 @@ def _query(entry: dict[str, Any], path: str, ctx: _Context) -> list[DNSQuery]:
     t = _Doc.number(entry.get("t"), f"{path}.t")
     v4, v6, cnames, ttl = _answers_of(entry, path)
     rcode = _rcode(entry, path)
-    if engine_name in _SYSTEM_ENGINES:
+    if engine_name in SYSTEM_ENGINES:
         engine = "system"
         resolver = f"udp://{address}" if address else engine_name
-    elif engine_name in _FROM_OONI_ENGINE:
-        engine = _FROM_OONI_ENGINE[engine_name]
+    elif engine_name in FROM_OONI_ENGINE:
+        engine = FROM_OONI_ENGINE[engine_name]
         resolver = address if engine == "https" else f"{engine}://{address}"
     else:
         return []  # a resolver we have no word for
@@ -987,7 +626,7 @@ def _hop(entry: dict[str, Any], path: str, depth: int) -> HTTPRequest:
     if "x_location" in entry:
         location = entry.get("x_location")
         hop.location = None if location is None else _url(location, f"{path}.x_location")
-    elif hop.status_code in _REDIRECTS and hop.header("location") is not None:
+    elif hop.status_code in REDIRECTS and hop.header("location") is not None:
         try:
             hop.location = urls.canonical(urls.resolve(hop_url, hop.header("location") or ""))
         except ValueError:
@@ -1023,7 +662,7 @@ def _with_hops(
     last = hops[-1] if hops else None
     if last is None:
         depth, url = 0, obs.url
-    elif last.failure is None and last.status_code in _REDIRECTS and last.location:
+    elif last.failure is None and last.status_code in REDIRECTS and last.location:
         depth, url = last.depth + 1, last.location
     else:
         return hops
@@ -1115,91 +754,3 @@ def _control(doc: dict[str, Any], keys: dict[str, Any]) -> Control:
     except ValueError as exc:
         raise OONIFormatError(f"$.test_keys.control: {exc}") from None
     return Control(helper=helper, failure=None, response=response, t0=t0, t=t)
-
-
-# ------------------------------------------------------------------ files
-
-
-def read_file(path: Path) -> Iterator[tuple[str, Imported | OONIFormatError, Any]]:
-    """``(FILE:LINE, measurement or the error, the parsed JSON or None)`` for each
-    measurement in ``path``: one JSON object (possibly pretty-printed) or JSON Lines, as OONI
-    publishes them, gzip-compressed when the name ends in ``.gz``. A file that cannot be read
-    (or a compressed stream that breaks off) ends with an error item naming the file."""
-    try:
-        yield from _read(path)
-    except (OSError, EOFError, zlib.error) as exc:
-        yield str(path), OONIFormatError(f"cannot read: {exc}"), None
-
-
-def _read(path: Path) -> Iterator[tuple[str, Imported | OONIFormatError, Any]]:
-    first = None
-    with _open(path) as f:
-        for number, line in _lines(f):
-            if line.strip():
-                first = (number, line)
-                break
-        if first is None:
-            return
-        parsed = _parse_line(first[1])
-        if isinstance(parsed, OONIFormatError):
-            whole = _whole_file(path)
-            if whole is not None:
-                yield _item(path, first[0], whole)
-                return
-        yield _item(path, first[0], parsed)
-        for number, line in _lines(f, start=first[0]):
-            if line.strip():
-                yield _item(path, number, _parse_line(line))
-
-
-def _open(path: Path) -> io.BufferedIOBase:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
-
-
-def _lines(f: io.BufferedIOBase, start: int = 0) -> Iterator[tuple[int, bytes]]:
-    """Numbered lines, each at most MAX_LINE_BYTES (a longer one is reported, not held)."""
-    number = start
-    while True:
-        line = f.readline(MAX_LINE_BYTES + 1)
-        if not line:
-            return
-        number += 1
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
-                pass
-            yield number, b"\x00too long"
-            continue
-        yield number, line
-
-
-def _parse_line(line: bytes) -> Any:
-    if line.startswith(b"\x00too long"):
-        return OONIFormatError(f"longer than {MAX_LINE_BYTES} bytes")
-    try:
-        return json.loads(line)
-    except RecursionError:
-        return OONIFormatError("JSON nested too deeply")
-    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
-        return OONIFormatError(f"not JSON: {exc}")
-
-
-def _whole_file(path: Path) -> Any:
-    """The file as one JSON document (a pretty-printed measurement), or None."""
-    with _open(path) as f:
-        data = f.read(MAX_LINE_BYTES + 1)
-    if len(data) > MAX_LINE_BYTES:
-        return None
-    parsed = _parse_line(data)
-    return None if isinstance(parsed, OONIFormatError) else parsed
-
-
-def _item(path: Path, number: int, parsed: Any) -> tuple[str, Imported | OONIFormatError, Any]:
-    source = f"{path}:{number}"
-    if isinstance(parsed, OONIFormatError):
-        return source, parsed, None
-    try:
-        return source, from_ooni(parsed), parsed
-    except OONIFormatError as exc:
-        return source, exc, None
