@@ -37,7 +37,7 @@ from click.testing import CliRunner
 from probe.cli import cli
 from probe.model.charset import title_of
 from probe.model.text import printable
-from probe.report.render import csv_cell, html_text, json_text, md_text
+from probe.report.escape import csv_cell, html_text, json_text, md_text
 from tests.lab.hostile_text import HEADER_PAYLOAD, PAYLOAD, TEXT_IP, ZONE, HostileText
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from ..app import targets
 from ..errors import InputError, StoreError
 from ..model.records import utc_now
 from ..model.text import one_line, printable
-from ..report.render import json_text
+from ..report.escape import json_text
 from ..store.locks import Busy, file_lock, lock_path
 from ._group import (
     BadInput,

@@ -14,7 +14,7 @@ import click
 
 from ..errors import InputError, StoreError
 from ..model.text import printable
-from ..report.render import json_text
+from ..report.escape import json_text
 from ._group import BadInput, cli, db_option, db_path, existing_db, fingerprints_option, message
 
 _ASN = re.compile(r"^(?:AS)?(\d{1,10})$", re.IGNORECASE)
@@ -167,7 +167,7 @@ def timeline(
         probe timeline --domain www.azattyk.org --since 2026-10-01 --json
     """
     from ..report import timeline as compute
-    from ..report.render import duration, network_name, plural, when
+    from ..report.wording import duration, network_name, plural, when
     from ..store.research import iter_summaries
 
     filters = _filters(domains, asns, since, until)

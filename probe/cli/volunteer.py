@@ -9,7 +9,7 @@ import click
 
 from ..errors import InputError
 from ..model.text import printable
-from ..report.render import json_text
+from ..report.escape import json_text
 from ._group import BadInput, cli, db_option, db_path, existing_db
 
 

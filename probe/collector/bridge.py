@@ -17,7 +17,8 @@ from typing import Any, TextIO
 from ..errors import OONIFormatError as FormatError
 from ..ooni.importing import Imported, from_ooni
 from ..report import MeasurementSummary, Options, build_report, timeline
-from ..report.render import FORMATS, json_text, render
+from ..report.escape import json_text
+from ..report.render import FORMATS, render
 
 __all__ = [
     "FORMATS",
