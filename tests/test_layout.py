@@ -119,3 +119,38 @@ def test_the_layer_test_sees_an_upward_import(tmp_path):
     found = _imports(fake, "probe.model.records")
     assert found == {"probe.app", "probe.app.run", "probe.cli._group"}
     assert all(ranks[_family(name)] > ranks["model"] for name in found)
+
+
+def test_every_module_is_named_in_its_folders_readme_row():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## For developers", 1)[1].split("\n## ", 1)[0]
+    missing = []
+    for row in re.findall(r"^\| `probe/([a-z_]+)/` \|(.*)\|$", section, re.M):
+        folder, text = row
+        named = set(re.findall(r"`([a-z_0-9]+)`", text))
+        for path in sorted((ROOT / "probe" / folder).glob("*.py")):
+            if path.stem != "__init__" and not path.stem.startswith("_") and path.stem not in named:
+                missing.append(f"probe/{folder}/{path.name}")
+    assert missing == []
+
+
+def _commands(group, prefix=""):
+    import click
+
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix}{name} ")
+        else:
+            yield f"{prefix}{name}", command.callback.__module__.rsplit(".", 1)[-1]
+
+
+def test_the_readme_lists_every_command_under_its_module():
+    from probe.cli import cli
+
+    readme = (ROOT / "README.md").read_text()
+    row = re.search(r"^\| `probe/cli/` \|(.*)\|$", readme, re.M)[1]
+    listed = {}
+    for family, names in re.findall(r"`([a-z_]+)`: ([^;)]+)", row):
+        for name in names.replace(", and ", ", ").split(","):
+            listed[name.strip()] = family
+    assert listed == dict(_commands(cli))
