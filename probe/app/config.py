@@ -30,6 +30,7 @@ from ..measure.control import (
     OWN_HELPER_CONCURRENCY,
 )
 from ..measure.settings import Settings, Timeouts
+from ..model import network
 from ..net import resolvers
 from ..net.connections import client_context
 
@@ -66,17 +67,18 @@ class CheckConfig:
 
 def parse_asn(value: str) -> str:
     """``"AS8449"`` from ``AS8449``, ``as8449`` or ``8449``; raises :class:`InputError`."""
-    digits = value.upper().removeprefix("AS")
-    if not digits.isdigit():
+    canonical = network.asn(value)
+    if canonical is None:
         raise InputError(f"--probe-asn: {value!r} is not an AS number")
-    return f"AS{int(digits)}"
+    return canonical
 
 
 def parse_cc(value: str) -> str:
     """A two-letter country code, upper case; raises :class:`InputError`."""
-    if not (len(value) == 2 and value.isascii() and value.isalpha()):
+    code = network.cc(value)
+    if code is None:
         raise InputError(f"--probe-cc: {value!r} is not a two-letter country code")
-    return value.upper()
+    return code
 
 
 def parse_helper_url(url: str, option: str = "--helper") -> str:

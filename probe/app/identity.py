@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import re
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -43,6 +42,7 @@ from .. import __version__
 from ..errors import HelperAnswerError, StoreError
 from ..measure.control import DEFAULT_HELPERS, HELPER_ERRORS
 from ..measure.privacy import Scrubber
+from ..model import network
 from ..model.addresses import is_bogon, is_ip_literal
 from ..net.classify import classify
 from ..net.kept import KeptClient
@@ -57,8 +57,6 @@ MAX_ANSWER = 16 * 1024
 LOOKUP_TIMEOUT = 10.0
 #: Longer AS names are cut.
 MAX_NAME = 200
-
-_ASN = re.compile(r"AS([1-9][0-9]{0,9})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,19 +150,16 @@ def _asn(value: Any) -> str | None:
     """``"AS8449"``; None for anything else, AS0 ("not routed") included."""
     if not isinstance(value, str):
         return None
-    match = _ASN.fullmatch(value.strip().upper())
-    if match is None or int(match.group(1)) > 0xFFFFFFFF:
-        return None
-    return f"AS{match.group(1)}"
+    canonical = network.asn(value) if value.strip().upper().startswith("AS") else None
+    return None if canonical in (None, "AS0") else canonical
 
 
 def _cc(value: Any) -> str | None:
     """A two-letter country code; None for anything else, ZZ ("unknown") included."""
     if not isinstance(value, str):
         return None
-    code = value.strip().upper()
-    ok = len(code) == 2 and code.isascii() and code.isalpha() and code != "ZZ"
-    return code if ok else None
+    code = network.cc(value)
+    return None if code == "ZZ" else code
 
 
 def _name(value: Any, scrubber: Scrubber) -> str | None:

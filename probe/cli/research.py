@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -13,11 +12,10 @@ from typing import Any, TextIO
 import click
 
 from ..errors import InputError, StoreError
+from ..model import network
 from ..model.text import printable
 from ..report.escape import json_text
 from ._group import BadInput, cli, db_option, db_path, existing_db, fingerprints_option, message
-
-_ASN = re.compile(r"^(?:AS)?(\d{1,10})$", re.IGNORECASE)
 
 
 def _filter_options(f: Any) -> Any:
@@ -71,10 +69,10 @@ def _filters(
 
     networks = []
     for asn in asns:
-        match = _ASN.match(asn.strip())
-        if not match:
+        canonical = network.asn(asn)
+        if canonical is None:
             raise BadInput(f"--asn {asn!r}: expected an AS number like AS8449")
-        networks.append(f"AS{int(match.group(1))}")
+        networks.append(canonical)
     try:
         return Filters(
             domains=tuple(_domain(d) for d in domains),

@@ -24,7 +24,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +36,11 @@ from ..analysis import analyze
 from ..analysis.fingerprints import Fingerprints
 from ..errors import BadRequest
 from ..measure.privacy import Scrubber
+from ..model.network import is_asn, is_cc
 from . import bridge, schema, scrub
 
 DATA_FORMAT_VERSION = "0.2.0"
 TEST_NAME = "web_connectivity"
-_ASN = re.compile(r"^AS\d{1,10}$")
-_CC = re.compile(r"^[A-Z]{2}$")
 _SOFTWARE = re.compile(r"^[0-9A-Za-z_.+-]{1,64}$")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 REPORT_ID = re.compile(r"^\d{8}T\d{6}Z_webconnectivity_[A-Z]{2}_\d{1,10}_n1_[0-9a-f]{64}$")
@@ -63,11 +62,16 @@ def parse_json(body: bytes | str) -> Any:
         raise BadRequest(f"the body is not JSON: {exc}") from None
 
 
-def _field(data: dict[str, Any], name: str, pattern: re.Pattern[str] | None = None) -> str:
+def _field(
+    data: dict[str, Any], name: str, pattern: re.Pattern[str] | Callable[[str], bool] | None = None
+) -> str:
     value = data.get(name)
     if not isinstance(value, str):
         raise BadRequest(f"{name}: expected a string")
-    if pattern is not None and not pattern.match(value):
+    valid = pattern is None or (
+        pattern.match(value) if isinstance(pattern, re.Pattern) else pattern(value)
+    )
+    if not valid:
         raise BadRequest(f"{name}: {value[:40]!r} is not valid")
     return value
 
@@ -114,8 +118,8 @@ def open_request(data: Any) -> Template:
     if test_name != TEST_NAME:
         raise BadRequest(f"test_name: only {TEST_NAME} is collected here")
     return Template(
-        probe_asn=_field(data, "probe_asn", _ASN),
-        probe_cc=_field(data, "probe_cc", _CC),
+        probe_asn=_field(data, "probe_asn", is_asn),
+        probe_cc=_field(data, "probe_cc", is_cc),
         test_name=test_name,
         test_version=_field(data, "test_version", _SOFTWARE),
         software_name=_field(data, "software_name", _SOFTWARE),

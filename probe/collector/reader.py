@@ -13,7 +13,6 @@ options and defaults of ``probe timeline`` and ``probe report``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,11 +20,11 @@ from typing import Any
 import psycopg
 
 from ..errors import BadRequest, InputError
+from ..model import network
 from ..model.text import is_clean_text
 from ..model.times import parse_time
 from . import bridge
 
-_ASN = re.compile(r"^(?:AS)?(\d{1,10})$", re.IGNORECASE)
 #: Measurements fetched from the cursor at a time.
 ITERSIZE = 20_000
 
@@ -144,10 +143,10 @@ class Query:
         domains = tuple(d.strip().lower().rstrip(".") for d in params.get("domain", []))
         asns = []
         for asn in params.get("asn", []):
-            match = _ASN.match(asn.strip())
-            if not match:
+            canonical = network.asn(asn)
+            if canonical is None:
                 raise BadRequest(f"asn {asn[:40]!r}: expected an AS number like AS8449")
-            asns.append(f"AS{int(match.group(1))}")
+            asns.append(canonical)
         since, until = _one(params, "since"), _one(params, "until")
         try:
             filters = Filters(

@@ -44,8 +44,6 @@ FROM_OONI_ENGINE = {"udp": "udp", "tcp": "tcp", "dot": "tls", "doh": "https"}
 SYSTEM_ENGINES = frozenset({"system", "getaddrinfo", "golang_net_resolver", "go", "unknown"})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
-ASN = re.compile(r"^AS\d{1,10}$")
-CC = re.compile(r"^[A-Z]{2}$")
 EXTENSIONS = {
     "dnst": 0,
     "httpt": 0,

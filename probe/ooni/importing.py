@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import OONIFormatError
-from ..model import urls
+from ..model import network, urls
 from ..model.addresses import SCRUBBED
 from ..model.charset import title_of
 from ..model.records import (
@@ -48,8 +48,6 @@ from ..model.records import (
 )
 from ..model.urls import normalise
 from .format import (
-    ASN,
-    CC,
     FROM_OONI_ENGINE,
     MAX_ENTRIES,
     NAMESPACE,
@@ -281,10 +279,10 @@ def from_ooni(data: Any) -> Imported:
     if not TIME.match(start):
         raise OONIFormatError("$.measurement_start_time: expected YYYY-MM-DD HH:MM:SS")
     asn = _Doc.string(doc.get("probe_asn"), "$.probe_asn")
-    if not ASN.match(asn):
+    if not network.is_asn(asn):
         raise OONIFormatError(f"$.probe_asn: {asn[:16]!r} is not an AS number like AS8449")
     cc = _Doc.string(doc.get("probe_cc"), "$.probe_cc")
-    if not CC.match(cc):
+    if not network.is_cc(cc):
         raise OONIFormatError(f"$.probe_cc: {cc[:16]!r} is not a country code like KG")
     raw_input = _Doc.string(doc.get("input"), "$.input")
     try:
