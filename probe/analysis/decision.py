@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 
 from ..model import failures as F
 from ..model.addresses import endpoint, is_bogon
+from ..model.http import REDIRECT_CODES
 from ..model.records import (
     Blocking,
     Evidence,
@@ -68,7 +69,6 @@ from .observed import (
     url_port,
 )
 
-REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 #: TLS failures typical of SNI filtering (as opposed to certificate errors).
 _TLS_INTERFERENCE = frozenset({F.CONNECTION_RESET, F.EOF_ERROR, F.GENERIC_TIMEOUT})
 

@@ -44,6 +44,7 @@ from sqlite_utils import Database
 from .. import __version__
 from ..errors import InputError, UploadError
 from ..model.addresses import is_loopback
+from ..model.http import retry_after
 from ..model.records import utc_now
 from ..net.guarded_httpx import Transport
 from ..store.exports import export_measurement
@@ -194,7 +195,7 @@ class Client:
                 if response.status_code not in RETRIED:
                     return response
                 failure = f"HTTP {response.status_code}: {_reason(response)}"
-                wait = _retry_after(response)
+                wait = retry_after(response.headers.get("retry-after"))
             if attempt == self.retries:
                 break
             delay = min(MAX_DELAY, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
@@ -239,11 +240,6 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 def _reason(response: httpx.Response) -> str:
     error = _json(response).get("error")
     return str(error)[:300] if error else f"HTTP {response.status_code}"
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    return float(value) if value.isdigit() else None
 
 
 def _todo(db: Database, collector: str, retry_refused: bool) -> Iterator[str]:

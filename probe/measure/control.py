@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
 from typing import Any
 
 from .. import __version__
 from ..errors import HelperAnswerError, NetworkError
+from ..model.http import retry_after
 from ..model.records import Control
 from ..net.classify import classify
 from ..net.connections import Clock
@@ -97,7 +97,7 @@ class HelperClient:
                 error=_too_large,
             )  # fmt: skip
             if answer.status == 503 and attempt < BUSY_RETRIES:
-                await asyncio.sleep(_retry_after(answer.headers, attempt))
+                await asyncio.sleep(_wait_before_asking_again(answer.headers, attempt))
             elif answer.status != 200:
                 raise HelperAnswerError(f"helper answered HTTP {answer.status}")
             else:
@@ -109,13 +109,10 @@ def _too_large(reason: str) -> HelperAnswerError:
     return HelperAnswerError(f"helper answer unusable: {reason}")
 
 
-def _retry_after(headers: dict[str, str], attempt: int) -> float:
+def _wait_before_asking_again(headers: dict[str, str], attempt: int) -> float:
     """Seconds to wait before asking a busy helper again: its Retry-After, else backoff."""
-    try:
-        wanted = float(headers.get("retry-after", ""))
-    except ValueError:
-        wanted = math.nan
-    if not math.isfinite(wanted):  # absent, garbage, "nan" or "inf"
+    wanted = retry_after(headers.get("retry-after"))
+    if wanted is None:  # absent or garbage ("nan", "inf")
         wanted = 0.25 * 2**attempt
     return min(max(wanted, 0.05), 5.0) * random.uniform(0.8, 1.2)
 

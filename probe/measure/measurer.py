@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 
 from ..model import failures
 from ..model.addresses import canonical_ip, is_bogon, is_ip_literal
+from ..model.http import REDIRECT_CODES
 from ..model.records import (
     Control,
     DNSQuery,
@@ -299,7 +300,7 @@ class Measurer:
             hop = await self._hop(m, url, known[host], depth, headers, cookies.get(host))
             m.obs.http.append(hop)
             remember_cookies(cookies, host, hop)
-            if hop.failure or hop.status_code not in http11.REDIRECT_CODES:
+            if hop.failure or hop.status_code not in REDIRECT_CODES:
                 return
             if hop.location is None:
                 return

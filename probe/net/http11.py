@@ -29,6 +29,7 @@ import h11
 from ..errors import HTTPProtocolError
 from ..model import failures, urls
 from ..model.charset import title_of
+from ..model.http import REDIRECT_CODES
 from ..model.records import HTTPRequest
 from .classify import classify
 from .connections import NETWORK_ERRORS, Clock, Conn
@@ -40,7 +41,6 @@ MAX_INFORMATIONAL = 16  # 1xx responses before the final one
 MAX_CODINGS = 4  # stacked Content-Encodings decoded; more are kept as sent
 MAX_RAW = 4096  # bytes of an unparsable answer kept as evidence
 DECODE_STEP = 65536  # coded bytes handed to a decoder at a time
-REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
 #: What a desktop browser sends, so the censor treats us like one.
 DEFAULT_HEADERS = {

@@ -42,7 +42,6 @@ RCODE_NUMBERS = {name: number for number, name in RCODES.items()}
 TO_OONI_ENGINE = {"system": "system", "udp": "udp", "tcp": "tcp", "tls": "dot", "https": "doh"}
 FROM_OONI_ENGINE = {"udp": "udp", "tcp": "tcp", "dot": "tls", "doh": "https"}
 SYSTEM_ENGINES = frozenset({"system", "getaddrinfo", "golang_net_resolver", "go", "unknown"})
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 EXTENSIONS = {
     "dnst": 0,

@@ -38,6 +38,7 @@ from ..errors import OONIFormatError
 from ..model import network, urls
 from ..model.addresses import SCRUBBED
 from ..model.charset import title_of
+from ..model.http import REDIRECT_CODES
 from ..model.records import (
     Control,
     DNSQuery,
@@ -52,7 +53,6 @@ from .format import (
     MAX_ENTRIES,
     NAMESPACE,
     RCODES,
-    REDIRECTS,
     SYSTEM_ENGINES,
     TEST_NAMES,
     TIME,
@@ -624,7 +624,7 @@ def _hop(entry: dict[str, Any], path: str, depth: int) -> HTTPRequest:
     if "x_location" in entry:
         location = entry.get("x_location")
         hop.location = None if location is None else _url(location, f"{path}.x_location")
-    elif hop.status_code in REDIRECTS and hop.header("location") is not None:
+    elif hop.status_code in REDIRECT_CODES and hop.header("location") is not None:
         try:
             hop.location = urls.canonical(urls.resolve(hop_url, hop.header("location") or ""))
         except ValueError:
@@ -660,7 +660,7 @@ def _with_hops(
     last = hops[-1] if hops else None
     if last is None:
         depth, url = 0, obs.url
-    elif last.failure is None and last.status_code in REDIRECTS and last.location:
+    elif last.failure is None and last.status_code in REDIRECT_CODES and last.location:
         depth, url = last.depth + 1, last.location
     else:
         return hops
