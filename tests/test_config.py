@@ -13,6 +13,7 @@ import time
 import tomllib
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -267,3 +268,27 @@ def test_jitter_and_wait_that_are_not_finite_are_refused(config, tmp_path, flag,
     assert result.returncode == 2, result.stdout + result.stderr
     assert flag in result.stderr and "Traceback" not in result.stderr
     assert not db.exists()
+
+
+def test_every_option_of_check_is_a_config_key_by_its_name():
+    from probe.cli._group import config_keys
+
+    keys = config_keys()
+    for param in cli.commands["check"].params:
+        if isinstance(param, click.Option) and not param.name.endswith("_timeout"):
+            option = param.opts[0].removeprefix("--").replace("-", "_")
+            assert option in keys or param.name in keys, param.opts
+    assert keys["wait"] == (int, float) and keys["quiet"] is bool and keys["helpers"] is list
+
+
+def test_wait_in_the_config_is_a_setting_not_an_unknown_key(config, tmp_path):
+    # The README says any option of `probe check` may be set by its name; `wait` was refused.
+    config.parent.mkdir(parents=True)
+    config.write_text('consent = "2026-11-29 10:00:00"\nwait = 60\njitter = 0\n')
+    result = CliRunner().invoke(cli, ["check", "--help"])
+    assert result.exit_code == 0, result.output
+    from probe.app.config import click_defaults, load_config
+    from probe.cli._group import config_keys
+
+    values = load_config(config_keys(), config)
+    assert click_defaults(values)["check"]["wait"] == 60

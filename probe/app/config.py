@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,33 +184,22 @@ def check_config(
 
 # ------------------------------------------------------------------ the configuration file
 
-#: Keys of config.toml and their types; ``timeouts`` is a table of step -> seconds.
-CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
+#: Keys of config.toml that are no option of ``probe check``, and their types; every option
+#: of ``probe check`` is a key too, by its name (:func:`probe.cli._group.config_keys`).
+FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "consent": str,  # when the volunteer agreed (UTC); no measurement without it
     "vantage": str,  # a name for this vantage point, never an address
     "targets": list,  # target lists measured when `probe check` is given none
-    "db": str,
-    "resolver": str,
-    "control_resolvers": list,
-    "helpers": list,
-    "helper_concurrency": int,
-    "ca_file": str,
-    "probe_asn": str,
-    "probe_cc": str,
-    "whoami": list,  # network-identity lookups (GET /whoami URLs)
-    "concurrency": int,
-    "rate": (int, float),
-    "fingerprints": list,
-    "max_runtime": (int, float),
-    "jitter": (int, float),
-    "quiet": bool,
-    "log_file": str,
-    "timeouts": dict,
-    "upload": bool,  # upload to the collector at the end of each run (probe upload)
+    "timeouts": dict,  # step -> seconds (the --STEP-timeout options)
     "collector": str,  # the collector's URL
     "collector_token": str,  # the volunteer's token from the collector's operator
 }
+#: Options whose key in config.toml is not their parameter's name.
+OPTION_KEYS = {"fingerprint_files": "fingerprints", "as_json": "json", "inputs": "input"}
 TIMEOUT_STEPS = ("dns", "tcp", "tls", "http", "control")
+
+#: Keys of config.toml and the types of their values.
+ConfigKeys = Mapping[str, type | tuple[type, ...]]
 
 
 def config_path() -> Path:
@@ -250,12 +239,14 @@ Before you measure, please read this.
 """
 
 
-def record_consent(db: Path, targets: Sequence[Path] = (), path: Path | None = None) -> Path:
+def record_consent(
+    db: Path, keys: ConfigKeys, targets: Sequence[Path] = (), path: Path | None = None
+) -> Path:
     """Record consent now, keeping the rest of the file; the database and, when none are
     configured yet, the target lists of this first run are kept too (absolute, for cron)."""
     from ..model.records import utc_now
 
-    values = load_config(path)
+    values = load_config(keys, path)
     values["consent"] = utc_now()
     values.setdefault("db", str(db.resolve()))
     if targets and not values.get("targets"):
@@ -275,8 +266,9 @@ def _line_of(text: str, key: str, table: str | None = None) -> int:
     return 0
 
 
-def load_config(path: Path | None = None) -> dict[str, Any]:
+def load_config(keys: ConfigKeys, path: Path | None = None) -> dict[str, Any]:
     """The configuration at ``path`` (default :func:`config_path`); {} when there is none.
+    ``keys`` are the keys it may hold, with their types.
 
     Raises :class:`ConfigError` naming the file, the line and the key for malformed TOML,
     unknown keys and values of the wrong type.
@@ -294,9 +286,9 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}: {exc}") from None
     for key, value in data.items():
         where = f"{path}:{_line_of(text, key) or _line_of(text, key, key)}"
-        if key not in CONFIG_KEYS:
+        if key not in keys:
             raise ConfigError(f"{where}: unknown key {key!r}")
-        expected = CONFIG_KEYS[key]
+        expected = keys[key]
         if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise ConfigError(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
@@ -351,10 +343,10 @@ def write_config(values: dict[str, Any], path: Path | None = None) -> Path:
 
 def click_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """The configuration as click's ``default_map`` for ``probe check`` (flags still win)."""
-    names = {"fingerprints": "fingerprint_files"}
+    names = {key: name for name, key in OPTION_KEYS.items()}
     check: dict[str, Any] = {}
     for key, value in config.items():
-        if key in ("consent", "vantage", "targets", "timeouts", "collector", "collector_token"):
+        if key in FILE_KEYS:
             continue
         check[names.get(key, key)] = value
     for step, seconds in (config.get("timeouts") or {}).items():

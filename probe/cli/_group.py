@@ -66,10 +66,35 @@ def cli(ctx: click.Context) -> None:
     from ..app.config import click_defaults, load_config
 
     try:
-        ctx.obj = load_config()
+        ctx.obj = load_config(config_keys())
     except InputError as exc:
         raise BadInput(str(exc)) from None
     ctx.default_map = click_defaults(ctx.obj)
+
+
+def config_keys() -> dict[str, type | tuple[type, ...]]:
+    """The keys config.toml may hold: its own, and every option of ``probe check`` by its name
+    (so a new option is a key at once), with the type of value each takes."""
+    from ..app.config import FILE_KEYS, OPTION_KEYS
+
+    keys = dict(FILE_KEYS)
+    for param in cli.commands["check"].params:
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        if param.name.endswith("_timeout"):  # the [timeouts] table
+            continue
+        key = OPTION_KEYS.get(param.name, param.name)
+        if param.multiple:
+            keys[key] = list
+        elif param.is_flag or isinstance(param.type, click.types.BoolParamType):
+            keys[key] = bool
+        elif isinstance(param.type, click.types.IntParamType):
+            keys[key] = int
+        elif isinstance(param.type, click.types.FloatParamType):
+            keys[key] = (int, float)
+        else:
+            keys[key] = str
+    return keys
 
 
 def db_option(what: str = "The SQLite database") -> Callable[[F], F]:

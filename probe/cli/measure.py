@@ -28,6 +28,7 @@ from ._group import (
     Interrupted,
     Terminated,
     cli,
+    config_keys,
     db_option,
     db_path,
     existing_db,
@@ -73,7 +74,7 @@ def _require_consent(settings: dict[str, Any], db: Path, files: tuple[Path, ...]
     if not click.confirm("Do you understand this and want to measure?", default=False):
         raise BadInput("nothing measured: consent was not given")
     existing = tuple(f for f in files if f.is_file())
-    click.echo(f"Consent recorded in {record_consent(db, existing)}.")
+    click.echo(f"Consent recorded in {record_consent(db, config_keys(), existing)}.")
 
 
 @cli.command()
