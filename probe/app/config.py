@@ -34,6 +34,9 @@ from ..model import network
 from ..net import resolvers
 from ..net.connections import client_context
 
+#: Targets measured at once by default (``--concurrency``).
+CONCURRENCY = 32
+
 
 @dataclass(frozen=True, slots=True)
 class CheckConfig:
@@ -43,7 +46,7 @@ class CheckConfig:
     helpers: list[str]
     helper_concurrency: int
     fingerprints: Fingerprints
-    concurrency: int = 32
+    concurrency: int = CONCURRENCY
     rate: float | None = None  # new network requests per second; None: unlimited
     probe_asn: str | None = None  # "AS8449"
     probe_cc: str | None = None  # "KG"
@@ -131,7 +134,7 @@ def check_config(
     helper_concurrency: int | None = None,
     ca_file: str | None = None,
     fingerprint_files: Sequence[str] = (),
-    concurrency: int = 32,
+    concurrency: int = CONCURRENCY,
     rate: float | None = None,
     probe_asn: str | None = None,
     probe_cc: str | None = None,

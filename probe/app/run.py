@@ -43,6 +43,7 @@ from ..net.connections import raise_fd_limit
 from ..net.kept import KeptClient
 from ..net.resolvers import DoHClient
 from ..store import Store
+from .config import CONCURRENCY
 from .identity import network_identity, record_identity
 
 if TYPE_CHECKING:
@@ -191,7 +192,7 @@ async def run(
     store: Store,
     run_id: str,
     *,
-    concurrency: int = 32,
+    concurrency: int = CONCURRENCY,
     fingerprints: Fingerprints | None = None,
     probe_asn: str | None = None,
     probe_cc: str | None = None,

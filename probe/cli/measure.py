@@ -17,7 +17,9 @@ from typing import Any
 import click
 
 from ..app import targets
+from ..app.config import CONCURRENCY
 from ..errors import InputError, StoreError
+from ..measure.settings import Timeouts
 from ..model.records import utc_now
 from ..model.text import one_line, printable
 from ..report.escape import json_text
@@ -42,11 +44,11 @@ STOPPED = "interrupted; measurements finished so far are stored"
 def _timeout_options(f: Any) -> Any:
     for name, default, what in reversed(
         (
-            ("dns", 4.0, "each DNS query"),
-            ("tcp", 10.0, "each TCP connect"),
-            ("tls", 10.0, "each TLS handshake"),
-            ("http", 10.0, "each HTTP request and response"),
-            ("control", 30.0, "the test helper's answer"),
+            ("dns", Timeouts.dns, "each DNS query"),
+            ("tcp", Timeouts.tcp, "each TCP connect"),
+            ("tls", Timeouts.tls, "each TLS handshake"),
+            ("http", Timeouts.http, "each HTTP request and response"),
+            ("control", Timeouts.control, "the test helper's answer"),
         )
     ):
         f = click.option(
@@ -125,7 +127,7 @@ def _require_consent(settings: dict[str, Any], db: Path, files: tuple[Path, ...]
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1, max=4096),
-    default=32,
+    default=CONCURRENCY,
     show_default=True,
     help=(
         "Targets measured at once (those resolved ahead of their turn, or waiting on a "
