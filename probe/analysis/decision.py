@@ -45,8 +45,10 @@ from ..model import failures as F
 from ..model.addresses import endpoint, is_bogon
 from ..model.http import REDIRECT_CODES
 from ..model.records import (
+    ACCESSIBLE,
     Blocking,
     Evidence,
+    Finding,
     HTTPRequest,
     Observations,
     TCPConnect,
@@ -186,20 +188,24 @@ def _page_outcome(
     """Rule 3: we got a final page."""
     ours: dict[str, Any] = {"url": page.url, "status": page.status_code}
     if _authenticated(obs, page):
-        return _accessible(Evidence("https_ok", "http", ours))
+        return _accessible(Evidence(Finding.HTTPS_OK, "http", ours))
     ours |= {"title": page.title, "body_length": page.body_length}
     control = _control_http_facts(chttp)
     if chttp is None or http_ok(chttp) is not True:
-        return _unknown(Evidence("page_without_control", "http", ours, control))
+        return _unknown(Evidence(Finding.PAGE_WITHOUT_CONTROL, "http", ours, control))
     control["body_length"] = chttp.get("body_length")
     comparison = compare_pages(page, chttp, diff)
     ours["sign"] = {"title": comparison.title, "body": comparison.body}
     if comparison.same is True:
-        return _accessible(Evidence("page_same", "http", ours | {"by": comparison.why}, control))
+        return _accessible(
+            Evidence(Finding.PAGE_SAME, "http", ours | {"by": comparison.why}, control)
+        )
     if comparison.same is None:
-        evidence = Evidence("page_not_comparable", "http", ours | {"by": comparison.why}, control)
+        evidence = Evidence(
+            Finding.PAGE_NOT_COMPARABLE, "http", ours | {"by": comparison.why}, control
+        )
         return _unknown(evidence)
-    evidence = Evidence("page_differs", "http", ours | {"by": comparison.why}, control)
+    evidence = Evidence(Finding.PAGE_DIFFERS, "http", ours | {"by": comparison.why}, control)
     return _blocked("http-diff", evidence)
 
 
@@ -208,13 +214,13 @@ def _http_failure_outcome(obs: Observations, hop: HTTPRequest, chttp_ok: bool | 
     fail = hop.failure
     control = _control_http_facts(http_entry(obs.control.response))
     if fail == F.INTERRUPTED:
-        return _unknown(Evidence("interrupted", "http", {"url": hop.url}), fail)
+        return _unknown(Evidence(Finding.INTERRUPTED, "http", {"url": hop.url}), fail)
     if fail == F.TOO_MANY_REDIRECTS:
-        evidence = Evidence("too_many_redirects", "http", {"url": hop.url}, control)
+        evidence = Evidence(Finding.TOO_MANY_REDIRECTS, "http", {"url": hop.url}, control)
         return _by_control(chttp_ok, "http-failure", evidence, fail)
     ours: dict[str, Any] = {"url": hop.url, "ip": hop.ip, "failure": fail}
     return _by_control(
-        chttp_ok, "http-failure", Evidence("http_failed", "http", ours, control), fail
+        chttp_ok, "http-failure", Evidence(Finding.HTTP_FAILED, "http", ours, control), fail
     )
 
 
@@ -243,11 +249,11 @@ def _tls_outcome(
             if failure and failure.startswith("ssl_")
             else "interference"
         )
-        evidence = Evidence("tls_failed", "tls", ours, {"tls": "ok", "points_to": kind})
+        evidence = Evidence(Finding.TLS_FAILED, "tls", ours, {"tls": "ok", "points_to": kind})
         return _blocked("tls", evidence, failure)
     if any(c is False for c in compared):
-        return _down(Evidence("tls_failed", "tls", ours, {"tls": "failed"}), failure)
-    return _by_control(chttp_ok, "tls", Evidence("tls_failed", "tls", ours, control), failure)
+        return _down(Evidence(Finding.TLS_FAILED, "tls", ours, {"tls": "failed"}), failure)
+    return _by_control(chttp_ok, "tls", Evidence(Finding.TLS_FAILED, "tls", ours, control), failure)
 
 
 def _tcp_outcome(
@@ -265,7 +271,7 @@ def _tcp_outcome(
         "failure": failure,
     }
     if depth > 0:
-        evidence = Evidence("redirect_tcp_failed", "tcp", ours | {"host": host}, control)
+        evidence = Evidence(Finding.REDIRECT_TCP_FAILED, "tcp", ours | {"host": host}, control)
         return _by_control(chttp_ok, "http-failure", evidence, failure)
     helper_tcp = (obs.control.response or {}).get("tcp_connect") or {}
     compared = [
@@ -276,7 +282,7 @@ def _tcp_outcome(
     ]
     ok = True if any(c is True for c in compared) else False if False in compared else None
     tcp_control = None if ok is None else "ok" if ok else "failed"
-    evidence = Evidence("tcp_failed", "tcp", ours, {"tcp": tcp_control})
+    evidence = Evidence(Finding.TCP_FAILED, "tcp", ours, {"tcp": tcp_control})
     return _by_control(ok, "tcp_ip", evidence, failure)
 
 
@@ -286,9 +292,9 @@ def _dns_outcome(obs: Observations, dns: DNSAnalysis) -> _Outcome:
         fail = dns.system_failure or F.DNS_NO_ANSWER
         ours: dict[str, Any] = {"host": obs.domain, "failure": fail}
         if fail in F.UNREACHABLE:
-            return _unknown(Evidence("resolver_unreachable", "dns", ours), fail)
+            return _unknown(Evidence(Finding.RESOLVER_UNREACHABLE, "dns", ours), fail)
         control: dict[str, Any] = {"addresses": sorted(dns.control_addrs)[:4]}
-        evidence = Evidence("system_resolver_failed", "dns", ours, control)
+        evidence = Evidence(Finding.SYSTEM_RESOLVER_FAILED, "dns", ours, control)
         if dns.control_addrs:
             return _blocked("dns", evidence, fail)
         if dns.control_answered:
@@ -298,7 +304,7 @@ def _dns_outcome(obs: Observations, dns: DNSAnalysis) -> _Outcome:
     if dns.bogon_only:
         public_control = sorted(a for a in dns.control_addrs if not is_bogon(a))
         ours = {"addresses": dns.system_addrs[:4], "loopback": dns.loopback_only}
-        evidence = Evidence("bogon_answer", "dns", ours, {"addresses": public_control[:4]})
+        evidence = Evidence(Finding.BOGON_ANSWER, "dns", ours, {"addresses": public_control[:4]})
         if public_control:
             return _blocked("dns", evidence)
         if dns.control_answered and dns.control_addrs:
@@ -307,13 +313,13 @@ def _dns_outcome(obs: Observations, dns: DNSAnalysis) -> _Outcome:
     refused = [t for t in obs.tcp if t.depth == 0 and t.failure in F.REFUSED]
     if refused:
         return _refusal(refused, {})
-    return _unknown(Evidence("no_rule", "tcp", {"url": obs.url}))
+    return _unknown(Evidence(Finding.NO_RULE, "tcp", {"url": obs.url}))
 
 
 def _refusal(refused: list[TCPConnect], ours: dict[str, Any]) -> _Outcome:
     """The probe made none of the connects: bogons, or the vantage's own addresses."""
     own = any(t.failure == F.REFUSED_OWN_ADDRESS for t in refused)
-    finding = "refused_own_address" if own else "refused_private_address"
+    finding = Finding.REFUSED_OWN_ADDRESS if own else Finding.REFUSED_PRIVATE_ADDRESS
     ours = {"endpoints": [endpoint(t.ip, t.port) for t in refused[:3]], **ours}
     return _unknown(Evidence(finding, "tcp", ours))
 
@@ -342,12 +348,12 @@ def _connection_outcome(
     addrs, fail, asked = system_lookup(obs, depth, host)
     if asked and not addrs:
         ours: dict[str, Any] = {"host": host, "failure": fail}
-        evidence = Evidence("redirect_dns_failed", "dns", ours, control)
+        evidence = Evidence(Finding.REDIRECT_DNS_FAILED, "dns", ours, control)
         return _by_control(chttp_ok, "dns", evidence, fail)
     refused = [t for t in obs.tcp if t.depth == depth and t.failure in F.REFUSED]
     if refused:
         return _refusal(refused, {"host": host})
-    return _unknown(Evidence("redirect_not_followed", "http", {"url": url}))
+    return _unknown(Evidence(Finding.REDIRECT_NOT_FOLLOWED, "http", {"url": url}))
 
 
 def _decide(
@@ -360,7 +366,7 @@ def _decide(
     if blockpage is not None:
         where = next((h.url for h in obs.http if not _authenticated(obs, h)), obs.url)
         ours: dict[str, Any] = {"fingerprint": blockpage.id, "url": where}
-        return _blocked("http-diff", Evidence("blockpage_fingerprint", "http", ours)), diff
+        return _blocked("http-diff", Evidence(Finding.BLOCKPAGE_FINGERPRINT, "http", ours)), diff
     page = _final_page(obs)
     if page is not None:
         if chttp is not None and not _authenticated(obs, page):
@@ -383,16 +389,17 @@ def _without_control(obs: Observations, dns: DNSAnalysis, blockpage: Match | Non
     shown = blockpage or dns.fingerprint
     if shown is not None:
         ours: dict[str, Any] = {"fingerprint": shown.id}
-        return _unknown(Evidence("blockpage_without_control", "control", ours, control))
+        return _unknown(Evidence(Finding.BLOCKPAGE_WITHOUT_CONTROL, "control", ours, control))
     page = _final_page(obs)
     if page is not None and _authenticated(obs, page):
         ours = {"url": page.url, "status": page.status_code}
         return _accessible(
-            Evidence("https_ok", "http", ours), Evidence("no_control", "control", {}, control)
+            Evidence(Finding.HTTPS_OK, "http", ours),
+            Evidence(Finding.NO_CONTROL, "control", {}, control),
         )
     last = obs.http[-1] if obs.http else None
     failure = last.failure if last is not None else None
-    return _unknown(Evidence("no_control", "control", {}, control), failure)
+    return _unknown(Evidence(Finding.NO_CONTROL, "control", {}, control), failure)
 
 
 def analyze(obs: Observations, *, fingerprints: Fingerprints | None = None) -> Verdict:
@@ -443,7 +450,7 @@ def analyze(obs: Observations, *, fingerprints: Fingerprints | None = None) -> V
         outcome, diff = _decide(obs, dns, blockpage)
         for key, value in diff.items():
             setattr(verdict, key, value)
-        if suppressed is not None and outcome.evidence[0].finding == "page_differs":
+        if suppressed is not None and outcome.evidence[0].finding == Finding.PAGE_DIFFERS:
             outcome.evidence[0].ours["false_positive"] = suppressed.id
         outcome = _dns_override(outcome, dns)
     stalled = stalled_steps(obs)
@@ -452,13 +459,13 @@ def analyze(obs: Observations, *, fingerprints: Fingerprints | None = None) -> V
         # What decided may be a deadline the probe missed, the DNS judgement too (a lookup or
         # the TLS validation of an answer that stalled).
         ours = {"steps": stalled, "failure": LOOP_STALLED}
-        outcome = _unknown(Evidence("probe_stalled", stalled[0], ours), LOOP_STALLED)
+        outcome = _unknown(Evidence(Finding.PROBE_STALLED, stalled[0], ours), LOOP_STALLED)
         verdict.dns_consistency = None
     verdict.verdict = outcome.verdict
     verdict.blocking = outcome.blocking
     verdict.failure = outcome.failure
     verdict.evidence = outcome.evidence
-    verdict.accessible = {"accessible": True, "blocked": False, "down": False}.get(outcome.verdict)
+    verdict.accessible = ACCESSIBLE[outcome.verdict]
     verdict.reason = explain(verdict)
     return verdict
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..model import failures as F
 from ..model.addresses import is_bogon, is_ip_literal, is_loopback
-from ..model.records import ENCRYPTED_ENGINES, Evidence, Observations
+from ..model.records import ENCRYPTED_ENGINES, Evidence, Finding, Observations
 from ..ooni.helper_protocol import FLAG_VALID_TLS, ip_asn, ip_flags, our_failure
 from .fingerprints import Fingerprints, Match
 from .observed import norm_host, system_lookup
@@ -142,7 +142,7 @@ def analyze_dns(obs: Observations, fingerprints: Fingerprints | None = None) -> 
         match = fingerprints.match_dns(addrs)
         if match is not None and not match.false_positive:
             res.fingerprint = match
-            return inconsistent("dns_blockpage_address", fingerprint=match.id)
+            return inconsistent(Finding.DNS_BLOCKPAGE_ADDRESS, fingerprint=match.id)
 
     if not asked or not res.control_answered:
         return res
@@ -152,7 +152,7 @@ def analyze_dns(obs: Observations, fingerprints: Fingerprints | None = None) -> 
         if not ctl:
             res.consistency = "consistent"
             return res
-        return inconsistent("dns_failed_control_resolved")
+        return inconsistent(Finding.DNS_FAILED_CONTROL_RESOLVED)
     if set(addrs) & ctl:
         res.consistency = "consistent"
         return res
@@ -163,15 +163,15 @@ def analyze_dns(obs: Observations, fingerprints: Fingerprints | None = None) -> 
     if res.injection:
         # A forged answer stays forged even when the address it points to passes TLS through
         # to the real site (an SNI-routing proxy): the tampering is the evidence.
-        return inconsistent("dns_injected", tls_validated=validated)
+        return inconsistent(Finding.DNS_INJECTED, tls_validated=validated)
     if validated:
         res.consistency = "consistent"
         return res
     if not ctl:
-        return inconsistent("dns_ghost_answer")
+        return inconsistent(Finding.DNS_GHOST_ANSWER)
     if res.bogon_only:
-        return inconsistent("dns_bogon_answer", loopback=res.loopback_only)
-    return inconsistent("dns_answer_differs")
+        return inconsistent(Finding.DNS_BOGON_ANSWER, loopback=res.loopback_only)
+    return inconsistent(Finding.DNS_ANSWER_DIFFERS)
 
 
 def dns_consistency(obs: Observations, fingerprints: Fingerprints | None = None) -> str | None:

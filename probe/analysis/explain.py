@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..model.records import Evidence, Verdict
+from ..model.records import Evidence, Finding, Verdict
 
 
 def _list(values: Any, limit: int = 4) -> str:
@@ -282,35 +282,35 @@ def _dns_answer_differs(e: Evidence) -> str:
 
 #: finding -> sentence. The ``dns_*`` findings are DNS consistency's.
 SENTENCES: dict[str, Callable[[Evidence], str]] = {
-    "https_ok": _https_ok,
-    "no_control": _no_control,
-    "blockpage_without_control": _blockpage_without_control,
-    "blockpage_fingerprint": _blockpage,
-    "page_without_control": _page_without_control,
-    "page_same": _page_same,
-    "page_differs": _page_differs,
-    "page_not_comparable": _page_not_comparable,
-    "interrupted": _interrupted,
-    "too_many_redirects": _too_many_redirects,
-    "http_failed": _http_failed,
-    "tls_failed": _tls_failed,
-    "tcp_failed": _tcp_failed,
-    "redirect_tcp_failed": _redirect_tcp_failed,
-    "system_resolver_failed": _system_resolver_failed,
-    "resolver_unreachable": _resolver_unreachable,
-    "bogon_answer": _bogon_answer,
-    "redirect_dns_failed": _redirect_dns_failed,
-    "redirect_not_followed": _redirect_not_followed,
-    "refused_private_address": _refused_private_address,
-    "refused_own_address": _refused_own_address,
-    "no_rule": _no_rule,
-    "probe_stalled": _probe_stalled,
-    "dns_blockpage_address": _dns_blockpage_address,
-    "dns_failed_control_resolved": _dns_failed_control_resolved,
-    "dns_injected": _dns_injected,
-    "dns_ghost_answer": _dns_ghost_answer,
-    "dns_bogon_answer": _dns_bogon_answer,
-    "dns_answer_differs": _dns_answer_differs,
+    Finding.HTTPS_OK: _https_ok,
+    Finding.NO_CONTROL: _no_control,
+    Finding.BLOCKPAGE_WITHOUT_CONTROL: _blockpage_without_control,
+    Finding.BLOCKPAGE_FINGERPRINT: _blockpage,
+    Finding.PAGE_WITHOUT_CONTROL: _page_without_control,
+    Finding.PAGE_SAME: _page_same,
+    Finding.PAGE_DIFFERS: _page_differs,
+    Finding.PAGE_NOT_COMPARABLE: _page_not_comparable,
+    Finding.INTERRUPTED: _interrupted,
+    Finding.TOO_MANY_REDIRECTS: _too_many_redirects,
+    Finding.HTTP_FAILED: _http_failed,
+    Finding.TLS_FAILED: _tls_failed,
+    Finding.TCP_FAILED: _tcp_failed,
+    Finding.REDIRECT_TCP_FAILED: _redirect_tcp_failed,
+    Finding.SYSTEM_RESOLVER_FAILED: _system_resolver_failed,
+    Finding.RESOLVER_UNREACHABLE: _resolver_unreachable,
+    Finding.BOGON_ANSWER: _bogon_answer,
+    Finding.REDIRECT_DNS_FAILED: _redirect_dns_failed,
+    Finding.REDIRECT_NOT_FOLLOWED: _redirect_not_followed,
+    Finding.REFUSED_PRIVATE_ADDRESS: _refused_private_address,
+    Finding.REFUSED_OWN_ADDRESS: _refused_own_address,
+    Finding.NO_RULE: _no_rule,
+    Finding.PROBE_STALLED: _probe_stalled,
+    Finding.DNS_BLOCKPAGE_ADDRESS: _dns_blockpage_address,
+    Finding.DNS_FAILED_CONTROL_RESOLVED: _dns_failed_control_resolved,
+    Finding.DNS_INJECTED: _dns_injected,
+    Finding.DNS_GHOST_ANSWER: _dns_ghost_answer,
+    Finding.DNS_BOGON_ANSWER: _dns_bogon_answer,
+    Finding.DNS_ANSWER_DIFFERS: _dns_answer_differs,
 }
 
 
@@ -343,22 +343,22 @@ def brief(evidence: Evidence) -> str:
     o, c, finding = evidence.ours, evidence.control, evidence.finding
     if finding.startswith("dns_") and o.get("addresses") is not None:
         return f"DNS {_short(o.get('addresses'))} vs control {_short(c.get('addresses'))}"
-    if finding in ("dns_failed_control_resolved", "system_resolver_failed"):
+    if finding in (Finding.DNS_FAILED_CONTROL_RESOLVED, Finding.SYSTEM_RESOLVER_FAILED):
         return f"DNS {o.get('failure')} vs control {_short(c.get('addresses'))}"
-    if finding in ("bogon_answer",):
+    if finding in (Finding.BOGON_ANSWER,):
         return f"DNS {_short(o.get('addresses'))} vs control {_short(c.get('addresses'))}"
-    if finding == "tls_failed":
+    if finding == Finding.TLS_FAILED:
         return f"TLS {o.get('failure')} (SNI {o.get('sni')}); control TLS {c.get('tls') or '?'}"
-    if finding == "tcp_failed":
+    if finding == Finding.TCP_FAILED:
         return f"TCP {o.get('failure')}; control TCP {c.get('tcp') or '?'}"
-    if finding in ("blockpage_fingerprint", "blockpage_without_control"):
+    if finding in (Finding.BLOCKPAGE_FINGERPRINT, Finding.BLOCKPAGE_WITHOUT_CONTROL):
         return f"block page {o.get('fingerprint')}"
-    if finding in ("page_differs", "page_same", "page_not_comparable"):
+    if finding in (Finding.PAGE_DIFFERS, Finding.PAGE_SAME, Finding.PAGE_NOT_COMPARABLE):
         return (
             f"page {o.get('status')} {_title(o.get('title'))} vs control {c.get('status')} "
             f"{_title(c.get('title'))}"
         )
-    if finding == "https_ok":
+    if finding == Finding.HTTPS_OK:
         return f"HTTPS {o.get('status')}"
     failure = o.get("failure") or c.get("failure")
     return f"{finding.replace('_', ' ')}" + (f" ({failure})" if failure else "")

@@ -49,8 +49,6 @@ from .identity import network_identity, record_identity
 if TYPE_CHECKING:
     from .config import CheckConfig
 
-VERDICTS = ("accessible", "blocked", "down", "inconclusive")
-
 
 @dataclass
 class Result:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -200,6 +201,49 @@ Blocking = Literal["dns", "tcp_ip", "tls", "http-failure", "http-diff"]
 BLOCKINGS: tuple[Blocking, ...] = ("dns", "tcp_ip", "tls", "http-failure", "http-diff")
 #: The measurement step a piece of evidence is about.
 Step = Literal["dns", "tcp", "tls", "http", "control"]
+#: OONI's ``accessible`` for each verdict (True, False, or None when undecided).
+ACCESSIBLE: dict[str, bool | None] = {
+    "accessible": True,
+    "blocked": False,
+    "down": False,
+    "inconclusive": None,
+}
+
+
+class Finding(enum.StrEnum):
+    """What the analysis found at a step: every :class:`Evidence` names one, and
+    :mod:`probe.analysis.explain` has a sentence for each (a test checks both). Stored as its
+    value; a stored finding no longer in this list is kept as the string it was."""
+
+    HTTPS_OK = "https_ok"
+    NO_CONTROL = "no_control"
+    BLOCKPAGE_WITHOUT_CONTROL = "blockpage_without_control"
+    BLOCKPAGE_FINGERPRINT = "blockpage_fingerprint"
+    PAGE_WITHOUT_CONTROL = "page_without_control"
+    PAGE_SAME = "page_same"
+    PAGE_DIFFERS = "page_differs"
+    PAGE_NOT_COMPARABLE = "page_not_comparable"
+    INTERRUPTED = "interrupted"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    HTTP_FAILED = "http_failed"
+    TLS_FAILED = "tls_failed"
+    TCP_FAILED = "tcp_failed"
+    REDIRECT_TCP_FAILED = "redirect_tcp_failed"
+    SYSTEM_RESOLVER_FAILED = "system_resolver_failed"
+    RESOLVER_UNREACHABLE = "resolver_unreachable"
+    BOGON_ANSWER = "bogon_answer"
+    REDIRECT_DNS_FAILED = "redirect_dns_failed"
+    REDIRECT_NOT_FOLLOWED = "redirect_not_followed"
+    REFUSED_PRIVATE_ADDRESS = "refused_private_address"
+    REFUSED_OWN_ADDRESS = "refused_own_address"
+    NO_RULE = "no_rule"
+    PROBE_STALLED = "probe_stalled"
+    DNS_BLOCKPAGE_ADDRESS = "dns_blockpage_address"
+    DNS_FAILED_CONTROL_RESOLVED = "dns_failed_control_resolved"
+    DNS_INJECTED = "dns_injected"
+    DNS_GHOST_ANSWER = "dns_ghost_answer"
+    DNS_BOGON_ANSWER = "dns_bogon_answer"
+    DNS_ANSWER_DIFFERS = "dns_answer_differs"
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from ..model.addresses import endpoint
 from ..model.records import (
+    ACCESSIBLE,
     HTTPRequest,
     Observations,
     Verdict,
@@ -282,14 +283,11 @@ def _test_keys(obs: Observations, verdict: Verdict, p: Provenance) -> dict[str, 
 
 def _ooni_verdict(verdict: Verdict) -> dict[str, Any]:
     """``blocking`` and ``accessible`` in OONI's vocabulary (our ``tls`` is ``http-failure``)."""
-    if verdict.verdict == "accessible":
-        return {"blocking": False, "accessible": True}
+    accessible = ACCESSIBLE.get(verdict.verdict)
     if verdict.verdict == "blocked":
         blocking = "http-failure" if verdict.blocking == "tls" else verdict.blocking
-        return {"blocking": blocking, "accessible": False}
-    if verdict.verdict == "down":
-        return {"blocking": False, "accessible": False}
-    return {"blocking": None, "accessible": None}
+        return {"blocking": blocking, "accessible": accessible}
+    return {"blocking": None if accessible is None else False, "accessible": accessible}
 
 
 def _request(obs: Observations, hop: HTTPRequest) -> dict[str, Any]:
