@@ -68,7 +68,7 @@ def test_helper_serve_bad_asn_db_names_file_and_line(tmp_path):
 
 @pytest.mark.parametrize("rate, pair", [(0.5, (1, 2.0)), (10, (10, 1.0)), (2.5, (2, 0.8))])
 def test_rate_becomes_whole_requests_per_period(rate, pair):
-    from probe.app.run import throttler
+    from probe.measure.politeness import RateLimit
 
-    throttle = throttler(rate)
-    assert (throttle.rate_limit, throttle.period) == pair
+    limit = RateLimit(rate)
+    assert (limit.throttler.rate_limit, limit.throttler.period) == pair

@@ -29,13 +29,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from asyncio_throttle.throttler import Throttler
-
 from .. import analysis
 from ..analysis.fingerprints import Fingerprints
 from ..errors import StoreError, TurnRefused
 from ..measure.control import HelperClient
 from ..measure.measurer import Measurer
+from ..measure.politeness import RateLimit
 from ..measure.privacy import Scrubber
 from ..model.records import Target, Verdict
 from ..model.text import printable
@@ -385,7 +384,7 @@ async def _check(
                 settings,
                 doh_client=doh,
                 helpers=helper_client,
-                throttle=throttler(config.rate) if config.rate else None,
+                throttle=RateLimit(config.rate) if config.rate else None,
             )
             summary = await run(
                 targets,
@@ -439,9 +438,3 @@ def doh_connections(concurrency: int) -> int:
     asks two (A and AAAA) at once, so fewer than the targets at once queues most lookups
     (at 64 targets, 16 connections made a lookup 0.29 s instead of 0.07 s at 50 ms RTT)."""
     return min(64, max(4, concurrency))
-
-
-def throttler(rate: float) -> Throttler:
-    """``rate`` requests per second as asyncio-throttle's (whole requests, period) pair."""
-    rate_limit = max(1, int(rate))
-    return Throttler(rate_limit=rate_limit, period=rate_limit / rate)

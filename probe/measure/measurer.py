@@ -70,7 +70,7 @@ from ..net.connections import (
 )
 from ..ooni.helper_protocol import control_request, endpoints_for
 from .control import HelperClient
-from .politeness import Pacing, Politeness
+from .politeness import Pacing, Politeness, RateLimit
 from .redirects import redirect_target, remember_cookies
 from .settings import Settings
 
@@ -122,7 +122,7 @@ class Measurer:
         *,
         doh_client: resolvers.DoHClient | None,
         helpers: HelperClient | None,
-        throttle: Any = None,
+        throttle: RateLimit | None = None,
     ) -> None:
         self.settings = settings
         self.doh_client = doh_client
