@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import zlib
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import h11
@@ -33,14 +32,14 @@ from ..model.http import REDIRECT_CODES
 from ..model.records import HTTPRequest
 from .classify import classify
 from .connections import NETWORK_ERRORS, Clock, Conn
+from .decoders import ACCEPT_ENCODING, Body
 
 MAX_BODY = 1 << 19  # 512 KiB, OONI's cap
+#: The most bytes a response head may take (status line and headers), for every HTTP reader.
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 200
 MAX_INFORMATIONAL = 16  # 1xx responses before the final one
-MAX_CODINGS = 4  # stacked Content-Encodings decoded; more are kept as sent
 MAX_RAW = 4096  # bytes of an unparsable answer kept as evidence
-DECODE_STEP = 65536  # coded bytes handed to a decoder at a time
 
 #: What a desktop browser sends, so the censor treats us like one.
 DEFAULT_HEADERS = {
@@ -51,20 +50,6 @@ DEFAULT_HEADERS = {
         "(KHTML, like Gecko) Version/17.4 Safari/605.1.15"
     ),
 }
-
-
-def _load_brotli() -> Any:
-    """The ``brotli`` module if it can bound its output (1.2 and later), else None."""
-    try:
-        import brotli
-    except ImportError:
-        return None
-    return brotli if hasattr(brotli.Decompressor, "can_accept_more_data") else None
-
-
-_brotli = _load_brotli()
-#: ``br`` is only advertised when we can decode it.
-ACCEPT_ENCODING = "gzip, deflate, br" if _brotli is not None else "gzip, deflate"
 
 
 def header_text(value: bytes) -> str:
@@ -87,140 +72,6 @@ def request(url: str, headers: dict[str, str], cookie: str | None = None) -> h11
         target=urls.request_target(url),
         headers=[(name.encode("ascii"), value.encode("utf-8")) for name, value in fields],
     )
-
-
-# ------------------------------------------------------------------ content decoding
-
-
-class _Stage(Protocol):
-    def read(self, size: int) -> bytes:
-        """At most ``size`` decoded bytes; b"" when nothing more can be had for now."""
-
-
-class _Pending:
-    """Body bytes as received, not yet decoded."""
-
-    def __init__(self) -> None:
-        self.data = b""
-
-    def read(self, size: int) -> bytes:
-        data, self.data = self.data[:size], self.data[size:]
-        return data
-
-
-def _zlib_wrapped(head: bytes) -> bool:
-    """True when ``head`` starts a zlib stream (RFC 1950), False for raw deflate."""
-    return head[0] & 0x0F == 8 and head[0] >> 4 <= 7 and (head[0] << 8 | head[1]) % 31 == 0
-
-
-class _Zlib:
-    """gzip, or deflate zlib-wrapped (the standard) or raw (what many servers send)."""
-
-    def __init__(self, source: _Stage, coding: str) -> None:
-        self.source = source
-        self.coding = coding
-        self.tail = b""  # coded bytes the decoder has not consumed yet
-        self.decoder = None if coding == "deflate" else zlib.decompressobj(16 + zlib.MAX_WBITS)
-
-    def read(self, size: int) -> bytes:
-        while True:
-            if self.decoder is None:  # deflate: the first two bytes say which
-                self.tail += self.source.read(2 - len(self.tail))
-                if len(self.tail) < 2:
-                    return b""
-                wbits = zlib.MAX_WBITS if _zlib_wrapped(self.tail) else -zlib.MAX_WBITS
-                self.decoder = zlib.decompressobj(wbits)
-            if self.decoder.eof:
-                return b""  # what follows the coded stream is ignored
-            try:
-                out = self.decoder.decompress(self.tail, size)
-            except zlib.error as exc:
-                raise HTTPProtocolError(
-                    f"invalid HTTP response: cannot decode the {self.coding} body: {exc}"
-                ) from exc
-            self.tail = self.decoder.unconsumed_tail
-            if out:
-                return out
-            if not self.tail:
-                self.tail = self.source.read(DECODE_STEP)
-                if not self.tail:
-                    return b""
-
-
-class _Brotli:
-    """br, with the decoder's output bounded (brotli >= 1.2)."""
-
-    def __init__(self, source: _Stage) -> None:
-        self.source = source
-        self.decoder = _brotli.Decompressor()
-        self.extra = b""  # decoded beyond what was asked: the limit is not exact
-
-    def read(self, size: int) -> bytes:
-        while not self.extra:
-            if self.decoder.is_finished():
-                return b""
-            data = self.source.read(DECODE_STEP) if self.decoder.can_accept_more_data() else b""
-            if not data and self.decoder.can_accept_more_data():
-                return b""
-            try:
-                self.extra = self.decoder.process(data, output_buffer_limit=size)
-            except _brotli.error as exc:
-                raise HTTPProtocolError(
-                    f"invalid HTTP response: cannot decode the br body: {exc}"
-                ) from exc
-            if not data and not self.extra:
-                return b""
-        out, self.extra = self.extra[:size], self.extra[size:]
-        return out
-
-
-def _decoder(content_encoding: str, source: _Pending) -> _Stage:
-    """The decoding chain for ``content_encoding``; ``source`` itself when we cannot decode.
-
-    Codings are listed in the order they were applied, so they are undone in reverse. An
-    unknown coding (or too many) leaves the body as sent: still evidence, never a failure.
-    """
-    codings = [c.strip().lower() for c in content_encoding.split(",")]
-    codings = [c for c in codings if c and c != "identity"]
-    known = {"gzip", "x-gzip", "deflate"} | ({"br"} if _brotli is not None else set())
-    if len(codings) > MAX_CODINGS or not set(codings) <= known:
-        return source
-    stage: _Stage = source
-    for coding in reversed(codings):
-        stage = _Brotli(stage) if coding == "br" else _Zlib(stage, coding)
-    return stage
-
-
-class _Body:
-    """The decoded body, decoded as it arrives and capped at ``cap`` decoded bytes."""
-
-    def __init__(self, content_encoding: str, cap: int) -> None:
-        self.cap = cap
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.truncated = False
-        self.pending = _Pending()
-        self.decoded = _decoder(content_encoding, self.pending)
-
-    def add(self, data: bytes) -> bool:
-        """Add body bytes as received; False once more than ``cap`` decoded bytes were seen."""
-        self.pending.data += data
-        while not self.truncated:
-            room = self.cap - self.size
-            out = self.decoded.read(room + 1)
-            if not out:
-                break
-            if len(out) > room:
-                out = out[:room]
-                self.truncated = True
-            self.parts.append(out)
-            self.size += len(out)
-        # Left over only past the end of a coded stream: trailing bytes, ignored.
-        self.pending.data = b""
-        return not self.truncated
-
-    def bytes(self) -> bytes:
-        return b"".join(self.parts)
 
 
 # ------------------------------------------------------------------ the exchange
@@ -251,7 +102,7 @@ class _Exchange:
     async def run(self, req: h11.Request) -> None:
         head = self.parser.send(req) or b""
         await self.conn.send(head + (self.parser.send(h11.EndOfMessage()) or b""))
-        body: _Body | None = None
+        body: Body | None = None
         while True:
             event = await self._next_event()
             if isinstance(event, h11.InformationalResponse):
@@ -261,7 +112,7 @@ class _Exchange:
             elif isinstance(event, h11.Response):
                 self._response(event)
                 codings = [v for k, v in self.record.headers if k.lower() == "content-encoding"]
-                body = _Body(", ".join(codings), self.max_body)
+                body = Body(", ".join(codings), self.max_body)
             elif isinstance(event, h11.Data):
                 assert body is not None  # h11 sends Data only after a Response
                 if not body.add(bytes(event.data)):

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import h11
 
-from ..errors import NetworkError
+from ..errors import HTTPProtocolError, NetworkError
 from ..model.addresses import bracket
-from . import guard
+from . import decoders, guard
+from .http11 import MAX_HEADER_BYTES
 
-MAX_HEADER_BYTES = 64 * 1024
 #: A kept connection that fails with one of these before any byte of an answer was closed
 #: by the server meanwhile.
 STALE_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError)
@@ -198,34 +197,23 @@ class _Connection:
 
 
 class _Decoded:
-    """A body decoded as it arrives (identity, gzip or deflate), at most ``cap`` bytes."""
+    """An answer's body decoded as it arrives (:mod:`probe.net.decoders`), at most ``cap``
+    bytes: more, or a coding we cannot undo, makes the answer unusable."""
 
     def __init__(self, encoding: str, cap: int, error: Callable[[str], NetworkError]) -> None:
-        self.encoding = encoding.strip().lower()
+        if not decoders.supported(encoding):
+            raise error(f"unsupported content-encoding {encoding.strip()[:40]!r}")
+        self.body_so_far = decoders.Body(encoding, cap)
         self.cap = cap
         self.error = error
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.decoder = None
-        if self.encoding == "gzip":
-            self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif self.encoding == "deflate":
-            self.decoder = zlib.decompressobj()
-        elif self.encoding not in ("", "identity"):
-            raise error(f"unsupported content-encoding {self.encoding[:40]!r}")
 
     def add(self, chunk: bytes) -> None:
-        if self.decoder is not None:
-            try:
-                chunk = self.decoder.decompress(chunk, self.cap + 1 - self.size)
-            except zlib.error as exc:
-                raise self.error(f"bad {self.encoding} body: {exc}") from None
-            if self.decoder.unconsumed_tail:  # more output than the room left
-                raise self.error(f"answer larger than {self.cap} bytes")
-        self.size += len(chunk)
-        if self.size > self.cap:
+        try:
+            within = self.body_so_far.add(chunk)
+        except HTTPProtocolError as exc:
+            raise self.error(str(exc)) from None
+        if not within:
             raise self.error(f"answer larger than {self.cap} bytes")
-        self.parts.append(chunk)
 
     def body(self) -> bytes:
-        return b"".join(self.parts)
+        return self.body_so_far.bytes()
