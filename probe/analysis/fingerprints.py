@@ -40,7 +40,6 @@ made once, when a rule first needs them.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FingerprintError
+from ..model.addresses import canonical_ip
 from ..model.charset import charset_of, decode_text
 from ..model.records import HTTPRequest
 
@@ -172,10 +172,7 @@ def _needle(pattern: str) -> tuple[str | None, bool]:
 
 
 def _normalise_ip(text: str) -> str:
-    try:
-        return ipaddress.ip_address(text.strip().strip("[]")).compressed
-    except ValueError:
-        return text.strip()
+    return canonical_ip(text.strip()) or text.strip()
 
 
 def _rule_from_entry(entry: dict[str, Any], origin: str) -> _Rule:

@@ -29,7 +29,6 @@ its names scrubbed.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import sqlite3
 import sys
@@ -43,7 +42,7 @@ from ..errors import HelperAnswerError, StoreError
 from ..measure.control import DEFAULT_HELPERS, HELPER_ERRORS
 from ..measure.privacy import Scrubber
 from ..model import network
-from ..model.addresses import is_bogon, is_ip_literal
+from ..model.addresses import canonical_ip, is_bogon, is_ip_literal
 from ..net.classify import classify
 from ..net.kept import KeptClient
 
@@ -111,8 +110,8 @@ def resolver_to_look_up(host: str, scrubber: Scrubber) -> str | None:
     volunteer's own; else None."""
     if not is_ip_literal(host) or is_bogon(host):
         return None
-    address = str(ipaddress.ip_address(host.strip("[]")))
-    return None if address in scrubber.addresses else address
+    address = canonical_ip(host)
+    return None if address is None or address in scrubber.addresses else address
 
 
 def parse_answer(raw: bytes, scrubber: Scrubber, *, resolver: str | None = None) -> Found:

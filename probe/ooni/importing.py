@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import ipaddress
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,7 @@ from urllib.parse import urlsplit
 
 from ..errors import OONIFormatError
 from ..model import network, urls
-from ..model.addresses import SCRUBBED
+from ..model.addresses import SCRUBBED, canonical_ip
 from ..model.charset import title_of
 from ..model.http import REDIRECT_CODES
 from ..model.records import (
@@ -156,12 +155,12 @@ def _split_endpoint(address: str, path: str) -> tuple[str, int]:
     host, sep, port_text = address.rpartition(":")
     if host != SCRUBBED:
         host = host.removeprefix("[").removesuffix("]")
+    ip = host if host == SCRUBBED else canonical_ip(host)
     try:
-        ip = host if host == SCRUBBED else str(ipaddress.ip_address(host))
         port = int(port_text)
     except ValueError:
         raise OONIFormatError(f"{path}: {address!r} is not an ip:port endpoint") from None
-    if not sep or not 0 <= port <= 65535:
+    if ip is None or not sep or not 0 <= port <= 65535:
         raise OONIFormatError(f"{path}: {address!r} is not an ip:port endpoint")
     return ip, port
 
@@ -172,10 +171,10 @@ def _ip(value: Any, path: str) -> str:
     text = _Doc.string(value, path)
     if text == SCRUBBED:
         return text
-    try:
-        return str(ipaddress.ip_address(text or ""))
-    except ValueError:
-        raise OONIFormatError(f"{path}: {text!r} is not an IP address") from None
+    ip = canonical_ip(text or "")
+    if ip is None:
+        raise OONIFormatError(f"{path}: {text!r} is not an IP address")
+    return ip
 
 
 def _url(value: Any, path: str) -> str:
