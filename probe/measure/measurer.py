@@ -58,6 +58,7 @@ from ..model.records import (
     Target,
     TCPConnect,
     TLSHandshake,
+    hop_failure,
     utc_now,
 )
 from ..net import http11, resolvers
@@ -398,7 +399,7 @@ class Measurer:
         for result in results:
             if isinstance(result, HTTPRequest):
                 return result
-        failure = _first_failure(obs, depth, port, addresses)
+        failure = hop_failure(obs, depth, port, addresses) or failures.unknown("no connection")
         return HTTPRequest(url=url, depth=depth, failure=failure)
 
     def _allowed(self, m: _Measurement, ip: str, port: int, depth: int) -> bool:
@@ -464,21 +465,6 @@ def _capped(addresses: list[str]) -> list[str]:
     v6 = [a for a in addresses if ":" in a][:MAX_ADDRESSES_PER_FAMILY]
     kept = set(v4) | set(v6)
     return [a for a in addresses if a in kept]
-
-
-def _first_failure(obs: Observations, depth: int, port: int, addresses: list[str]) -> str | None:
-    """The failure that stopped the fetch at the first address (TLS if it got that far, else
-    TCP), on the fetch's own port: not the :443 validation of an http:// URL's addresses."""
-    for ip in addresses:
-        for handshake in obs.tls:
-            if handshake.depth == depth and handshake.ip == ip and handshake.purpose == "fetch":
-                if handshake.failure:
-                    return handshake.failure
-        for connect in obs.tcp:
-            if connect.depth == depth and connect.ip == ip and connect.port == port:
-                if connect.failure:
-                    return connect.failure
-    return failures.unknown("no connection")
 
 
 def _sort(obs: Observations) -> None:

@@ -343,3 +343,20 @@ class MeasurementSummary(NamedTuple):
     blockpage: str | None = None
     measurement_id: str | None = None
     evidence: str | Sequence[Mapping[str, Any]] | None = None
+
+
+def hop_failure(obs: Observations, depth: int, port: int, addresses: list[str]) -> str | None:
+    """What stopped a hop at redirect ``depth`` where no connection got through, taking
+    ``addresses`` in their order (the system resolver's): the fetch's TLS failure at the first
+    address whose handshake was reached, else its TCP failure on ``port`` (the :443 validation
+    of an http:// URL's addresses is not the fetch); None when no failure is recorded."""
+    for ip in addresses:
+        for handshake in obs.tls:
+            if handshake.depth == depth and handshake.ip == ip and handshake.purpose == "fetch":
+                if handshake.failure:
+                    return handshake.failure
+        for connect in obs.tcp:
+            if connect.depth == depth and connect.ip == ip and connect.port == port:
+                if connect.failure:
+                    return connect.failure
+    return None

@@ -45,6 +45,7 @@ from ..model.records import (
     Observations,
     TCPConnect,
     TLSHandshake,
+    hop_failure,
 )
 from ..model.urls import normalise
 from .format import (
@@ -694,14 +695,9 @@ def _first_failure(obs: Observations, depth: int, url: str) -> str | None:
         if q.engine == "system" and q.depth == depth and q.hostname.rstrip(".").lower() == host
         for a in q.addresses
     ]
-    ranked = sorted(connects, key=lambda c: order.index(c.ip) if c.ip in order else len(order))
-    for c in ranked:
-        handshake = next((h for h in handshakes if h.ip == c.ip and h.failure), None)
-        if handshake is not None:
-            return handshake.failure
-        if c.failure:
-            return c.failure
-    return None
+    # The system resolver's order, then the addresses it did not give (an IP-literal URL's).
+    addresses = list(dict.fromkeys([*order, *(c.ip for c in connects)]))
+    return hop_failure(obs, depth, port, addresses)
 
 
 def _tie_requests(obs: Observations, lte: bool) -> None:
