@@ -56,8 +56,8 @@ def serve(
 
         probe helper serve --listen 0.0.0.0:8080 --asn-db ip2asn-combined.tsv
     """
-    from ..helper.server import HelperConfig
-    from ..helper.server import serve as serve_helper
+    from ..helper.config import HelperConfig
+    from ..helper.serve import serve as serve_helper
     from ..model.addresses import canonical_ip
     from ..net.resolvers import parse_resolver
 

@@ -49,7 +49,7 @@ from .. import __version__
 from ..analysis.fingerprints import Fingerprints
 from ..errors import BadRequest, CollectorDatabaseError
 from . import bridge, ingest, reader, schema, scrub, tokens
-from .http import Limits, Request, Response, Server, error, log
+from .http import Limits, Request, Response, error, log, server
 
 #: Reports remembered (their volunteer and network) without asking the database again.
 REPORT_CACHE = 100_000
@@ -411,13 +411,13 @@ def _die_with_parent() -> None:
 async def _serve(config: CollectorConfig, sock: socket.socket, announce: bool = True) -> None:
     pool = await open_pool(config.dsn, config.writers + 8)
     collector = Collector(config, pool)
-    server = Server(collector.handle, config.limits)
+    http = server(collector.handle, config.limits)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await server.start(sock)
+        await http.start(sock=sock)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         if announce:
@@ -425,7 +425,7 @@ async def _serve(config: CollectorConfig, sock: socket.socket, announce: bool = 
         await stop.wait()
         log.info("stopping")
     finally:
-        await server.close()
+        await http.close()
         await collector.close()
         with contextlib.suppress(PoolTimeout):
             await pool.close()

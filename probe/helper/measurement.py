@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..measure.measurer import Measurer, connects
 from ..measure.settings import Settings, Timeouts
@@ -396,3 +397,16 @@ async def handle_request(request: dict[str, Any], context: HelperContext) -> dic
         "dns": dns_result,
         "ip_info": ip_info,
     }
+
+
+def describe(data: dict[str, Any], answer: dict[str, Any]) -> str:
+    """What a log line says about a measurement: the URL's scheme and host, and outcomes
+    (the log escapes it: the host is the client's text)."""
+    parts = urlsplit(str(data.get("http_request", "")))
+    http_part = answer["http_request"]
+    ok = sum(1 for entry in answer["tcp_connect"].values() if entry["status"])
+    outcome = http_part["failure"] or http_part["status_code"]
+    return (
+        f"{parts.scheme}://{parts.hostname} dns={answer['dns']['failure'] or 'ok'} "
+        f"tcp={ok}/{len(answer['tcp_connect'])} http={outcome}"
+    )
