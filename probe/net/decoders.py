@@ -36,6 +36,9 @@ class _Stage(Protocol):
     def read(self, size: int) -> bytes:
         """At most ``size`` decoded bytes; b"" when nothing more can be had for now."""
 
+    def finished(self) -> bool:
+        """Whether the coded stream ended (a body cut short has not)."""
+
 
 class _Pending:
     """Body bytes as received, not yet decoded."""
@@ -46,6 +49,9 @@ class _Pending:
     def read(self, size: int) -> bytes:
         data, self.data = self.data[:size], self.data[size:]
         return data
+
+    def finished(self) -> bool:
+        return True
 
 
 def _zlib_wrapped(head: bytes) -> bool:
@@ -86,6 +92,9 @@ class _Zlib:
                 if not self.tail:
                     return b""
 
+    def finished(self) -> bool:
+        return self.decoder is not None and self.decoder.eof and self.source.finished()
+
 
 class _Brotli:
     """br, with the decoder's output bounded (brotli >= 1.2)."""
@@ -112,6 +121,9 @@ class _Brotli:
                 return b""
         out, self.extra = self.extra[:size], self.extra[size:]
         return out
+
+    def finished(self) -> bool:
+        return bool(self.decoder.is_finished()) and self.source.finished()
 
 
 def codings(content_encoding: str) -> list[str]:
@@ -169,6 +181,16 @@ class Body:
         # Left over only past the end of a coded stream: trailing bytes, ignored.
         self.pending.data = b""
         return not self.truncated
+
+    def finished(self) -> bool:
+        """Whether every coded stream of the body ended (False for a body cut short)."""
+        return self.decoded.finished()
+
+    def take(self) -> bytes:
+        """The bytes decoded since the last :meth:`take` (for a reader that streams them)."""
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
 
     def bytes(self) -> bytes:
         return b"".join(self.parts)

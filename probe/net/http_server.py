@@ -30,7 +30,6 @@ import re
 import socket
 import ssl
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -38,8 +37,9 @@ from typing import Any
 
 import h11
 
-from ..errors import BadRequest
+from ..errors import BadRequest, HTTPProtocolError
 from ..model.text import one_line, printable
+from . import decoders
 
 #: Bytes read from a socket at a time.
 READ_SIZE = 65536
@@ -431,31 +431,28 @@ def decoder(encoding: str, limits: Limits) -> Callable[[bytes], bytes]:
     """A request body's decoding (``Content-Encoding``), as it arrives: a function of each
     piece to its decoded bytes, ``b""`` at the end; raises :class:`BadRequest` (415 for an
     encoding not in ``limits.encodings``, 413 past ``limits.max_body`` decoded, 400 for a
-    broken or truncated encoding). One function, so that a shared decoder can replace it."""
+    broken or truncated encoding); the decoding is :mod:`probe.net.decoders`', as for every
+    HTTP reader."""
     encoding = encoding.strip().lower() or "identity"
     if encoding not in limits.encodings or encoding not in ("identity", "gzip"):
         taken = " or ".join(limits.encodings)
         raise BadRequest(f"Content-Encoding {encoding!r}: send {taken}", 415)
     if encoding == "identity":
         return lambda data: data
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    cap = limits.max_body
-    decoded = 0
+    body = decoders.Body(encoding, limits.max_body)
 
     def gunzip(data: bytes) -> bytes:
-        nonlocal decoded
         if not data:
-            if not inflate.eof:
+            if not body.finished():
                 raise BadRequest("the gzip body is truncated", 400)
             return b""
         try:
-            out = inflate.decompress(data, cap - decoded + 1)
-        except zlib.error:
+            within = body.add(data)
+        except HTTPProtocolError:
             raise BadRequest("the body is not valid gzip", 400) from None
-        decoded += len(out)
-        if inflate.unconsumed_tail or decoded > cap:
-            raise BadRequest(f"decoded body larger than {cap} bytes", 413)
-        return out
+        if not within:
+            raise BadRequest(f"decoded body larger than {limits.max_body} bytes", 413)
+        return body.take()
 
     return gunzip
 
