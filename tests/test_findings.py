@@ -40,3 +40,11 @@ def test_a_finding_is_stored_and_read_back_as_its_plain_name():
     stored = json.loads(json.dumps(to_dict(evidence)))
     assert stored["finding"] == "dns_injected"
     assert Evidence.from_dict(stored).finding == Finding.DNS_INJECTED
+
+
+def test_every_blocking_method_has_a_name_and_a_colour_in_reports():
+    from probe.model.records import BLOCKINGS
+    from probe.report.wording import METHOD_COLOURS, METHOD_NAMES
+
+    for method in BLOCKINGS:
+        assert METHOD_NAMES.get(method) and METHOD_COLOURS.get(method), method

@@ -40,7 +40,6 @@ class DNSAnalysis:
     evidence: Evidence | None = None  # why it is inconsistent
     system_addrs: list[str] = field(default_factory=list)
     system_failure: str | None = None
-    system_queried: bool = False
     control_addrs: set[str] = field(default_factory=set)
     control_answered: bool = False
     injection: bool = False
@@ -110,7 +109,7 @@ def analyze_dns(obs: Observations, fingerprints: Fingerprints | None = None) -> 
     """DNS consistency with the evidence behind it (see :func:`dns_consistency`)."""
     host = norm_host(obs.domain)
     addrs, fail, asked = system_lookup(obs, 0, host)
-    res = DNSAnalysis(None, system_addrs=addrs, system_failure=fail, system_queried=asked)
+    res = DNSAnalysis(None, system_addrs=addrs, system_failure=fail)
     res.bogon_only = bool(addrs) and all(is_bogon(a) for a in addrs)
     res.loopback_only = bool(addrs) and all(is_loopback(a) for a in addrs)
     trusted, plain = control_sources(obs, host)

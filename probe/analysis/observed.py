@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from ..model import failures as F
-from ..model.records import HTTPRequest, Observations, Step
+from ..model.records import Observations, Step
 from ..ooni.helper_protocol import http_entry
 
 #: A step whose deadline passed while the probe's own event loop stalled, twice (the measurer
@@ -31,10 +31,6 @@ def url_port(url: str) -> int:
 
 def is_https(url: str) -> bool:
     return url.lower().startswith("https://")
-
-
-def is_final(hop: HTTPRequest) -> bool:
-    return hop.failure is None and hop.status_code is not None
 
 
 def most_common(values: Iterable[str | None]) -> str | None:

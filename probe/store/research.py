@@ -20,8 +20,6 @@ from sqlite_utils import Database
 from ..model.records import Evidence, MeasurementSummary, Observations, Verdict
 from .sqlite import load_observations
 
-#: Kinds of vantage: this database's own probe, another volunteer's, OONI's public data.
-VANTAGE_KINDS = ("local", "remote", "ooni")
 #: The vantage of every imported OONI measurement: OONI does not identify its probes.
 OONI_VANTAGE = "ooni"
 
@@ -42,14 +40,6 @@ def name_local_vantage(db: Database, name: str | None) -> None:
             "update vantages set name = ? where kind = 'local' and name is not ?", [name, name]
         )
         db.conn.commit()
-
-
-def vantage_names(db: Database) -> dict[str, str]:
-    """Vantage id -> a name to show (the volunteer's name, else the id's first 8 characters)."""
-    return {
-        row[0]: row[1] or f"vantage {row[0][:8]}"
-        for row in db.execute("select id, name from vantages")
-    }
 
 
 # ------------------------------------------------------------------ timelines and reports
