@@ -72,3 +72,10 @@ def test_rate_becomes_whole_requests_per_period(rate, pair):
 
     limit = RateLimit(rate)
     assert (limit.throttler.rate_limit, limit.throttler.period) == pair
+
+
+def test_export_and_import_take_no_format_they_would_ignore():
+    # Both speak OONI's format only: a --format with one choice was taken and never read.
+    for command in ("export", "import"):
+        result = CliRunner().invoke(cli, [command, "--help"])
+        assert result.exit_code == 0 and "--format" not in result.output, command

@@ -134,8 +134,8 @@ TEMPLATE = {
 
 
 def exported(db: Path) -> list[dict[str, Any]]:
-    """The database's measurements as `probe export --format ooni` writes them."""
-    result = probe("export", "--format", "ooni", "--db", str(db))
+    """The database's measurements as `probe export` writes them."""
+    result = probe("export", "--db", str(db))
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
 

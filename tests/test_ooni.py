@@ -35,7 +35,7 @@ COMPARED = ("verdict", "blocking", "failure", "dns_consistency", "blockpage", "c
 
 
 def run_import(db: Path, *files: Path, as_json: bool = True) -> tuple[Any, list[dict[str, Any]]]:
-    argv = ["import", "--format", "ooni", "--db", str(db), *(["--json"] if as_json else [])]
+    argv = ["import", "--db", str(db), *(["--json"] if as_json else [])]
     result = CliRunner().invoke(cli, [*argv, *map(str, files)])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -271,7 +271,7 @@ def lab_run(lab, helper, tmp_path_factory):
 
 def _export(db: Path, out: Path, *extra: str) -> list[dict[str, Any]]:
     result = CliRunner().invoke(
-        cli, ["export", "--format", "ooni", "--db", str(db), "-o", str(out), *extra]
+        cli, ["export", "--db", str(db), "-o", str(out), *extra]
     )
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in out.read_text().splitlines()]

@@ -3,7 +3,7 @@
 What is sent: every measurement of *this* probe (the database's ``local`` vantage: not
 merged ones, not OONI imports; not pruned ones either, whose observations are gone and could
 not be analysed again) that the collector has not accepted yet, oldest first, each as
-the OONI JSON of ``probe export --format ooni`` (``probe_ip`` is 127.0.0.1: no address of the
+the OONI JSON of ``probe export`` (``probe_ip`` is 127.0.0.1: no address of the
 volunteer is in it), gzip-compressed, over OONI's collector protocol: open a report, submit
 each measurement of a batch to it, close it. A new report is opened for each batch and
 whenever the network (AS, country) changes, as OONI's probes do.

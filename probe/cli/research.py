@@ -293,14 +293,6 @@ def report(
 @cli.command()
 @db_option("The SQLite database to read")
 @click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["ooni"]),
-    default="ooni",
-    show_default=True,
-    help="ooni: OONI measurements (data format 0.2.0, web_connectivity), one a line.",
-)
-@click.option(
     "--output",
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -315,7 +307,6 @@ def report(
 )
 def export(
     db: Path | None,
-    fmt: str,
     output: Path | None,
     since: str | None,
     until: str | None,
@@ -330,7 +321,7 @@ def export(
 
     Example:
 
-        probe export --format ooni --since 2026-11-01 -o november.jsonl
+        probe export --since 2026-11-01 -o november.jsonl
     """
     from ..store.exports import ooni_measurement
     from ..store.research import iter_stored
@@ -350,14 +341,6 @@ def export(
 @cli.command("import")
 @db_option("The SQLite database to import into")
 @click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["ooni"]),
-    default="ooni",
-    show_default=True,
-    help="ooni: OONI measurements, one JSON object per file or JSON Lines (.gz too).",
-)
-@click.option(
     "--json", "as_json", is_flag=True, help="Print each imported measurement as `check --json`."
 )
 @fingerprints_option()
@@ -366,7 +349,6 @@ def export(
 )
 def import_(
     db: Path | None,
-    fmt: str,
     as_json: bool,
     fingerprint_files: tuple[str, ...],
     files: tuple[Path, ...],
@@ -382,7 +364,7 @@ def import_(
 
     Example:
 
-        probe import --format ooni 2022-10-kg-webconnectivity.jsonl.gz
+        probe import 2022-10-kg-webconnectivity.jsonl.gz
     """
     from ..analysis import analyze
     from ..analysis.fingerprints import Fingerprints
