@@ -1,6 +1,6 @@
 """Every exception probe raises on purpose, in one tree.
 
-``ProbeError`` is the root. Its two branches say who is at fault and what happens next:
+``ProbeError`` is the root. Its branches say who is at fault and what happens next:
 
 * :class:`InputError`: bad input from a file, a user or a client (a target list, a resolver
   URL, a fingerprint file, an ASN table, a control request). ``str()`` is one line meant for a
@@ -12,7 +12,10 @@
   (:mod:`probe.net.classify`); it never ends a run.
 
 :class:`StoreError` (the database cannot be used: not SQLite, read-only, full, newer) is its
-own branch: no target can be stored, so it ends the run, with one line and what was kept.
+own branch: no target can be stored, so it ends the run, with one line and what was kept. So
+are :class:`CollectorDatabaseError` (the collector's PostgreSQL cannot be used),
+:class:`UploadError` (an upload cannot go on; what was not accepted waits for the next) and
+:class:`TurnRefused` (the run's time ran out before a target's turn).
 
 Anything else is a bug: it is not caught where it happens, and the runner records an internal
 error for that one target.

@@ -270,9 +270,7 @@ def lab_run(lab, helper, tmp_path_factory):
 
 
 def _export(db: Path, out: Path, *extra: str) -> list[dict[str, Any]]:
-    result = CliRunner().invoke(
-        cli, ["export", "--db", str(db), "-o", str(out), *extra]
-    )
+    result = CliRunner().invoke(cli, ["export", "--db", str(db), "-o", str(out), *extra])
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in out.read_text().splitlines()]
 

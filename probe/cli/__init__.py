@@ -1,9 +1,11 @@
 """The ``probe`` command line: one click group, thin over the library.
 
 Commands live by family: :mod:`~probe.cli.measure` (check, reanalyze),
-:mod:`~probe.cli.volunteer` (init), :mod:`~probe.cli.helper` (helper serve),
-:mod:`~probe.cli.research` (timeline, report, export, import, merge),
-:mod:`~probe.cli.collector` (collector, upload).
+:mod:`~probe.cli.volunteer` (init, runs, show, status, prune, schedule),
+:mod:`~probe.cli.helper` (helper serve), :mod:`~probe.cli.research` (timeline, report, export,
+import, merge), :mod:`~probe.cli.collector` (collector serve, migrate, add-volunteer, revoke,
+volunteers; upload). The README lists the same (a test compares). Each command composes
+:mod:`probe.app` and the libraries; none holds a rule of its own.
 """
 
 from . import collector, helper, measure, research, volunteer

@@ -5,7 +5,8 @@ turns an :class:`Observations` into a :class:`Verdict` (pure, so it can re-run o
 imported data), and :mod:`probe.store` writes both. Every record is a dataclass of JSON-able
 values (``to_dict`` / ``from_dict``); times ``t0``/``t`` are seconds since the target's
 measurement started. ``failure`` is ``None`` on success, else a string from
-:mod:`probe.failures`. ``depth`` is the redirect hop (0 for the URL as given).
+:mod:`probe.model.failures`. ``depth`` is the redirect hop (0 for the URL as given). The
+vocabularies of verdicts, blocking methods and findings are here too, each written once.
 
 No record ever holds the volunteer's own IP address.
 """
