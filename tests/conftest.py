@@ -1,4 +1,6 @@
-"""Fixtures for the network-namespace censorship lab (see tests/lab/__init__.py).
+"""Fixtures for the network-namespace censorship lab (see tests/lab/__init__.py), for the
+loopback servers of the tests without root (tests/loopback.py), and the one policy for a
+missing tool (:func:`require_tool`).
 
 ``lab`` is built once per session (only if a test asks for it); ``clean_lab`` yields the same
 lab and undoes every censorship primitive after the test, pass or fail; ``helper`` is probe's
@@ -89,3 +91,26 @@ def collector(dsn, tmp_path):
 
     with Collector(dsn, tmp_path / "collector.log") as running:
         yield running
+
+
+# Loopback servers for the tests that need no root (tests/loopback.py).
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory):
+    from tests.loopback import Certificates
+
+    return Certificates(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def loopback(certificates):
+    """A test's servers on loopback addresses: ``loopback.dns(zone)``, ``.http(routes)``,
+    ``.https(routes)``, ``.doh(dns)``; all stopped when the test ends, pass or fail."""
+    from tests.loopback import Loopback
+
+    servers = Loopback(certificates)
+    try:
+        yield servers
+    finally:
+        servers.close()

@@ -114,6 +114,9 @@ class HelperConfig:
     timeouts: HelperTimeouts = field(default_factory=HelperTimeouts)  # each measurement's steps
     own_addresses: tuple[str, ...] = ()  # this host's, on no interface (a cloud's 1:1 NAT)
     host_refresh: float = REFRESH  # seconds between readings of this host's addresses
+    #: Networks measured despite the bogon rule: for tests only (tests/loopback.py), from
+    #: Python alone (no CLI option sets it); see probe.measure.settings.Settings.bogons_exempt.
+    bogons_exempt: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- the HTTP server
@@ -565,6 +568,7 @@ def context_for(config: HelperConfig) -> HelperContext:
         timeouts=config.timeouts,
         max_endpoints=config.max_endpoints,
         own_host=OwnHost(config.host, named=config.own_addresses, refresh=config.host_refresh),
+        bogons_exempt=config.bogons_exempt,
     )
 
 
