@@ -415,3 +415,145 @@ class Loopback:
 
     def close(self) -> None:
         self._stack.close()
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Process:
+    """A server process (its own session, so it and its children are stopped together) whose
+    stderr lines are collected as they come: :meth:`wait_for` waits on a line, not a time."""
+
+    def __init__(self, argv: list[str], *, env: dict[str, str] | None = None) -> None:
+        self.argv, self.env = argv, env
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.process: Any = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> Process:
+        import subprocess
+
+        self.process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            env=self.env,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()  # the end: a waiter learns it never comes
+
+    def wait_for(self, predicate: Callable[[str], bool], *, after: int = 0,
+                 timeout: float = 60.0) -> str:  # fmt: skip
+        """The first line from index ``after`` on for which ``predicate`` holds, as soon as it
+        is logged. ``timeout`` only guards against a hang; an exit fails at once."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines[after:]:
+                    if predicate(line):
+                        return line
+                reader_done = self._reader is not None and not self._reader.is_alive()
+                if reader_done or time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"{self.argv[:6]}: no such line ({'exited' if reader_done else 'hung'})"
+                        ":\n" + "\n".join(self.lines)
+                    )
+                self._changed.wait(max(0.0, deadline - time.monotonic()))
+
+    def stop(self) -> None:
+        """SIGTERM to its session, SIGKILL if it has not gone in 10 s; its stderr drained."""
+        import signal
+        import subprocess
+
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+            except ProcessLookupError:
+                pass  # it had just ended
+        if self._reader is not None:
+            self._reader.join(10)
+
+    def __enter__(self) -> Process:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _listening(line: str) -> bool:
+    return line.startswith("listening on ")
+
+
+class HelperProcess(Process):
+    """``probe helper serve`` on a loopback address: through the CLI (which cannot exempt a
+    bogon) or, with ``bogons_exempt``, through its Python entry point
+    (``probe.helper.server.serve(HelperConfig(...))``) in a process of its own. ``url`` once
+    started."""
+
+    def __init__(
+        self,
+        *,
+        resolver: str | None = None,
+        ca_file: str | None = None,
+        bogons_exempt: tuple[str, ...] = (),
+        host: str | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        import sys
+
+        self.host = host or loopback_address()
+        self.port = 0
+        if bogons_exempt:
+            config = dict(host=self.host, port=0, ca_file=ca_file, bogons_exempt=bogons_exempt)
+            code = (
+                "import sys\n"
+                "from probe.helper.server import HelperConfig, serve\n"
+                "from probe.net.resolvers import parse_resolver\n"
+                f"config = HelperConfig(**{config!r})\n"
+                f"config.resolver = parse_resolver({resolver!r}) if {resolver!r} else None\n"
+                "serve(config)\n"
+            )
+            argv = [sys.executable, "-c", code]
+        else:
+            argv = [sys.executable, "-m", "probe.cli", "helper", "serve",
+                    "--listen", f"{self.host}:0", *extra]  # fmt: skip
+            argv += ["--resolver", resolver] if resolver else []
+            argv += ["--ca-file", ca_file] if ca_file else []
+        super().__init__(argv)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def start(self) -> HelperProcess:
+        super().start()
+        line = self.wait_for(_listening)
+        self.port = int(line.rsplit(":", 1)[1])
+        return self
