@@ -8,10 +8,33 @@ own test helper running in the lab, one per test module.
 """
 
 import os
+import shutil
 
 import pytest
 
 from tests.lab import Lab
+
+
+def missing_tool(message: str) -> None:
+    """A test cannot run for want of a tool: under ``CI=true`` it fails (CI must have every
+    tool: a skip there would hide a test that never runs), elsewhere it is skipped. Either
+    way ``message`` says what to install."""
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"{message} (CI=true: a missing tool fails)", pytrace=False)
+    pytest.skip(message)
+
+
+def require_tool(name: str, hint: str, *, path: str | None = None) -> str:
+    """The tool ``name`` (its path on $PATH, or ``path`` when it lives elsewhere, as
+    PostgreSQL's initdb does); when it is missing, :func:`missing_tool` with the install
+    ``hint`` (``apt-get install ...``): the one policy of the test suite for a missing tool."""
+    if path is None:
+        found = shutil.which(name)
+    else:
+        found = path if path and os.access(path, os.X_OK) else None
+    if found is None:
+        missing_tool(f"{name} is not installed: {hint}")
+    return str(found)
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +97,9 @@ def helper(lab):
 
 @pytest.fixture(scope="module")
 def cluster():
-    from tests.postgres import Cluster
+    from tests.postgres import Cluster, initdb
+
+    require_tool("PostgreSQL", "apt-get install postgresql", path=initdb() or "")
 
     with Cluster() as pg:
         yield pg

@@ -52,7 +52,7 @@ def servers_for(loopback, count: int, route):
     return webs, dns, urls
 
 
-async def run_all(settings, urls, tmp_path, concurrency, on_finished=None):
+async def run_all(settings, urls, tmp_path, concurrency, on_finished=None, **options):
     store = Store(open_db(tmp_path / "probe.db"))
     run_id = store.start_run(inputs=urls, settings={}, targets=len(urls))
     finished = []
@@ -73,6 +73,7 @@ async def run_all(settings, urls, tmp_path, concurrency, on_finished=None):
             concurrency=concurrency,
             scrubber=Scrubber(),
             on_result=ended,
+            **options,
         )
     finally:
         await doh.aclose()
