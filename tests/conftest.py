@@ -7,8 +7,10 @@ lab and undoes every censorship primitive after the test, pass or fail; ``helper
 own test helper running in the lab, one per test module.
 """
 
+import contextlib
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -115,7 +117,13 @@ def collector(dsn, tmp_path):
     from tests.postgres import Collector
 
     with Collector(dsn, tmp_path / "collector.log") as running:
-        yield running
+        try:
+            yield running
+        finally:
+            # Stopped as an operator does (SIGTERM), so it ends its work and its log; should
+            # it hang, the Collector's exit kills it.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                running.terminate()
 
 
 # Loopback servers for the tests that need no root (tests/loopback.py).
