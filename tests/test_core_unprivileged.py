@@ -33,6 +33,8 @@ CORE = [
     "tests/test_core_servers.py",
     "tests/test_core_run.py",
     "tests/test_core_upload.py",
+    "tests/test_core_seam.py",
+    "tests/test_core_tools.py",
 ]
 NOBODY = 65534
 REPO = Path(__file__).resolve().parent.parent
