@@ -158,3 +158,36 @@ async def test_measure_with_the_control(site, loopback):
 def test_exempt_lists_exactly_the_servers(site):
     web, dns = site
     assert [str(n) for n in exempt(web)] == [f"{web.host}/32"]
+
+
+def test_the_harness_stops_everything_when_a_test_fails(certificates):
+    """A failing test's servers stop: listeners closed, a client held in silence let go,
+    every thread joined."""
+    import socket
+    import threading
+
+    from tests.loopback import SILENCE, Loopback
+
+    before = set(threading.enumerate())
+    servers = Loopback(certificates)
+    held = None
+    try:
+        with pytest.raises(RuntimeError, match="the test failed"):
+            try:
+                web = servers.http({"/": SILENCE})
+                dns = servers.dns({"site.test": [web.host]})
+                held = socket.create_connection((web.host, web.port), timeout=30)
+                held.sendall(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
+                raise RuntimeError("the test failed")
+            finally:
+                servers.close()
+        assert held.recv(1) == b""  # the silent server closed the connection at its stop
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((web.host, web.port), timeout=30)
+        assert set(threading.enumerate()) <= before
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind((dns.host, dns.port))  # its port is free again
+        probe.close()
+    finally:
+        if held is not None:
+            held.close()
