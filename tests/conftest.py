@@ -1,15 +1,42 @@
-"""Fixtures for the network-namespace censorship lab (see tests/lab/__init__.py).
+"""Fixtures for the network-namespace censorship lab (see tests/lab/__init__.py), for the
+loopback servers of the tests without root (tests/loopback.py), and the one policy for a
+missing tool (:func:`require_tool`).
 
 ``lab`` is built once per session (only if a test asks for it); ``clean_lab`` yields the same
 lab and undoes every censorship primitive after the test, pass or fail; ``helper`` is probe's
 own test helper running in the lab, one per test module.
 """
 
+import contextlib
 import os
+import shutil
+import subprocess
 
 import pytest
 
 from tests.lab import Lab
+
+
+def missing_tool(message: str) -> None:
+    """A test cannot run for want of a tool: under ``CI=true`` it fails (CI must have every
+    tool: a skip there would hide a test that never runs), elsewhere it is skipped. Either
+    way ``message`` says what to install."""
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"{message} (CI=true: a missing tool fails)", pytrace=False)
+    pytest.skip(message)
+
+
+def require_tool(name: str, hint: str, *, path: str | None = None) -> str:
+    """The tool ``name`` (its path on $PATH, or ``path`` when it lives elsewhere, as
+    PostgreSQL's initdb does); when it is missing, :func:`missing_tool` with the install
+    ``hint`` (``apt-get install ...``): the one policy of the test suite for a missing tool."""
+    if path is None:
+        found = shutil.which(name)
+    else:
+        found = path if path and os.access(path, os.X_OK) else None
+    if found is None:
+        missing_tool(f"{name} is not installed: {hint}")
+    return str(found)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +99,9 @@ def helper(lab):
 
 @pytest.fixture(scope="module")
 def cluster():
-    from tests.postgres import Cluster
+    from tests.postgres import Cluster, initdb
+
+    require_tool("PostgreSQL", "apt-get install postgresql", path=initdb() or "")
 
     with Cluster() as pg:
         yield pg
@@ -88,4 +117,33 @@ def collector(dsn, tmp_path):
     from tests.postgres import Collector
 
     with Collector(dsn, tmp_path / "collector.log") as running:
-        yield running
+        try:
+            yield running
+        finally:
+            # Stopped as an operator does (SIGTERM), so it ends its work and its log; should
+            # it hang, the Collector's exit kills it.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                running.terminate()
+
+
+# Loopback servers for the tests that need no root (tests/loopback.py).
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory):
+    from tests.loopback import Certificates
+
+    return Certificates(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def loopback(certificates):
+    """A test's servers on loopback addresses: ``loopback.dns(zone)``, ``.http(routes)``,
+    ``.https(routes)``, ``.doh(dns)``; all stopped when the test ends, pass or fail."""
+    from tests.loopback import Loopback
+
+    servers = Loopback(certificates)
+    try:
+        yield servers
+    finally:
+        servers.close()

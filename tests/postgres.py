@@ -1,10 +1,11 @@
 """A throwaway PostgreSQL cluster for tests and benchmarks (Debian's ``postgresql`` package).
 
-``with Cluster() as pg:`` runs initdb in a temporary directory (as the ``postgres`` user:
-initdb refuses root), starts the server on a Unix socket in that directory only (no TCP port:
-nothing else on the machine can reach it, and namespaces share the file system, so a
-collector in the lab's ``net`` namespace connects through it too), and on exit stops it
-(immediate shutdown) and deletes the directory, also when the test failed. ``pg.create()``
+``with Cluster() as pg:`` runs initdb in a temporary directory (as root: as the ``postgres``
+user, since initdb refuses root; as anyone else: as that user, no privilege needed), starts
+the server on a Unix socket in that directory only (no TCP port: nothing else on the machine
+can reach it, and namespaces share the file system, so a collector in the lab's ``net``
+namespace connects through it too), and on exit stops it (immediate shutdown) and deletes
+the directory, also when the test failed. ``pg.create()``
 gives a fresh database's connection string.
 """
 
@@ -22,13 +23,19 @@ from pathlib import Path
 _counter = itertools.count()
 
 
-def _bin() -> Path:
+def initdb() -> str | None:
+    """The newest installed PostgreSQL's initdb, or None (tests: ``require_tool``)."""
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
     )
-    if not found:
+    return found[-1] if found else None
+
+
+def _bin() -> Path:
+    found = initdb()
+    if found is None:
         raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql")
-    return Path(found[-1]).parent
+    return Path(found).parent
 
 
 class Cluster:

@@ -8,11 +8,8 @@ ran over the same URLs, and that no site address saw more than two connections a
 
 from __future__ import annotations
 
-import shutil
-
-import pytest
-
 from bench import check_many
+from tests.conftest import require_tool
 
 
 def test_the_mix_has_every_kind_and_blackholes_share_few_addresses():
@@ -26,8 +23,8 @@ def test_the_mix_has_every_kind_and_blackholes_share_few_addresses():
     assert len(shared) / len(set(shared)) > 5  # several sites per address
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="the baseline needs curl")
 def test_twenty_targets(clean_lab, helper):
+    require_tool("curl", "the baseline needs it: apt-get install curl")
     lab = clean_lab
     sites = check_many.plan(20)
     try:

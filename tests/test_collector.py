@@ -362,8 +362,11 @@ def test_too_many_in_flight_is_503_with_retry_after(dsn, tmp_path):
         # Two clients send half a body: both requests are in flight until they finish.
         slow = [raw(running.port, b"POST /report HTTP/1.1\r\nHost: c\r\nContent-Length: 100"
                     b"\r\n\r\n{") for _ in range(2)]  # fmt: skip
-        time.sleep(0.5)  # let the server read both heads (an order, not a measured time)
-        r = httpx.post(running.url + "/report", json=TEMPLATE)
+        # Until the server has read both heads: before, it answers (401: no token).
+        deadline = time.monotonic() + 30  # only against a hang
+        while (r := httpx.post(running.url + "/report", json=TEMPLATE)).status_code == 401:
+            assert time.monotonic() < deadline, "the two slow requests were never in flight"
+            time.sleep(0.02)
         assert r.status_code == 503, r.text
         assert r.headers["retry-after"].isdigit()
         assert "in flight" in r.json()["error"]

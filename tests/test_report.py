@@ -21,11 +21,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 
 from probe.cli import cli
 from probe.store import open_db
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"
@@ -317,12 +317,7 @@ class ChartDOM(HTMLParser):
 def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     """Debian's chromium, headless, in an empty network namespace (nothing can leave), with a
     fresh profile; its whole process group is ended afterwards."""
-    binary = shutil.which("chromium")
-    if binary is None:
-        pytest.fail(
-            "the HTML report test needs Debian's chromium: apt-get install -y chromium",
-            pytrace=False,
-        )
+    binary = require_tool("chromium", "the HTML report test needs it: apt-get install -y chromium")
     argv = [
         "unshare",
         "-n",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from probe.cli import cli
+from tests.conftest import require_tool
 from tests.test_unattended import NOWHERE, offline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,8 +124,8 @@ def test_schedule_refuses_a_bad_interval(configured):
     assert result.exit_code == 2 and "30m" in result.output
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_schedule_systemd_units_verify(configured, tmp_path, monkeypatch):
+    require_tool("systemd-analyze", "apt-get install systemd")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     out = invoke("schedule", "--systemd", "--every", "6h", "--install")
     units = tmp_path / "config" / "systemd" / "user"

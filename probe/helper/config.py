@@ -34,6 +34,9 @@ class HelperConfig:
     timeouts: HelperTimeouts = field(default_factory=HelperTimeouts)  # each measurement's steps
     own_addresses: tuple[str, ...] = ()  # this host's, on no interface (a cloud's 1:1 NAT)
     host_refresh: float = REFRESH  # seconds between readings of this host's addresses
+    #: Networks measured despite the bogon rule: for tests only (tests/loopback.py), from
+    #: Python alone (no CLI option sets it); see probe.measure.settings.Settings.bogons_exempt.
+    bogons_exempt: tuple[str, ...] = ()
 
 
 def http_limits(config: HelperConfig) -> Limits:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import ssl
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..measure.measurer import Measurer, connects
-from ..measure.settings import Settings, Timeouts
+from ..measure.settings import Settings, Timeouts, exempt
 from ..model import failures
 from ..model.addresses import canonical_ip, is_bogon
 from ..model.records import HTTPRequest, Observations
@@ -117,8 +118,11 @@ class HelperContext:
         max_endpoints: int = 64,
         own_host: OwnHost | None = None,
         doh_client: resolvers.DoHClient | None = None,
+        bogons_exempt: tuple[str, ...] = (),
     ) -> None:
         self.resolver = resolver
+        # Tests only (see Settings.bogons_exempt): networks the helper measures, bogons as they are.
+        self.bogons_exempt = tuple(ipaddress.ip_network(n) for n in bogons_exempt)
         self.ssl_context = ssl_context
         self.asn = asn
         self.timeouts = timeouts or HelperTimeouts()
@@ -143,6 +147,7 @@ class HelperContext:
                 # The answer reports no duplicate DNS replies: listening for them would only
                 # hold every request 0.5 s longer (a third of the helper's throughput).
                 dns_duplicate_window=0,
+                bogons_exempt=self.bogons_exempt,
             ),
             doh_client=self.doh_client,
             helpers=None,
@@ -151,7 +156,7 @@ class HelperContext:
     def refusal(self, ip: str, port: int) -> str | None:
         """Why the helper may not connect to ``ip:port``, or None when it may: never to a
         bogon, nor to its own host (:class:`~probe.helper.host.OwnHost`)."""
-        why = bogon_refusal(ip, port)
+        why = None if exempt(self.bogons_exempt, ip) else bogon_refusal(ip, port)
         if why is None and self.own_host is not None:
             why = self.own_host.refusal(ip, port)
         return why

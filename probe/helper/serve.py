@@ -39,6 +39,7 @@ def context_for(config: HelperConfig) -> HelperContext:
         timeouts=config.timeouts,
         max_endpoints=config.max_endpoints,
         own_host=OwnHost(config.host, named=config.own_addresses, refresh=config.host_refresh),
+        bogons_exempt=config.bogons_exempt,
     )
 
 

@@ -407,7 +407,7 @@ class Measurer:
         listed = canonical_ip(ip) in m.bogons_allowed
         own, policy = self.settings.own_address, self.settings.address_refusal
         failure: str | None = None
-        if is_bogon(ip) and not listed:
+        if is_bogon(ip) and not listed and not self.settings.exempt(ip):
             failure = failures.REFUSED_BOGON
         elif own is not None and own(ip) and not listed:
             failure = failures.REFUSED_OWN_ADDRESS

@@ -6,6 +6,7 @@ OONI has one.
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,3 +50,23 @@ class Settings:
     own_address: Callable[[str], bool] | None = None
     #: Seconds a UDP lookup still collects replies after its answer (duplicates are evidence).
     dns_duplicate_window: float = resolvers.DUPLICATE_WINDOW
+    #: Networks connected to despite the bogon rule. For the test suite only: its loopback
+    #: servers (tests/loopback.py) let the measurement be tested without root or a lab. It is
+    #: deliberately settable from Python alone: no CLI option, config.toml key or helper
+    #: request reaches it (a test checks), so a real run refuses every bogon. Default: none.
+    bogons_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def exempt(self, ip: str) -> bool:
+        """Whether the bogon ``ip`` is in :attr:`bogons_exempt` (never, outside tests)."""
+        return exempt(self.bogons_exempt, ip)
+
+
+def exempt(networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], ip: str) -> bool:
+    """Whether ``ip`` (canonical spelling) is in one of ``networks``; False for no networks."""
+    if not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
