@@ -58,9 +58,9 @@ class HelperTimeouts:
     connect and handshake, the probe's own (OONI's helper gives both 15 s together; a 10 s
     connect takes the same SYN retries, and the helper is not more patient than the probe)."""
 
-    dns: float = 4.0
-    tcp: float = 10.0
-    tls: float = 10.0
+    dns: float = Timeouts.dns
+    tcp: float = Timeouts.tcp
+    tls: float = Timeouts.tls
     http: float = 15.0  # the whole fetch, redirects included (after its DNS)
     #: The whole measurement after its DNS, checks included, for a host whose fetch ran out
     #: of time lately (:class:`SlowHosts`): a never-answering server holds a slot this long.
@@ -190,7 +190,7 @@ async def _resolve(req: HelperRequest, context: HelperContext, clock: Clock) -> 
         return {"failure": None, "addrs": addrs}
     found = [q.failure for q in queries if q.failure]
     if failures.DNS_NXDOMAIN in found:
-        return {"failure": "dns_name_error", "addrs": []}
+        return {"failure": dns_failure(failures.DNS_NXDOMAIN), "addrs": []}
     real = [f for f in found if f != failures.DNS_NO_ANSWER]
     return {"failure": dns_failure(real[0]) if real else None, "addrs": []}
 

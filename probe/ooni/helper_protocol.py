@@ -342,11 +342,8 @@ def dns_failure(failure: str | None) -> str | None:
     """The helper's ``dns.failure``: NXDOMAIN, server failures, no-answer as success."""
     if failure is None or failure == F.DNS_NO_ANSWER:
         return None
-    if failure == F.DNS_NXDOMAIN:
-        return "dns_name_error"
-    if failure in (F.DNS_SERVFAIL, F.DNS_REFUSED, F.DNS_MISBEHAVING):
-        return "dns_server_failure"
-    return "unknown_error"
+    legacy = LEGACY_FAILURES.get(failure, "unknown_error")
+    return legacy if legacy.startswith("dns_") else "unknown_error"
 
 
 def http_failure(failure: str | None) -> str | None:
