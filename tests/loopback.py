@@ -534,7 +534,7 @@ class HelperProcess(Process):
             config = dict(host=self.host, port=0, ca_file=ca_file, bogons_exempt=bogons_exempt)
             code = (
                 "import sys\n"
-                "from probe.helper.server import HelperConfig, serve\n"
+                "from probe.helper import HelperConfig, serve\n"
                 "from probe.net.resolvers import parse_resolver\n"
                 f"config = HelperConfig(**{config!r})\n"
                 f"config.resolver = parse_resolver({resolver!r}) if {resolver!r} else None\n"

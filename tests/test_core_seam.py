@@ -14,8 +14,9 @@ from click.testing import CliRunner
 
 from probe.app.config import check_config, load_config
 from probe.cli import cli
+from probe.cli._group import config_keys
 from probe.errors import ConfigError
-from probe.helper.server import HelperConfig
+from probe.helper import HelperConfig
 from probe.measure.settings import Settings
 
 
@@ -48,7 +49,7 @@ def test_config_toml_refuses_it(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text('bogons_exempt = ["127.0.0.0/8"]\n')
     with pytest.raises(ConfigError, match="unknown key 'bogons_exempt'"):
-        load_config(path)
+        load_config(config_keys(), path)
 
 
 def test_it_is_empty_unless_set_from_python(tmp_path):
