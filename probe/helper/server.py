@@ -131,7 +131,6 @@ class HelperServer:
         self.config = config
         self.context = context
         self.slots = Slots(config.max_in_flight)
-        self.served = 0  # measurements answered, whatever their answer
         self.http = Server(self.handle, http_limits(config), name=SERVER_NAME, log=log)
         self.measurements: MeasurementThread | None = None
 
@@ -196,7 +195,6 @@ class HelperServer:
             return 500, {"error": "internal error"}, "internal error"
         finally:
             self.slots.give_back(client)
-            self.served += 1
         return 200, answer, describe(data, answer)
 
     def _whoami(self, request: Request) -> tuple[int, Any, str]:
