@@ -43,6 +43,7 @@ from ..measure.control import DEFAULT_HELPERS, HELPER_ERRORS
 from ..measure.privacy import Scrubber
 from ..model import network
 from ..model.addresses import canonical_ip, is_bogon, is_ip_literal
+from ..model.text import plain_name
 from ..net.classify import classify
 from ..net.kept import KeptClient
 
@@ -55,7 +56,6 @@ MAX_ANSWER = 16 * 1024
 #: Seconds for one lookup (at most: the control timeout, when shorter).
 LOOKUP_TIMEOUT = 10.0
 #: Longer AS names are cut.
-MAX_NAME = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +164,7 @@ def _cc(value: Any) -> str | None:
 def _name(value: Any, scrubber: Scrubber) -> str | None:
     if not isinstance(value, str):
         return None
-    text = "".join(c for c in " ".join(value.split()) if c.isprintable())[:MAX_NAME]
-    return scrubber.text(text) or None
+    return scrubber.text(plain_name(value)) or None
 
 
 async def ask(client: KeptClient, url: str, resolver: str | None, timeout: float) -> bytes:

@@ -31,9 +31,7 @@ from pathlib import Path
 
 from ..errors import AsnDBError
 from ..model.addresses import canonical_ip
-
-#: Longer AS descriptions are cut (iptoasn's longest are about 100 characters).
-MAX_NAME = 200
+from ..model.text import plain_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +159,5 @@ def _country(field: str) -> str | None:
 
 def _name(fields: list[str]) -> str | None:
     # A description with a tab in it would have been split: join it back.
-    name = " ".join(" ".join(fields).split())  # no control characters, one space between words
-    name = "".join(c for c in name if c.isprintable())[:MAX_NAME]
+    name = plain_name(" ".join(fields))
     return sys.intern(name) if name else None

@@ -68,3 +68,14 @@ def is_clean_text(text: str) -> bool:
 
 
 __all__ = ["is_clean_text", "one_line", "printable"]
+
+
+#: The longest network (AS) name kept (iptoasn's longest descriptions are about 100).
+MAX_NAME = 200
+
+
+def plain_name(text: str, limit: int = MAX_NAME) -> str:
+    """A name from a stranger (an AS name in a table or a helper's answer) as stored: one space
+    between words, nothing a terminal or a page could act on (controls, bidi overrides), at
+    most ``limit`` characters."""
+    return "".join(c for c in " ".join(text.split()) if c.isprintable())[:limit]
