@@ -34,17 +34,19 @@ def m(
     asn: str | None = "AS8449",
     vantage: str = "v1",
     run: str | None = None,
+    url: str | None = None,
 ) -> MeasurementSummary:
     t = T0 + int(hour * HOUR)
     return MeasurementSummary(
         t,
         domain,
+        url or f"https://{domain}/",
         asn,
         vantage,
         run or f"run-{hour}",
         verdict,
         blocking,
-        measurement_id=f"{domain}-{asn}-{hour}",
+        measurement_id=f"{url or domain}-{asn}-{hour}",
     )
 
 

@@ -178,7 +178,7 @@ def timeline(
     else:
         header = (
             "KIND",
-            "DOMAIN",
+            "URL",
             "NETWORK",
             "START (UTC)",
             "END (UTC)",
@@ -193,7 +193,7 @@ def timeline(
                 printable(cell)
                 for cell in (
                     e.kind,
-                    e.domain,
+                    e.input,
                     network_name(e.asn),
                     when(e.start),
                     when(e.end) or "-",

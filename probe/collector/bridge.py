@@ -43,6 +43,7 @@ class Received:
     vantage_id: str | None
     submitted_verdict: dict[str, Any]  # what the sender said (ours or OONI's words)
     probe_network_name: str | None  # the network's name, as the sender's run recorded it
+    position: int  # the target's place in its run: ties of one second in the order measured
 
 
 def import_measurement(content: Any) -> Received:
@@ -61,6 +62,7 @@ def import_measurement(content: Any) -> Received:
         vantage_id=imported.vantage_id,
         submitted_verdict=submitted,
         probe_network_name=imported.probe_network_name,
+        position=imported.position,
     )
 
 

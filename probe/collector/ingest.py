@@ -153,12 +153,12 @@ COLUMNS = (
     "probe_asn", "probe_cc", "probe_network_name", "input", "url", "domain", "category",
     "verdict", "blocking",
     "accessible", "dns_consistency", "failure", "blockpage", "confirmed", "reason", "evidence",
-    "analysis_version", "submitted_verdict", "content",
+    "analysis_version", "submitted_verdict", "content", "position",
 )  # fmt: skip
 _TYPES = (
     "text", "timestamptz", "text", "text", "bigint", "text", "text", "text", "text", "text",
     "text", "text", "text", "text", "text", "text", "boolean", "text", "text", "text", "boolean",
-    "text", "json", "text", "jsonb", "text",
+    "text", "json", "text", "jsonb", "text", "integer",
 )  # fmt: skip
 
 
@@ -260,6 +260,7 @@ def measurement(
         __version__,
         json.dumps(_no_nul(received.submitted_verdict), ensure_ascii=False),
         text,
+        received.position,
     )
     return Row(tuple(_no_nul(v) if isinstance(v, str) else v for v in values))
 
@@ -323,21 +324,21 @@ class Outcome:
 _INSERT = f"""
 with input as (
     select * from unnest({", ".join(f"%b::{t}[]" for t in _TYPES)})
-        with ordinality as t({", ".join(COLUMNS)}, position)
+        with ordinality as t({", ".join(COLUMNS)}, arrival)
 ), claimed as (
     insert into measurement_ids (id, volunteer_id, measurement_uid)
     select distinct on (id) id, volunteer_id, measurement_uid from input
     where exists (
         select 1 from volunteers v where v.id = input.volunteer_id and v.revoked_at is null
     )
-    order by id, position
+    order by id, arrival
     on conflict (id) do nothing
     returning id
 ), inserted as (
     insert into measurements ({", ".join(COLUMNS)})
     select distinct on (id) {", ".join(COLUMNS)} from input
     where id in (select id from claimed)
-    order by id, position
+    order by id, arrival
     on conflict (id, start_time) do nothing
     returning id
 )

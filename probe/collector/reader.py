@@ -62,11 +62,11 @@ def iter_summaries(conn: psycopg.Connection, filters: Filters) -> Iterator[Any]:
     out, as the SQLite reader leaves it: a report reads it with the details."""
     where, args = filters.where()
     sql = f"""
-        select extract(epoch from start_time)::bigint, domain, probe_asn, vantage_id, run_id,
-               verdict, blocking, failure, blockpage, id, null
+        select extract(epoch from start_time)::bigint, domain, url, probe_asn, vantage_id,
+               run_id, verdict, blocking, failure, blockpage, id, null
         from measurements
         where {where}
-        order by probe_asn, domain, start_time
+        order by probe_asn, url, start_time, run_id, position
     """
     with conn.cursor(name="timeline") as cursor:
         cursor.itersize = ITERSIZE

@@ -149,6 +149,19 @@ STEPS: list[tuple[str, str]] = [
               and (m.measurement_uid <> o.measurement_uid or m.volunteer_id <> o.volunteer_id);
         """,
     ),
+    (
+        "c004_timelines_per_url",
+        """
+        -- The unit of a timeline is the URL measured (http:// and https:// of one domain
+        -- apart), ties of one second in the order measured: the run, then the target's
+        -- place in it (our export's x_probe_position; 0 for measurements stored before).
+        alter table measurements add column position integer not null default 0;
+        drop index measurements_timeline;
+        create index measurements_timeline
+            on measurements (probe_asn, url, start_time, run_id, position)
+            include (domain, verdict, blocking, failure, blockpage, vantage_id, id);
+        """,
+    ),
 ]
 
 

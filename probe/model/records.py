@@ -327,14 +327,17 @@ def to_dict(record: Any) -> dict[str, Any]:
 class MeasurementSummary(NamedTuple):
     """What the timeline needs of one measurement (a NamedTuple: built from a row cheaply).
 
-    ``time`` is seconds since the Unix epoch (UTC); ``asn`` is ``"AS8449"`` or None when the
-    network was not recorded; ``vantage`` identifies the probe that measured (a database's
-    vantage id); ``evidence`` is the stored evidence (JSON text or the parsed list), needed
-    for blocked measurements only.
+    ``time`` is seconds since the Unix epoch (UTC); ``input`` is the URL measured
+    (normalised, OONI's ``input``): the unit of a timeline, http:// and https:// of one
+    domain apart; ``asn`` is ``"AS8449"`` or None when the network was not recorded;
+    ``vantage`` identifies the probe that measured (a database's vantage id); ``evidence``
+    is the stored evidence (JSON text or the parsed list), needed for blocked measurements
+    only.
     """
 
     time: int
     domain: str
+    input: str
     asn: str | None
     vantage: str | None
     run: str

@@ -57,6 +57,9 @@ class Provenance:
     vantage_name: str | None = None
     software_version: str = ""
     probe_network_name: str | None = None
+    #: The target's place in its run's list: with the run, the order measurements of one
+    #: second were taken in (timelines break ties by it).
+    position: int | None = None
 
 
 def report_id(p: Provenance) -> str:
@@ -267,6 +270,7 @@ def _test_keys(obs: Observations, verdict: Verdict, p: Provenance) -> dict[str, 
         "x_probe_reason": verdict.reason,
         "x_probe_measurement_id": p.measurement_id,
         "x_probe_run_id": p.run_id,
+        "x_probe_position": p.position,
         "x_probe_vantage": p.vantage_id,
         "x_probe_vantage_name": p.vantage_name,
         "x_probe_input": obs.input,

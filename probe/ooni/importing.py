@@ -80,6 +80,7 @@ class Imported:
     vantage_id: str | None = None
     vantage_name: str | None = None
     probe_network_name: str | None = None
+    position: int = 0  # the target's place in its run (our export's x_probe_position)
 
     @property
     def stored_measurement_id(self) -> str:
@@ -332,8 +333,19 @@ def from_ooni(data: Any) -> Imported:
         ooni_blocking=keys.get("blocking"),
         ooni_accessible=keys.get("accessible"),
         probe_network_name=_Doc.text(doc.get("probe_network_name"), "$.probe_network_name") or None,
+        position=_position(keys),
         **ids,
     )
+
+
+def _position(keys: dict[str, Any]) -> int:
+    """Our export's ``x_probe_position`` (0 when absent: OONI's own measurements)."""
+    position = _Doc.integer(keys.get("x_probe_position"), "$.test_keys.x_probe_position")
+    if position is None:
+        return 0
+    if not 0 <= position <= 2**31 - 1:
+        raise OONIFormatError("$.test_keys.x_probe_position: out of range")
+    return position
 
 
 def _identity(

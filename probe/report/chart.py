@@ -68,7 +68,7 @@ def write_chart(report: Report, out: TextIO) -> None:
     scale = _Scale(t.first, t.last)
     by_network: dict[tuple[str, str | None], list[Event]] = {}
     for e in (*t.events, *t.anomalies):
-        by_network.setdefault((e.domain, e.asn), []).append(e)
+        by_network.setdefault((e.input, e.asn), []).append(e)
     legend_y = TOP + ROW_H * len(networks) + 16
     height = legend_y + 40
     width = LABEL_W + PLOT_W + RIGHT
@@ -92,7 +92,7 @@ def write_chart(report: Report, out: TextIO) -> None:
     w("</defs>\n")
     _axis(scale, len(networks), w)
     for index, net in enumerate(networks):
-        _row(scale, index, net, by_network.get((net.domain, net.asn), []), report.network, w)
+        _row(scale, index, net, by_network.get((net.input, net.asn), []), report.network, w)
     _legend(legend_y, w)
     if len(t.networks) > len(networks):
         w(
@@ -136,9 +136,12 @@ def _row(
 ) -> None:
     y = TOP + index * ROW_H
     bar_y = y + (ROW_H - BAR_H) / 2
-    label = f"{net.domain} · {network(net.asn)}"
+    label = f"{net.input} · {network(net.asn)}"
     short = label if len(label) <= 42 else label[:41] + "…"
-    w(f'<g class="row" data-domain="{html_text(net.domain)}" data-asn="{html_text(net.asn)}">\n')
+    w(
+        f'<g class="row" data-domain="{html_text(net.domain)}" data-input="{html_text(net.input)}" '
+        f'data-asn="{html_text(net.asn)}">\n'
+    )
     w(
         f'<text x="{LABEL_W - 8}" y="{y + ROW_H / 2 + 4:.1f}" text-anchor="end">'
         f"<title>{html_text(label)}</title>{html_text(short)}</text>\n"
@@ -181,7 +184,7 @@ def _row(
                 f'fill="{colour}"'
             )
             title = (
-                f"{net.domain} on {network(net.asn)}: blocked by "
+                f"{net.input} on {network(net.asn)}: blocked by "
                 f"{METHOD_NAMES.get(phase.blocking, phase.blocking)} from {when(phase.start)} "
                 f"UTC ({phase.measurements} measurements)"
             )

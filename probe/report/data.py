@@ -59,6 +59,7 @@ def write_json(report: Report, out: TextIO) -> None:
 
 
 CSV_COLUMNS = (
+    "input",
     "domain",
     "asn",
     "network_name",

@@ -52,7 +52,7 @@ def write_html(report: Report, out: TextIO) -> None:
         methods = ", ".join(f"{m} ({c})" for m, c in n.methods.most_common())
         state_class = ' class="blocked"' if n.current == "blocked" else ""
         w(
-            f"<tr><td>{html_text(n.domain)}</td><td>{html_text(report.network(n.asn))}</td>"
+            f"<tr><td>{html_text(n.input)}</td><td>{html_text(report.network(n.asn))}</td>"
             f'<td class="n">{n.measurements}</td><td class="n">{n.counts["blocked"]}</td>'
             f'<td class="n">{n.blocked_share:.0%}</td><td{state_class}>'
             f"{html_text(state_text(n))}</td><td>{html_text(methods or '-')}</td></tr>\n"
@@ -74,7 +74,7 @@ def write_html(report: Report, out: TextIO) -> None:
             detail = report.detail(e)
             then = f"accessible at {when(e.end)}" if e.end else "not yet confirmed"
             w(
-                f"<tr><td>{html_text(e.domain)}</td><td>{html_text(report.network(e.asn))}</td>"
+                f"<tr><td>{html_text(e.input)}</td><td>{html_text(report.network(e.asn))}</td>"
                 f"<td>{when(e.start)}</td><td>{html_text(methods_text(e))}</td>"
                 f"<td>{then}</td><td>{html_text(detail.get('reason'))}</td></tr>\n"
             )
@@ -89,7 +89,7 @@ def _html_event(report: Report, e: Event, w: Callable[[str], Any]) -> None:
     end = f"until {when(e.end)} UTC" if e.end else "ongoing"
     w(f'<section class="event" style="border-color:{colour}">\n')
     w(
-        f"<h3>{html_text(e.domain)} on {html_text(report.network(e.asn))}: "
+        f"<h3>{html_text(e.input)} on {html_text(report.network(e.asn))}: "
         f"{html_text(methods_text(e))}, from {when(e.start)} UTC, {end}</h3>\n<p>"
     )
     w(

@@ -22,7 +22,7 @@ def write_markdown(report: Report, out: TextIO) -> None:
     for n in t.networks:
         methods = ", ".join(f"{m} ({c})" for m, c in n.methods.most_common())
         w(
-            f"| {md_text(n.domain)} | {md_text(report.network(n.asn))} | {n.measurements} "
+            f"| {md_text(n.input)} | {md_text(report.network(n.asn))} | {n.measurements} "
             f"| {n.counts['blocked']} | {n.blocked_share:.0%} | {md_text(state_text(n))} "
             f"| {md_text(methods or '-')} |\n"
         )
@@ -37,7 +37,7 @@ def write_markdown(report: Report, out: TextIO) -> None:
         w("|---|---|---|---|---|---:|---:|---:|---|\n")
         for e in t.events:
             w(
-                f"| {md_text(e.domain)} | {md_text(report.network(e.asn))} "
+                f"| {md_text(e.input)} | {md_text(report.network(e.asn))} "
                 f"| {md_text(methods_text(e))} | {when(e.start)} "
                 f"| {when(e.end) or 'ongoing'} | {e.measurements} | {e.vantages} | {e.runs} "
                 f"| {duration(e.longest_gap)} |\n"
@@ -56,7 +56,7 @@ def write_markdown(report: Report, out: TextIO) -> None:
             detail = report.detail(e)
             end = f"accessible again at {when(e.end)}" if e.end else "not yet confirmed"
             w(
-                f"- {md_text(e.domain)} on {md_text(report.network(e.asn))}, {when(e.start)} UTC "
+                f"- {md_text(e.input)} on {md_text(report.network(e.asn))}, {when(e.start)} UTC "
                 f"({md_text(methods_text(e))}), {end}: {md_text(detail.get('reason') or '')}\n"
             )
     w(f"\n{md_text(method_note(report))}\n")
@@ -66,7 +66,7 @@ def _md_event(report: Report, e: Event, w: Callable[[str], Any]) -> None:
     detail = report.detail(e)
     end = f"to {when(e.end)} UTC" if e.end else "ongoing"
     w(
-        f"\n### {md_text(e.domain)} on {md_text(report.network(e.asn))}: {when(e.start)} UTC, "
+        f"\n### {md_text(e.input)} on {md_text(report.network(e.asn))}: {when(e.start)} UTC, "
         f"{end}\n\n"
     )
     w(f"- Method: {md_text(methods_text(e))}\n")

@@ -1,7 +1,9 @@
 """Block events from a stream of measurements: the timeline (pure: no I/O, no clock).
 
 :func:`timeline` reads :class:`MeasurementSummary` records, the few fields of a stored
-measurement a timeline needs, and returns the block events per (domain, network AS number):
+measurement a timeline needs, and returns the block events per (URL measured, network AS
+number), grouped by domain for reading: ``http://respublica.kg/`` blocked by a block page while
+``https://respublica.kg/`` is reachable are two timelines, never one that flips:
 
 * an **event** opens at the first blocked measurement and ends at the first accessible one
   after it (``end`` is None while the block goes on);
@@ -14,8 +16,9 @@ measurement a timeline needs, and returns the block events per (domain, network 
   its longest gap between conclusive measurements was, and each network keeps its gaps longer
   than ``max_gap`` (the report draws them as unknown).
 
-The input must come in time order *per network* (networks may interleave); memory holds one
-small state per (domain, network) and the events, never the measurements, so the same code
+The input must come in time order *per (URL, network)* (they may interleave), ties within one
+second in the order measured (run, then position in the run); memory holds one small state
+per (URL, network) and the events, never the measurements, so the same code
 serves a volunteer's SQLite database and a collector's PostgreSQL (each has its reader that
 yields these records in order: :func:`probe.store.research.iter_summaries` for SQLite).
 """
@@ -59,10 +62,11 @@ class Phase:
 
 @dataclass(slots=True)
 class Event:
-    """A block event (or an anomaly: ``kind``) of one domain on one network."""
+    """A block event (or an anomaly: ``kind``) of one URL on one network."""
 
     kind: str  # "event" | "anomaly"
     domain: str
+    input: str  # the URL measured
     asn: str | None
     start: int
     last_blocked: int
@@ -106,6 +110,7 @@ class Event:
         """The event as JSON-able data, times in ISO 8601 UTC."""
         return {
             "kind": self.kind,
+            "input": self.input,
             "domain": self.domain,
             "asn": self.asn,
             "start": iso(self.start),
@@ -135,9 +140,10 @@ class Event:
 
 @dataclass(slots=True)
 class Network:
-    """One domain on one network: what was measured, and its state at the last measurement."""
+    """One URL on one network: what was measured, and its state at the last measurement."""
 
     domain: str
+    input: str  # the URL measured
     asn: str | None
     first: int
     last: int
@@ -171,6 +177,7 @@ class Network:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "input": self.input,
             "domain": self.domain,
             "asn": self.asn,
             "first": iso(self.first),
@@ -191,7 +198,7 @@ class Network:
 
 @dataclass(slots=True)
 class Timeline:
-    """Every event and anomaly, and a summary per (domain, network)."""
+    """Every event and anomaly, and a summary per (URL, network), in domain order."""
 
     events: list[Event]
     anomalies: list[Event]
@@ -203,12 +210,12 @@ class Timeline:
 
 
 def timeline(summaries: Iterable[MeasurementSummary], options: Options | None = None) -> Timeline:
-    """The block events in ``summaries`` (in time order per (domain, network)).
+    """The block events in ``summaries`` (in time order per (URL, network)).
 
     Raises ``ValueError`` when a network's measurements go back in time (the reader's bug).
     """
     opts = options or Options()
-    networks: dict[tuple[str, str | None], Network] = {}
+    networks: dict[tuple[str, str | None], Network] = {}  # by (URL, AS)
     events: list[Event] = []
     anomalies: list[Event] = []
     count = 0
@@ -222,15 +229,15 @@ def timeline(summaries: Iterable[MeasurementSummary], options: Options | None = 
     for s in summaries:
         count += 1
         t = s.time
-        key = (s.domain, s.asn)
+        key = (s.input, s.asn)
         if key != current_key:
             net = networks.get(key)
             if net is None:
-                net = networks[key] = Network(s.domain, s.asn, t, t)
+                net = networks[key] = Network(s.domain, s.input, s.asn, t, t)
             current_key = key
         assert net is not None
         if t < net.last:
-            raise ValueError(f"{s.domain} on {s.asn}: measurements out of time order")
+            raise ValueError(f"{s.input} on {s.asn}: measurements out of time order")
         if first is None or t < first:
             first = t
         if last is None or t > last:
@@ -245,7 +252,7 @@ def timeline(summaries: Iterable[MeasurementSummary], options: Options | None = 
             net.methods[blocking] += 1
             if event is None:
                 event = net.open_event = Event(
-                    "event", s.domain, s.asn, t, t, first_measurement=s.measurement_id,
+                    "event", s.domain, s.input, s.asn, t, t, first_measurement=s.measurement_id,
                     first_evidence=s.evidence,
                 )  # fmt: skip
             run = run_names.setdefault(s.run, s.run)
@@ -273,7 +280,7 @@ def timeline(summaries: Iterable[MeasurementSummary], options: Options | None = 
     return Timeline(
         events=sorted(events, key=order),
         anomalies=sorted(anomalies, key=order),
-        networks=sorted(networks.values(), key=lambda n: (n.domain, n.asn or "")),
+        networks=sorted(networks.values(), key=lambda n: (n.domain, n.input, n.asn or "")),
         measurements=count,
         first=first,
         last=last,
@@ -336,8 +343,8 @@ def _keep_gap(gaps: list[tuple[int, int]], gap: tuple[int, int]) -> None:
         del gaps[shortest]
 
 
-def _event_order(event: Event) -> tuple[str, str, int]:
-    return (event.domain, event.asn or "", event.start)
+def _event_order(event: Event) -> tuple[str, str, str, int]:
+    return (event.domain, event.input, event.asn or "", event.start)
 
 
 def parse_evidence(evidence: str | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ def ooni_measurement(measurement: Stored, vantage_name: str | None) -> dict[str,
         vantage_name=vantage.get("name") or (vantage_name if local else None),
         software_version=run.get("software_version") or UNKNOWN_VERSION,
         probe_network_name=run.get("probe_network_name"),
+        position=measurement.position,
     )
     content: dict[str, Any] = to_ooni(measurement.observations, measurement.verdict, provenance)
     return content

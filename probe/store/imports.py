@@ -82,6 +82,7 @@ def store_import(
             probe_asn=imported.probe_asn,
             probe_cc=imported.probe_cc,
             measurement_id=measurement_id,
+            position=imported.position,
         )
         (counts,) = db.execute("select counts from runs where id = ?", [run_id]).fetchone()
         tally = json.loads(counts or "{}")

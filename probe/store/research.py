@@ -73,18 +73,18 @@ class Filters:
 
 def iter_summaries(db: Database, filters: Filters = Filters()) -> Iterator[MeasurementSummary]:
     """Every measurement as a :class:`~probe.model.records.MeasurementSummary`, each
-    (domain, network)'s in time order, read from the index alone (m008): no sort, no row
-    read, flat memory. Evidence is left out: a report reads it for the few measurements that
-    open events (:func:`measurement_details`)."""
+    (network, URL)'s in time order, ties in the order measured (run, then position), read from
+    the index alone (m060): no sort, no row read, flat memory. Evidence is left out: a report
+    reads it for the few measurements that open events (:func:`measurement_details`)."""
     where, args = filters.where()
     sql = f"""
-        select cast(strftime('%s', m.start_time) as integer) as t, m.domain, m.probe_asn,
+        select cast(strftime('%s', m.start_time) as integer) as t, m.domain, m.url, m.probe_asn,
                r.vantage_id, m.run_id, m.verdict, m.blocking, m.failure, m.blockpage, m.id,
                null as evidence
         from measurements m indexed by measurements_timeline
         left join runs r on r.id = m.run_id
         where {where} and t is not null
-        order by m.probe_asn, m.domain, m.start_time
+        order by m.probe_asn, m.url, m.start_time, m.run_id, m.position
     """
     make = MeasurementSummary._make
     cursor = db.conn.execute(sql, args)
@@ -157,6 +157,7 @@ class Stored:
     vantage: dict[str, Any]
     probe_asn: str | None
     probe_cc: str | None
+    position: int | None = None
 
 
 def verdict_from_row(row: dict[str, Any]) -> Verdict:
@@ -230,4 +231,5 @@ def stored(
         vantage=vantage,
         probe_asn=row["probe_asn"] or run.get("probe_asn"),
         probe_cc=row["probe_cc"] or run.get("probe_cc"),
+        position=row.get("position"),
     )

@@ -274,7 +274,7 @@ VIEWS = {
                m.confirmed, m.reason, m.run_id, r.started_at as run_started_at,
                r.finished_at as run_finished_at, r.status as run_status,
                r.offline as run_offline, r.vantage_id, v.name as vantage,
-               v.kind as vantage_kind, m.software_version, m.pruned
+               v.kind as vantage_kind, m.software_version, m.pruned, m.position
         from measurements m
         left join runs r on r.id = m.run_id
         left join vantages v on v.id = r.vantage_id
@@ -283,7 +283,8 @@ VIEWS = {
     "latest_verdicts": """
         select * from (
             select *, row_number() over (
-                partition by domain, probe_asn order by start_time desc, measurement_id
+                partition by url, probe_asn
+                order by start_time desc, run_id desc, position desc, measurement_id desc
             ) as newest
             from verdicts
         ) where newest = 1
@@ -326,7 +327,7 @@ def m007_research_views(db: Database) -> None:
     # As released: the verdicts view without ``pruned`` (m020 adds the column; m050 the view's).
     for name, sql in VIEWS.items():
         if name == "verdicts":
-            sql = sql.replace(", m.pruned\n", "\n")
+            sql = sql.replace(", m.pruned, m.position\n", "\n")
         db.execute(f"create view {name} as {sql}")
 
 
@@ -351,6 +352,26 @@ def m050_views_again(db: Database) -> None:
         db.execute(f"create view {name} as {sql}")
 
 
+#: The timeline's columns per URL (m060), in the order of its scan: each (network, URL) in
+#: time order, ties in the order measured (run, position), every column it reads held.
+TIMELINE_COLUMNS_BY_URL = ("probe_asn", "url", "start_time", "run_id", "position", "domain",
+                           "verdict", "blocking", "failure", "blockpage", "id")  # fmt: skip
+
+
+def m060_timelines_per_url(db: Database) -> None:
+    # The unit of a timeline is the URL measured: http:// and https:// of one domain apart
+    # (a block page on cleartext while HTTPS passes is the common case). The index by domain
+    # (m008) is replaced; latest_verdicts is per URL (VIEWS), ties in the order measured.
+    db.execute("drop index if exists measurements_timeline")
+    db.table("measurements").create_index(
+        list(TIMELINE_COLUMNS_BY_URL), index_name="measurements_timeline"
+    )
+    for name in VIEWS:
+        db.execute(f"drop view if exists {name}")
+    for name, sql in VIEWS.items():
+        db.execute(f"create view {name} as {sql}")
+
+
 #: Every schema step, in order.
 STEPS = (
     m001_initial,
@@ -366,6 +387,7 @@ STEPS = (
     m030_uploads,
     m040_dns_addresses_total,
     m050_views_again,
+    m060_timelines_per_url,
 )
 #: Their names: a database that applied a step not named here was written by a newer probe.
 NAMES = tuple(step.__name__ for step in STEPS)
