@@ -159,19 +159,17 @@ class _Spool:
         self.file.write(data)
         self.members[name] = (offset, len(data), hashlib.sha256(data).hexdigest())
 
-    def add_stream(self, name: str, lines: Iterable[bytes]) -> int:
-        """A member written line by line (memory stays flat); how many lines."""
+    def add_stream(self, name: str, chunks: Iterable[bytes]) -> None:
+        """A member written chunk by chunk (memory stays flat)."""
         if name in self.members:
             raise ValueError(f"{name}: written twice")
         offset = self.file.seek(0, io.SEEK_END)
-        digest, size, count = hashlib.sha256(), 0, 0
-        for line in lines:
-            self.file.write(line)
-            digest.update(line)
-            size += len(line)
-            count += 1
+        digest, size = hashlib.sha256(), 0
+        for chunk in chunks:
+            self.file.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
         self.members[name] = (offset, size, digest.hexdigest())
-        return count
 
     def copy(self, name: str, out: IO[bytes]) -> None:
         offset, size, _ = self.members[name]
@@ -184,6 +182,11 @@ class _Spool:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _chunks(file: IO[bytes]) -> Iterator[bytes]:
+    while chunk := file.read(_CHUNK):
+        yield chunk
 
 
 def _zip_info(name: str, size: int) -> zipfile.ZipInfo:
@@ -250,20 +253,17 @@ def write_bundle(
                 ooni = json_text(ooni_measurement(stored, vantage_name))
                 yield (canonical_json(row) + "\n").encode(), (ooni + "\n").encode()
 
-        # Both files are written from one pass over the store (each measurement read once).
-        ooni_spool = tempfile.TemporaryFile()
-        try:
-
-            def record_lines() -> Iterator[bytes]:
-                for record_line, ooni_line in records():
-                    ooni_spool.write(ooni_line)
-                    yield record_line
-
-            count = spool.add_stream(RECORDS_FILE, record_lines())
-            ooni_spool.seek(0)
-            spool.add_stream(OONI_FILE, iter(lambda: ooni_spool.read(_CHUNK), b""))
-        finally:
-            ooni_spool.close()
+        # Both files come from one pass over the store (each measurement read once), each
+        # into a file of its own: bodies go into the spool meanwhile.
+        count = 0
+        with tempfile.TemporaryFile() as record_file, tempfile.TemporaryFile() as ooni_file:
+            for record_line, ooni_line in records():
+                record_file.write(record_line)
+                ooni_file.write(ooni_line)
+                count += 1
+            for name, file in ((RECORDS_FILE, record_file), (OONI_FILE, ooni_file)):
+                file.seek(0)
+                spool.add_stream(name, _chunks(file))
 
         report = build_report(
             iter_summaries(db, filters),
