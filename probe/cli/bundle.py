@@ -55,20 +55,20 @@ def bundle(
     include_imported: bool,
     output: Path,
 ) -> None:
-    """An evidence bundle: one zip with the measurements a report over these filters rests
-    on, so anyone can check the findings again with `probe verify-bundle`.
+    """Write an evidence bundle: a zip anyone can check again (probe verify-bundle).
 
-    It holds the measurements as OONI JSON Lines (measurements.ooni.jsonl), our own records
-    of the observations and verdicts (records.jsonl), every stored page body as served
-    (bodies/), the fingerprints in force (fingerprints/; add yours with --fingerprints),
-    the report in HTML and JSON (report/), and MANIFEST.json with every file's SHA-256 and
-    size, the probe version and the filters. The same database gives the same zip again
-    when $SOURCE_DATE_EPOCH fixes the report's date. Pruned measurements (observations
-    dropped) cannot be bundled; the manifest counts them in report_measurements only.
+    It holds the measurements a report over these filters rests on: as OONI JSON Lines
+    (measurements.ooni.jsonl), our own records of the observations and verdicts
+    (records.jsonl), every stored page body as served (bodies/), the fingerprints in force
+    (fingerprints/; add yours with --fingerprints), the report in HTML and JSON (report/),
+    and MANIFEST.json with every file's SHA-256 and size, the probe version and the
+    filters. The same database gives the same zip again when $SOURCE_DATE_EPOCH fixes the
+    report's date. Pruned measurements (observations dropped) cannot be bundled; the
+    manifest counts them in report_measurements only.
 
     Example:
 
-        probe bundle --since 2026-10-01 --domain www.azattyk.org -o azattyk-october.zip
+        probe bundle --since 2026-10-01 --domain www.azattyk.org -o azattyk.zip
     """
     from ..app.bundle import write_bundle
 
@@ -114,17 +114,19 @@ def bundle(
 @cli.command("verify-bundle")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def verify_bundle(path: Path) -> None:
-    """Check an evidence bundle written by `probe bundle`: every file against its
-    MANIFEST.json (a changed, missing or added file is named), then today's analysis, with
-    the bundled fingerprints, over the bundled observations, compared with the bundled
-    verdicts (each difference: measurement, field, before, after).
+    """Check an evidence bundle written by `probe bundle`, and its verdicts.
+
+    Every file is checked against MANIFEST.json (a changed, missing or added file is named),
+    then today's analysis, with the bundled fingerprints, runs over the bundled observations
+    and is compared with the bundled verdicts (each difference: measurement, field, before,
+    after).
 
     Nothing is extracted to disk. Exit status 0 when everything matches; 1 when a file or a
     verdict differs; 2 when the file is no bundle (or a hostile zip: unsafe names, a bomb).
 
     Example:
 
-        probe verify-bundle azattyk-october.zip
+        probe verify-bundle azattyk.zip
     """
     from ..app.bundle import verify_bundle as verify
 
