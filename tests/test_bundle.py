@@ -307,8 +307,9 @@ def _claiming(size: int) -> bytes:
         (_zip({"/etc/passwd": b"x"}), 'member "/etc/passwd" has an unsafe name'),
         (_zip({"a/../../x": b"x"}), "has an unsafe name"),
         (_zip({"a\\..\\x": b"x"}), "has an unsafe name"),
+        (_zip({"\x1b]0;pwned\x07": b"x"}), 'member "\\u001b]0;pwned\\u0007" has an unsafe'),
         (_zip({"bomb.bin": b"\0" * (50 << 20)}), 'member "bomb.bin" expands'),
-        (_claiming(MAX_MEMBER_BYTES + 1), f"is {MAX_MEMBER_BYTES + 1} bytes"),
+        (_claiming(3 << 30), f"is {3 << 30} bytes (at most {MAX_MEMBER_BYTES})"),
         (_zip({"records.jsonl": b""}), "no MANIFEST.json"),
         (_zip({MANIFEST: b"\xff not json"}), "MANIFEST.json: not JSON"),
         (_zip({MANIFEST: b'{"bundle_format": 99}'}), "not a bundle of format 1"),
@@ -321,6 +322,7 @@ def _claiming(size: int) -> bytes:
         "absolute",
         "nested",
         "backslash",
+        "escape",
         "bomb",
         "huge",
         "no-manifest",
@@ -338,6 +340,7 @@ def test_hostile_zips_are_refused_in_one_line(tmp_path, content, expected):
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert len(result.output.strip().splitlines()) == 1
+    assert "\x1b" not in result.output
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing extracted
 
 
@@ -349,6 +352,17 @@ def test_a_duplicated_member_is_refused(pristine, tmp_path):
     result = verify(path)
     assert result.exit_code == 2
     assert 'member "records.jsonl" is in the zip twice' in result.output
+
+
+def test_a_body_bigger_than_any_the_store_keeps_is_refused(pristine, tmp_path):
+    contents = members(pristine)
+    body = next(name for name in contents if name.startswith("bodies/"))
+    contents[body] = os.urandom(2 << 20)  # incompressible: not a bomb, just big
+    changed = tmp_path / "changed.zip"
+    rewrite(changed, contents, manifest=True)
+    result = verify(changed)
+    assert result.exit_code == 2
+    assert f"is {2 << 20} bytes (at most {1 << 20} here)" in result.output
 
 
 def test_a_broken_record_is_named_by_its_line(pristine, tmp_path):

@@ -70,11 +70,17 @@ BODIES_DIR = "bodies/"
 #: Every member's time: the earliest a zip can say (the data's own times are inside).
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
-# What a verifier accepts before reading a byte: bounds a hostile zip cannot push past.
+# What a verifier accepts before reading a byte: bounds a hostile zip cannot push past. A
+# member is streamed (hashed, records read line by line) unless it is read whole: a body, a
+# fingerprint file, the manifest, each with its own smaller bound. The writer keeps to them.
 MAX_MEMBERS = 1_000_000
-MAX_MEMBER_BYTES = 1 << 30
+MAX_MEMBER_BYTES = zipfile.ZIP64_LIMIT  # 2 GiB
 MAX_TOTAL_BYTES = 16 << 30
 MAX_MANIFEST_BYTES = 256 << 20
+MAX_FINGERPRINT_BYTES = 64 << 20
+#: The store keeps 64 KiB of a body; a bundled one is never more than this.
+MAX_BODY_BYTES = 1 << 20
+MAX_RECORD_BYTES = 64 << 20
 #: A member this much larger than its compressed form (and over 1 MiB) is a bomb: deflate
 #: reaches about 1030:1 on one repeated byte, JSON and pages stay far below 100:1.
 MAX_RATIO = 200
@@ -155,6 +161,7 @@ class _Spool:
     def add(self, name: str, data: bytes) -> None:
         if name in self.members:
             raise ValueError(f"{name}: written twice")  # our bug, never the data's
+        _bounded(name, len(data))
         offset = self.file.seek(0, io.SEEK_END)
         self.file.write(data)
         self.members[name] = (offset, len(data), hashlib.sha256(data).hexdigest())
@@ -169,6 +176,7 @@ class _Spool:
             self.file.write(chunk)
             digest.update(chunk)
             size += len(chunk)
+            _bounded(name, size)
         self.members[name] = (offset, size, digest.hexdigest())
 
     def copy(self, name: str, out: IO[bytes]) -> None:
@@ -182,6 +190,14 @@ class _Spool:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _bounded(name: str, size: int) -> None:
+    if size > MAX_MEMBER_BYTES:
+        raise InputError(
+            f"{name} would be over {MAX_MEMBER_BYTES} bytes, more than a verifier reads: "
+            "narrow the filters (--since, --until, --domain, --asn)"
+        )
 
 
 def _chunks(file: IO[bytes]) -> Iterator[bytes]:
@@ -301,9 +317,7 @@ def write_bundle(
         with zipfile.ZipFile(out, "w") as archive:
             archive.writestr(_zip_info(MANIFEST, len(manifest_bytes)), manifest_bytes)
             for name in sorted(spool.members):
-                size = spool.members[name][1]
-                big = size > zipfile.ZIP64_LIMIT * 0.9
-                with archive.open(_zip_info(name, size), "w", force_zip64=big) as member:
+                with archive.open(_zip_info(name, spool.members[name][1]), "w") as member:
                     spool.copy(name, member)
         return Written(count, bodies, report.timeline.measurements, len(spool.members) + 1)
     finally:
@@ -383,9 +397,14 @@ def _check_members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     return members
 
 
-def _read(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-    """A member whole (sizes were bounded by :func:`_check_members`); ``zipfile`` stops at the
-    declared size and checks the CRC, so a lying header cannot make it read more."""
+def _read(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """A member whole, when it is at most ``limit`` bytes; ``zipfile`` stops at the declared
+    size and checks the CRC, so a lying header cannot make it read more."""
+    if info.file_size > limit:
+        raise InputError(
+            f"refused: member {json_text(info.filename)} is {info.file_size} bytes "
+            f"(at most {limit} here)"
+        )
     with archive.open(info) as member:
         return member.read(info.file_size + 1)
 
@@ -394,10 +413,8 @@ def _manifest(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) -> 
     info = members.get(MANIFEST)
     if info is None:
         raise InputError(f"not an evidence bundle: no {MANIFEST}")
-    if info.file_size > MAX_MANIFEST_BYTES:
-        raise InputError(f"refused: {MANIFEST} is {info.file_size} bytes")
     try:
-        manifest = json.loads(_read(archive, info))
+        manifest = json.loads(_read(archive, info, MAX_MANIFEST_BYTES))
     except _UNREADABLE as exc:
         raise InputError(f"{MANIFEST}: cannot be read: {exc}") from None
     except ValueError as exc:
@@ -482,7 +499,7 @@ def _bundled_fingerprints(
         if not isinstance(name, str) or name not in members:
             raise InputError(f"{MANIFEST}: fingerprint file {json_text(name)} is not in the zip")
         try:
-            return _read(archive, members[name]).decode("utf-8")
+            return _read(archive, members[name], MAX_FINGERPRINT_BYTES).decode("utf-8")
         except UnicodeDecodeError:
             raise InputError(f"{name}: not UTF-8") from None
 
@@ -507,8 +524,12 @@ def _reanalyse(
         raise InputError(f"not an evidence bundle: no {RECORDS_FILE}")
     with archive.open(info) as raw:
         lines = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
-        for number, line in enumerate(lines, 1):
+        number = 0
+        while line := lines.readline(MAX_RECORD_BYTES):
+            number += 1
             where = f"{RECORDS_FILE}:{number}"
+            if len(line) == MAX_RECORD_BYTES and not line.endswith("\n"):
+                raise InputError(f"{where}: a record over {MAX_RECORD_BYTES} characters")
             try:
                 record = json.loads(line)
                 measurement_id = record["measurement_id"]
@@ -545,7 +566,7 @@ def _observations(
         if name is not None:
             if not isinstance(name, str) or not name.startswith(BODIES_DIR) or name not in members:
                 raise InputError(f"{where}: body file {json_text(name)} is not in the zip")
-            hop["body"] = _read(archive, members[name])
+            hop["body"] = _read(archive, members[name], MAX_BODY_BYTES)
         hops.append(hop)
     data["http"] = hops
     return Observations.from_dict(data)
