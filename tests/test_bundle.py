@@ -365,14 +365,26 @@ def test_a_body_bigger_than_any_the_store_keeps_is_refused(pristine, tmp_path):
     assert f"is {2 << 20} bytes (at most {1 << 20} here)" in result.output
 
 
-def test_a_broken_record_is_named_by_its_line(pristine, tmp_path):
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b'{"measurement_id": "x"}\n', "records.jsonl:13: not a measurement record"),
+        (b"\xff\xfe\n", "records.jsonl:13: not UTF-8"),
+        (None, "records.jsonl:13: observations of the wrong types"),
+    ],
+)
+def test_a_broken_record_is_named_by_its_line(pristine, tmp_path, line, expected):
     contents = members(pristine)
-    contents["records.jsonl"] += b'{"measurement_id": "x"}\n'
+    if line is None:  # a record whose types are wrong deep inside: addresses as a number
+        record = records(contents)[0]
+        record["observations"]["dns"][0]["addresses"] = 12
+        line = json.dumps(record).encode() + b"\n"
+    contents["records.jsonl"] += line
     changed = tmp_path / "changed.zip"
     rewrite(changed, contents, manifest=True)
     result = verify(changed)
-    assert result.exit_code == 2
-    assert "records.jsonl:13: not a measurement record" in result.output
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
 
 
 # ------------------------------------------------------------------ determinism

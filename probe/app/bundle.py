@@ -522,14 +522,17 @@ def _reanalyse(
     info = members.get(RECORDS_FILE)
     if info is None:
         raise InputError(f"not an evidence bundle: no {RECORDS_FILE}")
-    with archive.open(info) as raw:
-        lines = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+    with archive.open(info) as lines:
         number = 0
-        while line := lines.readline(MAX_RECORD_BYTES):
+        while raw := lines.readline(MAX_RECORD_BYTES):
             number += 1
             where = f"{RECORDS_FILE}:{number}"
-            if len(line) == MAX_RECORD_BYTES and not line.endswith("\n"):
-                raise InputError(f"{where}: a record over {MAX_RECORD_BYTES} characters")
+            if len(raw) == MAX_RECORD_BYTES and not raw.endswith(b"\n"):
+                raise InputError(f"{where}: a record over {MAX_RECORD_BYTES} bytes")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"{where}: not UTF-8") from None
             try:
                 record = json.loads(line)
                 measurement_id = record["measurement_id"]
@@ -541,7 +544,12 @@ def _reanalyse(
                 raise
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise InputError(f"{where}: not a measurement record: {exc!r}") from None
-            after = verdict_record(analyze(obs, fingerprints=fingerprints))
+            try:
+                after = verdict_record(analyze(obs, fingerprints=fingerprints))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                # Values of the wrong type in a made-up record (an address that is a number):
+                # our own records never hold them.
+                raise InputError(f"{where}: observations of the wrong types: {exc!r}") from None
             for name in sorted(set(before) | set(after)):
                 if before.get(name) != after.get(name):
                     result.differences.append(
