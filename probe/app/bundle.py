@@ -292,7 +292,7 @@ def write_bundle(
         for name, fmt in ((REPORT_HTML, "html"), (REPORT_JSON, "json")):
             text = io.StringIO(newline="")
             render(report, fmt, text)
-            spool.add(name, text.getvalue().encode("utf-8", "surrogateescape"))
+            spool.add(name, text.getvalue().encode("utf-8", "backslashreplace"))
 
         manifest = {
             "bundle_format": BUNDLE_FORMAT,
