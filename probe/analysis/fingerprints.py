@@ -230,6 +230,17 @@ def _data(name: str) -> str:
     return resources.files("probe").joinpath("data", name).read_text(encoding="utf-8")
 
 
+def sources(
+    extra_files: Iterable[str | Path] = (), *, censoredplanet: bool = True
+) -> tuple[list[tuple[str, str]], tuple[str, str] | None]:
+    """The texts :meth:`Fingerprints.load` compiles: ours as (origin, text), shipped first,
+    then ``extra_files``; Censored Planet's two files (or None)."""
+    ours = [(OURS, _data(OURS))]
+    ours += [(str(path), Path(path).read_text(encoding="utf-8")) for path in extra_files]
+    shipped = (_data(CP_BLOCKPAGES), _data(CP_FALSE_POSITIVES)) if censoredplanet else None
+    return ours, shipped
+
+
 def decode_body(hop: HTTPRequest, limit: int = MATCH_BODY_BYTES) -> str:
     """The first ``limit`` bytes of the hop's body as text, in the charset the page declares
     (UTF-8 otherwise; undecodable bytes replaced). A reply that was not HTTP at all is matched
@@ -295,15 +306,23 @@ class Fingerprints:
         cls, extra_files: Iterable[str | Path] = (), *, censoredplanet: bool = True
     ) -> Fingerprints:
         """Our shipped fingerprints, then ``extra_files`` (our format), then Censored Planet's."""
-        ours = _read_ours(_data(OURS), OURS)
-        for path in extra_files:
-            ours += _read_ours(Path(path).read_text(encoding="utf-8"), str(path))
-        if not censoredplanet:
-            return cls(ours)
+        return cls.from_texts(*sources(extra_files, censoredplanet=censoredplanet))
+
+    @classmethod
+    def from_texts(
+        cls, ours: Iterable[tuple[str, str]], censoredplanet: tuple[str, str] | None = None
+    ) -> Fingerprints:
+        """The set made of these files' texts: ``ours`` as (origin, text) in precedence order
+        (origin names the file in errors), then Censored Planet's blockpage and
+        false-positive texts. An evidence bundle rebuilds its fingerprints this way."""
+        rules = [rule for origin, text in ours for rule in _read_ours(text, origin)]
+        if censoredplanet is None:
+            return cls(rules)
+        blockpages, false_positives = censoredplanet
         return cls(
-            ours,
-            _read_cp(_data(CP_BLOCKPAGES), false_positive=False),
-            _read_cp(_data(CP_FALSE_POSITIVES), false_positive=True),
+            rules,
+            _read_cp(blockpages, false_positive=False),
+            _read_cp(false_positives, false_positive=True),
         )
 
     def __len__(self) -> int:

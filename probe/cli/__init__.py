@@ -4,14 +4,15 @@ Commands live by family: :mod:`~probe.cli.measure` (check, reanalyze),
 :mod:`~probe.cli.volunteer` (init, runs, show, status, prune, schedule),
 :mod:`~probe.cli.helper` (helper serve), :mod:`~probe.cli.research` (timeline, report, export,
 import, merge), :mod:`~probe.cli.collector` (collector serve, migrate, add-volunteer, revoke,
-volunteers; upload). The README lists the same (a test compares). Each command composes
-:mod:`probe.app` and the libraries; none holds a rule of its own.
+volunteers; upload), :mod:`~probe.cli.bundle` (bundle, verify-bundle). The README lists
+the same (a test compares). Each command composes :mod:`probe.app` and the libraries; none
+holds a rule of its own.
 """
 
-from . import collector, helper, measure, research, volunteer
+from . import bundle, collector, helper, measure, research, volunteer
 from ._group import cli
 
-__all__ = ["cli", "collector", "helper", "main", "measure", "research", "volunteer"]
+__all__ = ["bundle", "cli", "collector", "helper", "main", "measure", "research", "volunteer"]
 
 
 def main() -> None:
