@@ -74,7 +74,10 @@ def test_host_network_untouched_by_a_lab():
 
 
 CHILD = """
-import os, sys, time
+import os, signal, sys, time
+# Ctrl-C as a terminal's child gets it: a process started in the background by a shell
+# without job control inherits SIGINT ignored, and would never see the signal at all.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {root!r})
 from tests.lab import Lab
 lab = Lab(sites=["example.org"]).start()
