@@ -242,7 +242,7 @@ def _write_body(
     if data is None:
         if chosen["failure"] and chosen["body_length"] is None:
             why = f"it failed ({chosen['failure']}) before a page came"
-        elif chosen["url"].lower().startswith("https://") and verdict == "accessible":
+        elif (chosen["url"] or "").lower().startswith("https://") and verdict == "accessible":
             why = "an HTTPS page of a measurement found accessible is not kept"
         else:
             why = "no page was received" if chosen["body_length"] is None else "none is kept"
