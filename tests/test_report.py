@@ -439,6 +439,7 @@ def test_every_table_column_and_view_is_documented(tmp_path):
             "dns_answers",
             "tls_results",
             "http_hops",
+            "http_bodies",
         ):
             section = doc.split("## Views", 1)[1]
             line = next((li for li in section.splitlines() if li.startswith(f"| `{name}`")), "")

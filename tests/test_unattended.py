@@ -204,13 +204,15 @@ def test_six_runs_on_a_new_database_at_once(tmp_path):
 
 
 def test_a_full_disk_stops_the_run_with_one_line_and_keeps_what_was_stored(tmp_path):
-    # A small tmpfs in a mount namespace of the test's own: SQLite meets a real ENOSPC.
+    # A small tmpfs in a mount namespace of the test's own: SQLite meets a real ENOSPC. Its
+    # size leaves room for the new database's write-ahead log (every schema step, about 420 KiB)
+    # and a few measurements (each commit appends some 50 KiB of pages to it).
     mount = tmp_path / "small"
     mount.mkdir()
     lists = tmp_path / "list.txt"
     lists.write_text("".join(f"http://192.88.99.1/{i}\n" for i in range(400)))
     script = (
-        f"mount -t tmpfs -o size=512k tmpfs {mount} && "
+        f"mount -t tmpfs -o size=1m tmpfs {mount} && "
         f"{sys.executable} -m probe.cli check --db {mount}/p.db {lists} "
         "--resolver udp://192.88.99.1 --control-resolver udp://192.88.99.1 "
         "--helper http://192.88.99.1/ --concurrency 8; echo status=$?; "

@@ -129,21 +129,68 @@ def runs(db: Path | None, since: str | None, limit: int, as_json: bool) -> None:
 @click.argument("ident", metavar="ID")
 @db_option()
 @click.option("--json", "as_json", is_flag=True, help="The whole record as one JSON object.")
-def show(ident: str, db: Path | None, as_json: bool) -> None:
+@click.option(
+    "--body",
+    "body",
+    is_flag=True,
+    help="Write the page stored of one HTTP hop of a measurement, as it came.",
+)
+@click.option(
+    "--hop",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="With --body: hop N (0 is the first request) [default: the last hop whose "
+    "page is stored].",
+)
+@click.option(
+    "--text",
+    "as_text",
+    is_flag=True,
+    help="With --body: the page as text in its charset (escaped on a terminal).",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="With --body: write it to FILE.")  # fmt: skip
+def show(
+    ident: str,
+    db: Path | None,
+    as_json: bool,
+    body: bool,
+    hop: int | None,
+    as_text: bool,
+    output: Path | None,
+) -> None:
     """Show a run, or one measurement with all its evidence.
 
     ID is a run or measurement id, or its first characters (at least 6). A measurement shows
     the verdict and why, the DNS answers of every resolver, connects, handshakes, HTTP hops
     and what the test helper saw.
+
+    With --body, the page one HTTP hop received is written instead, byte for byte as stored
+    (the content coding, such as gzip, removed; the first 64 KiB): to a pipe or -o FILE as
+    it is; to a terminal only when it holds nothing a terminal would act on, else use -o
+    FILE, or --text (the page decoded with its charset, escaped on a terminal, UTF-8
+    elsewhere). An HTTPS page of a measurement found accessible is not stored.
+
+    Example:
+
+        probe show 3f2a9c --body --hop 0 -o page.html
     """
     from ..store import results
 
+    if not body and (hop is not None or as_text or output is not None):
+        raise BadInput("--hop, --text and -o go with --body")
+    if body and as_json:
+        raise BadInput("--body writes a page, --json the record: give one of them")
     database = _open(db, readonly=True)
     try:
         kind, full = results.find(database, ident)
     except InputError as exc:
         raise BadInput(str(exc)) from None
-    if kind == "run":
+    if body:
+        if kind == "run":
+            raise BadInput(f"{ident!r} is a run: --body needs a measurement id")
+        _write_body(database, full, hop, as_text=as_text, output=output)
+    elif kind == "run":
         detail = results.run_detail(database, full)
         if as_json:
             click.echo(json_text(detail))
@@ -155,6 +202,88 @@ def show(ident: str, db: Path | None, as_json: bool) -> None:
             click.echo(json_text(detail))
             return
         _show_measurement(detail)
+
+
+def _write_body(
+    database: Any, measurement_id: str, hop: int | None, *, as_text: bool, output: Path | None
+) -> None:
+    """``probe show --body``: the stored page of one hop, where it was asked for."""
+    import sys
+
+    from ..model.charset import charset_of, decode_text
+    from ..store.schema import stored_bytes, stored_content_type
+
+    verdict, pruned = database.execute(
+        "select verdict, pruned from measurements where id = ?", [measurement_id]
+    ).fetchone()
+    if pruned:
+        raise BadInput("this measurement's observations were pruned: no page is kept")
+    hops = [
+        dict(zip(("hop", "url", "failure", "body_length", "body_truncated", "headers"), row[:6],
+                 strict=True))
+        | {"data": stored_bytes(row[6], row[7])}
+        for row in database.execute(
+            "select hop, url, failure, body_length, body_truncated, headers, body, "
+            "body_encoding from http_requests where measurement_id = ? order by hop",
+            [measurement_id],
+        )
+    ]  # fmt: skip
+    if not hops:
+        raise BadInput("this measurement made no HTTP request (it stopped before HTTP)")
+    if hop is None:
+        chosen = next((h for h in reversed(hops) if h["data"] is not None), hops[-1])
+    else:
+        found = [h for h in hops if h["hop"] == hop]
+        if not found:
+            raise BadInput(f"no hop {hop}: this measurement's hops are 0 to {hops[-1]['hop']}")
+        chosen = found[0]
+    data = chosen["data"]
+    where = f"hop {chosen['hop']} ({chosen['url']})"
+    if data is None:
+        if chosen["failure"] and chosen["body_length"] is None:
+            why = f"it failed ({chosen['failure']}) before a page came"
+        elif (chosen["url"] or "").lower().startswith("https://") and verdict == "accessible":
+            why = "an HTTPS page of a measurement found accessible is not kept"
+        else:
+            why = "no page was received" if chosen["body_length"] is None else "none is kept"
+        raise BadInput(printable(f"{where}: no page stored: {why}"))
+    if chosen["body_truncated"] or (chosen["body_length"] or 0) > len(data):
+        click.echo(f"Only the first {len(data)} bytes of this page are stored.", err=True)
+    text = None
+    if as_text:
+        text = decode_text(data, charset_of(stored_content_type(chosen["headers"]), data))
+    if output is not None:
+        try:
+            output.write_bytes(data if text is None else text.encode("utf-8"))
+        except OSError as exc:
+            raise BadInput(f"{output}: cannot write: {exc.strerror}") from None
+        click.echo(f"Wrote {printable(where)} to {output}.", err=True)
+        return
+    if sys.stdout.isatty():
+        if text is not None:
+            click.echo(printable(text, newlines=True))
+            return
+        if not _terminal_safe(data):
+            raise BadInput(
+                "this page holds bytes a terminal would act on or cannot show (escape "
+                "sequences, controls, binary, or text not in UTF-8): write it to a file "
+                "with -o FILE, or show it escaped with --text"
+            )
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data if text is None else text.encode("utf-8"))
+    sys.stdout.buffer.flush()
+
+
+def _terminal_safe(data: bytes) -> bool:
+    """Whether ``data`` can go to a terminal as it is: UTF-8 text with nothing
+    :func:`~probe.model.text.printable` would escape but line breaks, tabs and backslashes
+    (which are only doubled there, never acted on)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    text = text.replace("\r\n", "\n").replace("\\", "")
+    return printable(text, newlines=True) == text
 
 
 def _show_run(run: dict[str, Any]) -> None:

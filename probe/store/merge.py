@@ -26,7 +26,7 @@ from sqlite_utils import Database
 
 from ..errors import MergeError
 from ..model.records import utc_now
-from .schema import NAMES, derived_vantage, migrations
+from .schema import NAMES, derived_vantage, fill_body_text, migrations
 
 #: Tables copied for each new measurement, keyed by ``measurement_id``.
 STEP_TABLES = (
@@ -169,6 +169,7 @@ def _merge(db: Database, path: Path, tables: set[str]) -> Merged:
     for table in STEP_TABLES:
         if table in tables:
             _copy(db, table, "measurement_id")
+    fill_body_text(db)  # the pages of a database older than m070 have no text yet
     db.execute("drop table temp.merged_ids")
     return Merged(str(path), vantages, runs, runs_updated, measurements)
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..errors import InputError
+from .schema import stored_bytes
 
 #: Step tables, each row tied to a measurement.
 STEP_TABLES = ("dns_queries", "tcp_connects", "tls_handshakes", "http_requests", "controls")
@@ -112,7 +113,11 @@ def measurement_detail(db: Database, measurement_id: str) -> dict[str, Any]:
         for row in db.table(table).rows_where(where, [measurement_id], order_by="rowid"):
             row = dict(row)
             row.pop("measurement_id", None)
-            row.pop("body", None)  # bytes; its length and hash are in the row
+            if table == "http_requests":  # the body is bytes (`probe show --body`): its facts
+                kept = stored_bytes(row.pop("body", None), row.get("body_encoding"))
+                row["body_stored"] = kept is not None
+                row["body_stored_length"] = None if kept is None else len(kept)
+                row.pop("body_text", None)
             row.pop("raw", None)
             for key in ("addresses", "cnames", "headers", "duplicate_replies", "informational",
                         "response"):  # fmt: skip

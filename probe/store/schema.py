@@ -9,11 +9,15 @@ released: a change is a new step at the end.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import uuid
+import zlib
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from ..model.charset import charset_of, decode_text
 from ..model.records import utc_now
 
 
@@ -372,6 +376,90 @@ def m060_timelines_per_url(db: Database) -> None:
         db.execute(f"create view {name} as {sql}")
 
 
+#: Bytes of a body kept for re-analysis: as much as fingerprints match (block pages are small).
+STORED_BODY_BYTES = 64 * 1024
+
+#: What no SQL or JSON store takes as text: NUL, and lone surrogates (which UTF-8 cannot encode).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def body_text(body: bytes, content_type: str | None) -> str:
+    """The text of a stored body (its first :data:`STORED_BODY_BYTES`), decoded with the
+    page's charset (:func:`~probe.model.charset.charset_of`), as ``http_requests.body_text``
+    holds it: NUL and lone surrogates become U+FFFD, as an HTML parser makes NUL; nothing
+    else is escaped (the text is the evidence; what shows it escapes it)."""
+    body = body[:STORED_BODY_BYTES]
+    return _UNSTORABLE.sub("\ufffd", decode_text(body, charset_of(content_type, body)))
+
+
+def stored_bytes(body: object, encoding: str | None) -> bytes | None:
+    """The bytes a stored ``body`` holds (inflated when ``body_encoding`` is ``zlib``), or
+    None when there are none or they cannot be read (a merged database's damaged row)."""
+    if not isinstance(body, bytes):
+        return None
+    if encoding is None:
+        return body
+    if encoding != "zlib":
+        return None
+    try:
+        return zlib.decompress(body)
+    except zlib.error:
+        return None
+
+
+def stored_content_type(headers: object) -> str | None:
+    """The first Content-Type of a stored ``headers`` column (JSON ``[[name, value], ...]``),
+    or None (also when the column is not such a list)."""
+    try:
+        pairs = json.loads(headers) if isinstance(headers, str) else []
+    except ValueError:
+        return None
+    for pair in pairs if isinstance(pairs, list) else []:
+        if isinstance(pair, list) and len(pair) == 2 and str(pair[0]).lower() == "content-type":
+            return str(pair[1])
+    return None
+
+
+def fill_body_text(db: Database) -> int:
+    """Write ``body_text`` of every row with a stored body and no text yet (rows of an older
+    probe, upgraded or merged); how many. A body that cannot be read keeps none."""
+    filled = 0
+    last = 0
+    while True:
+        rows = db.execute(
+            "select rowid, body, body_encoding, headers from http_requests "
+            "where rowid > ? and body is not null and body_text is null order by rowid limit 500",
+            [last],
+        ).fetchall()
+        if not rows:
+            return filled
+        texts = []
+        for rowid, body, encoding, headers in rows:
+            last = rowid
+            data = stored_bytes(body, encoding)
+            if data is not None:
+                texts.append((body_text(data, stored_content_type(headers)), rowid))
+        db.conn.executemany("update http_requests set body_text = ? where rowid = ?", texts)
+        filled += len(texts)
+
+
+#: The stored pages as text, for Datasette (which cannot inflate ``body``): m070's view.
+HTTP_BODIES = """
+    select h.measurement_id, h.hop, h.url, h.status_code, h.title, h.body_length,
+           h.body_sha256, h.body_text
+    from http_requests h where h.body is not null
+"""
+
+
+def m070_body_text(db: Database) -> None:
+    # ``body`` is zlib (m004), which SQLite cannot inflate: ``body_text`` is the stored body
+    # decoded with the page's charset, written by the store beside the body and filled here
+    # for the rows stored before, so Datasette shows pages as text (view http_bodies).
+    db.table("http_requests").add_column("body_text", str)
+    fill_body_text(db)
+    db.execute(f"create view http_bodies as {HTTP_BODIES}")
+
+
 #: Every schema step, in order.
 STEPS = (
     m001_initial,
@@ -388,6 +476,7 @@ STEPS = (
     m040_dns_addresses_total,
     m050_views_again,
     m060_timelines_per_url,
+    m070_body_text,
 )
 #: Their names: a database that applied a step not named here was written by a newer probe.
 NAMES = tuple(step.__name__ for step in STEPS)

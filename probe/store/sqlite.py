@@ -40,7 +40,7 @@ from ..model.records import (
     utc_now,
 )
 from .locks import Busy, file_lock, lock_path
-from .schema import NAMES, migrations
+from .schema import NAMES, STORED_BODY_BYTES, body_text, migrations
 
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT = 30.0
@@ -326,18 +326,21 @@ class Store:
         return self.db.table("measurements").rows_where("run_id = ?", [run_id], order_by="position")
 
 
-#: Bytes of a body kept for re-analysis: as much as fingerprints match (block pages are small).
-STORED_BODY_BYTES = 64 * 1024
-
-
 def _stored_body(hop: HTTPRequest, verdict: Verdict) -> dict[str, Any]:
     """The evidence kept of a body: every cleartext page, and every page of a target not
-    found accessible (its first :data:`STORED_BODY_BYTES`, compressed), so later
-    fingerprints and analyses can run over it."""
+    found accessible (its first :data:`~probe.store.schema.STORED_BODY_BYTES`, compressed),
+    so later fingerprints and analyses can run over it; beside it, the same bytes as text in
+    the page's charset (:func:`~probe.store.schema.body_text`) for Datasette, which cannot
+    inflate them."""
     keep = not hop.url.lower().startswith("https://") or verdict.verdict != "accessible"
     if not keep or hop.body is None:
-        return {"body": None, "body_encoding": None}
-    return {"body": zlib.compress(hop.body[:STORED_BODY_BYTES]), "body_encoding": "zlib"}
+        return {"body": None, "body_encoding": None, "body_text": None}
+    kept = hop.body[:STORED_BODY_BYTES]
+    return {
+        "body": zlib.compress(kept),
+        "body_encoding": "zlib",
+        "body_text": body_text(kept, hop.header("content-type")),
+    }
 
 
 @functools.cache
