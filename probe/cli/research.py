@@ -264,7 +264,9 @@ def report(
     max_gap_hours: float,
     title: str | None,
 ) -> None:
-    """A report: where its data came from (probe version, fingerprint set, test helpers,
+    """A report to publish, with the evidence behind each block event.
+
+    It says where its data came from (probe version, fingerprint set, test helpers,
     control resolvers, vantages and networks, time range) and what its words mean; per
     target and network the share blocked, the current state and the methods; the block
     events with the evidence a reader can check (the block page's title, size, SHA-256,
