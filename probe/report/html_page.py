@@ -18,6 +18,7 @@ from .wording import (
     control_sentence,
     dns_sentence,
     duration,
+    failure_text,
     headers_of,
     method_name,
     methodology,
@@ -134,7 +135,7 @@ def _html_event(report: Report, e: Event, w: Callable[[str], Any]) -> None:
     if e.blockpages:
         w(f" Block page fingerprints: {html_text(', '.join(e.blockpages))}.")
     if e.failures:
-        w(f" Failures: {html_text(', '.join(e.failures))}.")
+        w(f" Failures: {html_text('; '.join(map(failure_text, e.failures)))}.")
     w("</p>\n")
     if detail:
         w(f"<h4>First blocked measurement: <code>{html_text(detail.get('url'))}</code></h4>\n")

@@ -15,6 +15,7 @@ from .wording import (
     control_sentence,
     dns_sentence,
     duration,
+    failure_text,
     headers_of,
     method_name,
     methodology,
@@ -132,7 +133,7 @@ def _md_event(report: Report, e: Event, w: Callable[[str], Any]) -> None:
     if e.blockpages:
         w(f"- Block page fingerprints: {md_text(', '.join(e.blockpages))}\n")
     if e.failures:
-        w(f"- Failures: {md_text(', '.join(e.failures))}\n")
+        w(f"- Failures: {md_text('; '.join(map(failure_text, e.failures)))}\n")
     if detail:
         w(f"\n#### First blocked measurement: {md_text(detail.get('url'))}\n\n")
         _md_evidence(report, detail, w)
