@@ -246,6 +246,11 @@ def timeline(
     show_default=True,
     help="Hours without a conclusive measurement drawn as unknown in the chart.",
 )
+@click.option(
+    "--title",
+    metavar="TEXT",
+    help="The report's title [default: Website blocking report].",
+)
 def report(
     db: Path | None,
     fmt: str,
@@ -257,10 +262,17 @@ def report(
     min_measurements: int,
     min_vantages: int,
     max_gap_hours: float,
+    title: str | None,
 ) -> None:
-    """A report: per target and network the share blocked, the current state and the
-    methods; the block events with the evidence a reader can check (the block page or
-    fingerprint, the failure, what the control saw); the anomalies.
+    """A report to publish, with the evidence behind each block event.
+
+    It says where its data came from (probe version, fingerprint set, test helpers,
+    control resolvers, vantages and networks, time range) and what its words mean; per
+    target and network the share blocked, the current state and the methods; the block
+    events with the evidence a reader can check (the block page's title, size, SHA-256,
+    headers and first lines beside the page the test helper fetched; each resolver's
+    answer; the failed connection and what the helper saw at the same address); the
+    anomalies.
 
     Example:
 
@@ -268,18 +280,21 @@ def report(
     """
     from ..report import build_report
     from ..report.render import render
-    from ..store.research import iter_summaries, measurement_details, network_names
+    from ..store.evidence import details, provenance
+    from ..store.research import iter_summaries, network_names
 
     filters = _filters(domains, asns, since, until)
     database = _open(existing_db(db), readonly=True)
     shown = {"domain": list(domains), "asn": list(filters.asns), "since": since, "until": until}
     result = build_report(
         iter_summaries(database, filters),
-        lambda ids: measurement_details(database, ids),
+        lambda ids: details(database, ids),
         generated_at=_now(),
         filters={k: v for k, v in shown.items() if v},
         options=_options(min_measurements, min_vantages, max_gap_hours),
         network_names=network_names(database),
+        provenance=provenance(database, filters),
+        title=title,
     )
     with _Output(output) as out:
         render(result, fmt, out)

@@ -19,6 +19,7 @@ from ..ooni.importing import Imported, from_ooni
 from ..report import MeasurementSummary, Options, build_report, timeline
 from ..report.escape import json_text
 from ..report.render import FORMATS, render
+from ..store.evidence import base_provenance
 
 __all__ = [
     "FORMATS",
@@ -90,8 +91,11 @@ def write_report(
     filters: dict[str, Any],
     options: Options,
     network_names: dict[str, str],
+    title: str | None = None,
 ) -> None:
-    """``probe report --format FMT``'s output."""
+    """``probe report --format FMT``'s output. The collector keeps the verdicts and their
+    evidence, not the observations' page bodies nor the runs' settings: its report says so
+    where a volunteer's shows the block page (``bodies`` False in its provenance)."""
     report = build_report(
         summaries,
         details_of,
@@ -99,5 +103,7 @@ def write_report(
         filters=filters,
         options=options,
         network_names=network_names,
+        provenance=base_provenance() | {"source": "collector", "bodies": False},
+        title=title,
     )
     render(report, fmt, out)

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..model.records import MeasurementSummary
-from .timeline import Event, Network, Options, Timeline, timeline
+from .timeline import Event, Network, Options, Timeline, iso, timeline
+
+#: A report's title unless ``--title`` gives one.
+DEFAULT_TITLE = "Website blocking report"
 
 __all__ = [
     "Event",
@@ -41,6 +44,15 @@ class Report:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: AS number -> the network's name (from the runs), for labels.
     network_names: dict[str, str] = field(default_factory=dict)
+    #: Where the data came from (:func:`probe.store.evidence.provenance`; the collector's
+    #: is smaller): completed from the timeline by :meth:`about`.
+    provenance: dict[str, Any] = field(default_factory=dict)
+    #: The report's title (``probe report --title``), else :data:`DEFAULT_TITLE`.
+    title: str | None = None
+
+    @property
+    def heading(self) -> str:
+        return self.title or DEFAULT_TITLE
 
     def detail(self, event: Event) -> dict[str, Any]:
         return self.details.get(event.first_measurement or "", {})
@@ -52,6 +64,34 @@ class Report:
         name = self.network_names.get(asn)
         return f"{asn} ({name})" if name else asn
 
+    def about(self) -> dict[str, Any]:
+        """The provenance, with what the timeline itself knows where the store said nothing
+        (the time range, the measurements per network)."""
+        t = self.timeline
+        about = dict(self.provenance)
+        about.setdefault("first", iso(t.first))
+        about.setdefault("last", iso(t.last))
+        about.setdefault("measurements", t.measurements)
+        if "networks" not in about:
+            counts: dict[str | None, int] = {}
+            for net in t.networks:
+                counts[net.asn] = counts.get(net.asn, 0) + net.measurements
+            about["networks"] = [
+                {"asn": asn, "measurements": count} for asn, count in sorted(
+                    counts.items(), key=lambda item: item[0] or ""
+                )
+            ]  # fmt: skip
+        about["networks"] = [
+            n | {"network_name": self.network_names.get(n.get("asn") or "")}
+            for n in about["networks"]
+        ]
+        about["options"] = {
+            "min_measurements": t.options.min_measurements,
+            "min_vantages": t.options.min_vantages,
+            "max_gap_seconds": t.options.max_gap,
+        }
+        return about
+
 
 def build_report(
     summaries: Iterable[MeasurementSummary],
@@ -61,10 +101,23 @@ def build_report(
     filters: dict[str, Any] | None = None,
     options: Options | None = None,
     network_names: dict[str, str] | None = None,
+    provenance: dict[str, Any] | None = None,
+    title: str | None = None,
 ) -> Report:
     """The report over ``summaries``; ``details_of`` reads the stored facts of measurements
-    by id (the store's :func:`~probe.store.research.measurement_details`)."""
+    by id (the store's :func:`~probe.store.evidence.details`: the verdict, and what was
+    observed: the page, the DNS answers, the connections, what the control saw; a store
+    without the observations, as a collector, gives the verdict alone);
+    ``provenance`` says where the data came from (:func:`~probe.store.evidence.provenance`)."""
     result = timeline(summaries, options)
     ids = [e.first_measurement for e in (*result.events, *result.anomalies)]
     details = details_of(i for i in ids if i)
-    return Report(generated_at, filters or {}, result, details, network_names or {})
+    return Report(
+        generated_at,
+        filters or {},
+        result,
+        details,
+        network_names or {},
+        provenance or {},
+        title or None,
+    )

@@ -8,6 +8,7 @@ from typing import Any, TextIO
 from . import Report
 from .escape import csv_cell, json_text
 from .timeline import Event, iso
+from .wording import part, sentences
 
 
 def report_dict(report: Report) -> dict[str, Any]:
@@ -28,14 +29,18 @@ def report_dict(report: Report) -> dict[str, Any]:
                     "blockpage",
                     "failure",
                     "dns_consistency",
+                    "observed",
                 )
             }
+            | {"evidence_text": sentences(detail)}
             if detail
             else None
         }
 
     return {
+        "title": report.heading,
         "generated_at": report.generated_at,
+        "provenance": report.about(),
         "filters": report.filters,
         "options": {
             "min_measurements": t.options.min_measurements,
@@ -77,7 +82,48 @@ CSV_COLUMNS = (
     "first_measurement",
     "url",
     "reason",
+    "page_status",
+    "page_title",
+    "page_size",
+    "page_sha256",
+    "control_page_status",
+    "control_page_title",
+    "control_page_size",
+    "dns_answer",
+    "control_dns_answers",
 )
+
+
+def _observed(detail: dict[str, Any]) -> dict[str, Any]:
+    """The key facts of the observed evidence as CSV cells (empty where not known)."""
+    observed = detail.get("observed")
+    if not isinstance(observed, dict):
+        return {}
+    page = part(observed, "page")
+    control = part(observed, "control")
+    theirs = part(control, "page")
+    dns = part(observed, "dns")
+    system = part(dns, "system")
+    controls = [r for r in dns.get("resolvers") or [] if isinstance(r, dict)]
+    if isinstance(dns.get("helper"), dict):
+        controls.append(dns["helper"] | {"resolver": "test helper"})
+
+    def answer(side: dict[str, Any]) -> str:
+        addresses = [a for a in side.get("addresses") or [] if isinstance(a, str)]
+        return " ".join(addresses) or str(side.get("failure") or "")
+
+    return {
+        "page_status": page.get("status"),
+        "page_title": page.get("title"),
+        "page_size": page.get("size"),
+        "page_sha256": page.get("sha256"),
+        "control_page_status": theirs.get("status"),
+        "control_page_title": theirs.get("title"),
+        "control_page_size": theirs.get("size"),
+        "dns_answer": answer(system) if system else None,
+        "control_dns_answers": "; ".join(f"{r.get('resolver')}: {answer(r)}" for r in controls)
+        or None,
+    }
 
 
 def write_csv(report: Report, out: TextIO) -> None:
@@ -94,5 +140,6 @@ def write_csv(report: Report, out: TextIO) -> None:
             "url": detail.get("url"),
             "reason": detail.get("reason"),
             "network_name": report.network_names.get(e.asn or ""),
+            **_observed(detail),
         }
         writer.writerow([csv_cell(row.get(column)) for column in CSV_COLUMNS])

@@ -11,7 +11,29 @@ from .chart import write_chart
 from .escape import html_text
 from .markdown import intro, method_note
 from .timeline import Event
-from .wording import METHOD_COLOURS, duration, evidence_rows, methods_text, plural, state_text, when
+from .wording import (
+    METHOD_COLOURS,
+    NO_BODIES,
+    connection_sentences,
+    control_sentence,
+    dns_sentence,
+    duration,
+    failure_text,
+    headers_of,
+    method_name,
+    methodology,
+    methods_text,
+    network_rows,
+    page_rows,
+    plural,
+    provenance_lines,
+    redirects_sentence,
+    sentences,
+    state_text,
+    text_of,
+    vantage_rows,
+    when,
+)
 
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;
@@ -25,6 +47,8 @@ th{background:#f5f5f7}td.n{text-align:right}
 vertical-align:middle;margin-right:.3em;border-radius:2px}
 figure{margin:1em 0;overflow-x:auto}svg text{font:12px system-ui,sans-serif;fill:#1d1d1f}
 svg .axis text{fill:#555}.blocked{color:#b00020;font-weight:600}
+.page-text{border-left:3px solid #ccc;margin:.6em 0;padding:.2em .8em;color:#333}
+.headers td{font-family:ui-monospace,monospace;font-size:.9em}
 """
 
 
@@ -37,9 +61,10 @@ def write_html(report: Report, out: TextIO) -> None:
         "style-src 'unsafe-inline'; img-src data:\">\n"
     )
     w('<meta name="viewport" content="width=device-width, initial-scale=1">\n')
-    w(f"<title>Website blocking report</title>\n<style>{_CSS}</style>\n</head>\n<body>\n")
-    w("<h1>Website blocking report</h1>\n")
+    w(f"<title>{html_text(report.heading)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n")
+    w(f"<h1>{html_text(report.heading)}</h1>\n")
     w(f'<p class="meta">{intro(report, html_text)}</p>\n')
+    _html_provenance(report, w)
     w("<h2>Timeline</h2>\n<figure>\n")
     write_chart(report, out)
     w("</figure>\n")
@@ -49,7 +74,7 @@ def write_html(report: Report, out: TextIO) -> None:
         "<th>Current state</th><th>Methods</th></tr></thead>\n<tbody>\n"
     )
     for n in t.networks:
-        methods = ", ".join(f"{m} ({c})" for m, c in n.methods.most_common())
+        methods = ", ".join(f"{method_name(m)} ({c})" for m, c in n.methods.most_common())
         state_class = ' class="blocked"' if n.current == "blocked" else ""
         w(
             f"<tr><td>{html_text(n.input)}</td><td>{html_text(report.network(n.asn))}</td>"
@@ -79,6 +104,15 @@ def write_html(report: Report, out: TextIO) -> None:
                 f"<td>{then}</td><td>{html_text(detail.get('reason'))}</td></tr>\n"
             )
         w("</tbody>\n</table>\n")
+        for e in t.anomalies:
+            detail = report.detail(e)
+            if detail:
+                w(
+                    f'<section class="event">\n<h3>Isolated: {html_text(e.domain)} on '
+                    f"{html_text(report.network(e.asn))}, {when(e.start)} UTC</h3>\n"
+                )
+                _html_evidence(report, detail, w)
+                w("</section>\n")
     w(f'<h2>How to read this</h2>\n<p class="meta">{html_text(method_note(report))}</p>\n')
     w("</body>\n</html>\n")
 
@@ -101,23 +135,85 @@ def _html_event(report: Report, e: Event, w: Callable[[str], Any]) -> None:
     if e.blockpages:
         w(f" Block page fingerprints: {html_text(', '.join(e.blockpages))}.")
     if e.failures:
-        w(f" Failures: {html_text(', '.join(e.failures))}.")
+        w(f" Failures: {html_text('; '.join(map(failure_text, e.failures)))}.")
     w("</p>\n")
     if detail:
-        w(
-            f"<p>First blocked measurement: <code>{html_text(detail.get('url'))}</code> "
-            f"({html_text(e.first_measurement)}). {html_text(detail.get('reason'))}</p>\n"
-        )
-        rows = evidence_rows(detail)
-        if rows:
-            w(
-                "<table>\n<thead><tr><th>Step</th><th>Finding</th><th>We saw</th>"
-                "<th>The control saw</th></tr></thead>\n<tbody>\n"
-            )
-            for finding, step, ours, control in rows:
-                w(
-                    f"<tr><td>{html_text(step)}</td><td>{html_text(finding)}</td>"
-                    f"<td>{html_text(ours)}</td><td>{html_text(control)}</td></tr>\n"
-                )
-            w("</tbody>\n</table>\n")
+        w(f"<h4>First blocked measurement: <code>{html_text(detail.get('url'))}</code></h4>\n")
+        _html_evidence(report, detail, w)
     w("</section>\n")
+
+
+def _html_evidence(report: Report, detail: dict[str, Any], w: Callable[[str], Any]) -> None:
+    """A measurement's evidence: the analysis' sentences, then what was observed."""
+    w(
+        f"<p>Measured {html_text(detail.get('start_time'))} UTC (reference "
+        f"{html_text(detail.get('id'))})."
+    )
+    for text in sentences(detail) or [detail.get("reason") or ""]:
+        w(f" {html_text(text)}")
+    w("</p>\n")
+    observed = detail.get("observed")
+    if not isinstance(observed, dict):
+        if report.provenance.get("bodies") is False:
+            w(f'<p class="meta">{html_text(NO_BODIES)}</p>\n')
+        return
+    items = []
+    dns = dns_sentence(observed, report.network)
+    if dns:
+        items.append(f"DNS: {dns}")
+    items += connection_sentences(observed)
+    redirects = redirects_sentence(observed)
+    if redirects:
+        items.append(redirects)
+    items.append(f"Control: {control_sentence(observed)}")
+    w("<ul>\n" + "".join(f"<li>{html_text(item)}</li>\n" for item in items) + "</ul>\n")
+    rows = page_rows(observed)
+    if rows:
+        w(
+            "<table>\n<thead><tr><th></th><th>The page on this network</th>"
+            "<th>The page the test helper fetched</th></tr></thead>\n<tbody>\n"
+        )
+        for fact, ours, theirs in rows:
+            w(
+                f"<tr><th>{html_text(fact)}</th><td>{html_text(ours)}</td>"
+                f"<td>{html_text(theirs)}</td></tr>\n"
+            )
+        w("</tbody>\n</table>\n")
+    headers = headers_of(observed)
+    if headers:
+        w('<p>The server\'s headers:</p>\n<table class="headers">\n<tbody>\n')
+        for name, value in headers:
+            w(f"<tr><td>{html_text(name)}</td><td>{html_text(value)}</td></tr>\n")
+        w("</tbody>\n</table>\n")
+    lines = text_of(observed)
+    if lines:
+        w('<p>The first lines of its text:</p>\n<blockquote class="page-text">')
+        w("<br>\n".join(html_text(line) for line in lines))
+        w("</blockquote>\n")
+
+
+def _html_provenance(report: Report, w: Callable[[str], Any]) -> None:
+    about = report.about()
+    w("<h2>About this report</h2>\n")
+    for line in provenance_lines(about, report.network):
+        w(f"<p>{html_text(line)}</p>\n")
+    rows = network_rows(about, report.network)
+    if rows:
+        w(
+            "<table>\n<thead><tr><th>Network</th><th>Vantages</th><th>Runs</th>"
+            "<th>Measurements</th><th>First (UTC)</th><th>Last (UTC)</th>"
+            "<th>Network's resolver in</th></tr></thead>\n<tbody>\n"
+        )
+        for row in rows:
+            w("<tr>" + "".join(f"<td>{html_text(cell)}</td>" for cell in row) + "</tr>\n")
+        w("</tbody>\n</table>\n")
+    vantages = vantage_rows(about, report.network)
+    if vantages:
+        w(
+            "<table>\n<thead><tr><th>Vantage</th><th>What it is</th><th>Networks</th>"
+            "<th>Runs</th><th>Measurements</th></tr></thead>\n<tbody>\n"
+        )
+        for row in vantages:
+            w("<tr>" + "".join(f"<td>{html_text(cell)}</td>" for cell in row) + "</tr>\n")
+        w("</tbody>\n</table>\n")
+    w(f'<p class="meta"><strong>Method.</strong> {html_text(methodology(about))}</p>\n')
