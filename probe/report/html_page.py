@@ -108,7 +108,7 @@ def write_html(report: Report, out: TextIO) -> None:
             detail = report.detail(e)
             if detail:
                 w(
-                    f'<section class="event">\n<h3>Isolated: {html_text(e.domain)} on '
+                    f'<section class="event">\n<h3>Isolated: {html_text(e.input)} on '
                     f"{html_text(report.network(e.asn))}, {when(e.start)} UTC</h3>\n"
                 )
                 _html_evidence(report, detail, w)

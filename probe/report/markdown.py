@@ -86,7 +86,7 @@ def write_markdown(report: Report, out: TextIO) -> None:
             detail = report.detail(e)
             if detail:
                 w(
-                    f"\n### Isolated: {md_text(e.domain)} on {md_text(report.network(e.asn))}, "
+                    f"\n### Isolated: {md_text(e.input)} on {md_text(report.network(e.asn))}, "
                     f"{when(e.start)} UTC\n\n"
                 )
                 _md_evidence(report, detail, w)
