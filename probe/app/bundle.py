@@ -49,12 +49,12 @@ from ..analysis import fingerprints as fingerprint_files
 from ..analysis.fingerprints import Fingerprints
 from ..errors import InputError
 from ..model.records import Observations, Verdict
-from ..report import Options, build_report
+from ..report import Options
 from ..report.escape import json_text
 from ..report.render import render
 from ..store.exports import ooni_measurement
-from ..store.research import Filters, iter_stored, iter_summaries, measurement_details
-from ..store.research import network_names as read_network_names
+from ..store.research import Filters, iter_stored
+from .reports import local_report
 
 #: The layout written; a verifier refuses a bundle of a layout it does not know.
 BUNDLE_FORMAT = 1
@@ -281,13 +281,8 @@ def write_bundle(
                 file.seek(0)
                 spool.add_stream(name, _chunks(file))
 
-        report = build_report(
-            iter_summaries(db, filters),
-            lambda ids: measurement_details(db, ids),
-            generated_at=generated_at,
-            filters=shown_filters or {},
-            options=options,
-            network_names=read_network_names(db),
+        report = local_report(
+            db, filters, generated_at=generated_at, shown_filters=shown_filters, options=options
         )
         for name, fmt in ((REPORT_HTML, "html"), (REPORT_JSON, "json")):
             text = io.StringIO(newline="")

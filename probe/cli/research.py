@@ -278,22 +278,18 @@ def report(
 
         probe report --format html --since 2026-10-01 -o kg-october.html
     """
-    from ..report import build_report
+    from ..app.reports import local_report
     from ..report.render import render
-    from ..store.evidence import details, provenance
-    from ..store.research import iter_summaries, network_names
 
     filters = _filters(domains, asns, since, until)
     database = _open(existing_db(db), readonly=True)
     shown = {"domain": list(domains), "asn": list(filters.asns), "since": since, "until": until}
-    result = build_report(
-        iter_summaries(database, filters),
-        lambda ids: details(database, ids),
+    result = local_report(
+        database,
+        filters,
         generated_at=_now(),
-        filters={k: v for k, v in shown.items() if v},
+        shown_filters={k: v for k, v in shown.items() if v},
         options=_options(min_measurements, min_vantages, max_gap_hours),
-        network_names=network_names(database),
-        provenance=provenance(database, filters),
         title=title,
     )
     with _Output(output) as out:
