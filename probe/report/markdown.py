@@ -8,7 +8,7 @@ from typing import Any, TextIO
 from . import Report
 from .escape import md_text
 from .timeline import Event
-from .wording import duration, evidence_rows, methods_text, plural, state_text, when
+from .wording import duration, evidence_rows, methods_text, plural, share_text, state_text, when
 
 
 def write_markdown(report: Report, out: TextIO) -> None:
@@ -23,7 +23,7 @@ def write_markdown(report: Report, out: TextIO) -> None:
         methods = ", ".join(f"{m} ({c})" for m, c in n.methods.most_common())
         w(
             f"| {md_text(n.input)} | {md_text(report.network(n.asn))} | {n.measurements} "
-            f"| {n.counts['blocked']} | {n.blocked_share:.0%} | {md_text(state_text(n))} "
+            f"| {n.counts['blocked']} | {md_text(share_text(n))} | {md_text(state_text(n))} "
             f"| {md_text(methods or '-')} |\n"
         )
     w("\n## Block events\n\n")
