@@ -30,6 +30,8 @@ from typing import Any
 from click.testing import CliRunner
 
 from probe.cli import cli
+from probe.report import build_report
+from probe.report.html_page import write_html
 from probe.report.timeline import MAX_PERIODS, Options, epoch, timeline
 from tests.conftest import require_tool
 from tests.test_report import AS_NAMES, FORMULA, Writer, day, report, story
@@ -129,7 +131,9 @@ def test_down_only_and_inconclusive_only_periods_have_their_own_class_and_fill(t
     assert len({f for fs in fills.values() for f in fs}) == 3  # three different fills
     # b.kg: accessible, inconclusive only, accessible: never one "not blocked" stretch.
     b = [(s["data-state"], s["data-start"]) for s in c.rows["b.kg"] if "period" in s["class"]]
-    assert b == [
+    # Drawn accessible first: a short inconclusive period is never hidden under one.
+    assert [state for state, _ in b] == ["accessible", "accessible", "inconclusive"]
+    assert sorted(b, key=lambda p: p[1]) == [
         ("accessible", "2026-10-21T08:00:00Z"),
         ("inconclusive", "2026-10-22T08:00:00Z"),
         ("accessible", "2026-10-24T08:00:00Z"),
@@ -160,8 +164,8 @@ def test_blocked_then_down_only_then_accessible_is_three_styled_periods(tmp_path
     ]
     # The periods first (drawn below), the block over them.
     assert drawn == [
-        ("period", "down", "2026-10-23T08:00:00Z"),
         ("period", "accessible", "2026-10-25T08:00:00Z"),
+        ("period", "down", "2026-10-23T08:00:00Z"),
         ("bar", "dns", "2026-10-21T08:00:00Z"),
     ]
     down = next(s for s in shapes if s.get("data-state") == "down")
@@ -221,10 +225,15 @@ def test_shares_name_their_denominators(tmp_path):
     words = "75%: 3 of 4 conclusive measurements blocked; 1 inconclusive, 1 down"
     assert words in report(db, "md")
     assert words in html(db)
-    b = "no conclusive measurement" not in report(db, "md")
-    assert b  # every network here has a conclusive one
     a = "50%: 2 of 4 conclusive measurements blocked; 0 inconclusive, 2 down"
     assert a in report(db, "md")
+    # With nothing conclusive, no percentage at all (0% would claim "not blocked").
+    w = Writer(tmp_path / "q.db")
+    w.add(day(1), "d.kg", "AS1", "down")
+    w.add(day(2), "d.kg", "AS1", "inconclusive")
+    md = report(w.path, "md")
+    assert "| no conclusive measurement; 1 inconclusive, 1 down |" in md
+    assert "0%" not in md
 
 
 def test_csv_has_a_summary_per_url_and_network_then_events_and_anomalies(tmp_path):
@@ -251,8 +260,21 @@ def test_csv_has_a_summary_per_url_and_network_then_events_and_anomalies(tmp_pat
 def test_the_svg_scales_to_its_container(tmp_path):
     c = chart(states(tmp_path / "p.db"))
     assert c.svg_attrs is not None
-    assert "viewBox" in {k for k in c.svg_attrs} or "viewbox" in c.svg_attrs
+    assert (c.svg_attrs.get("viewbox") or "").startswith("0 0 ")  # the parser lowers names
     assert "width" not in c.svg_attrs and "height" not in c.svg_attrs
+
+
+def test_merged_periods_are_drawn_and_named_in_the_legend():
+    rows = [m(h, "accessible" if h % 2 else "down") for h in range(4 * MAX_PERIODS)]
+    report_ = build_report(rows, lambda ids: {}, generated_at="2026-12-01T00:00:00Z")
+    out = io.StringIO()
+    write_html(report_, out)
+    c = Chart()
+    c.feed(out.getvalue())
+    (shapes,) = c.rows.values()
+    drawn = {s["data-state"] for s in shapes if "period" in s["class"].split()}
+    assert drawn == {"accessible", "down", "mixed"}
+    assert c.legend["mixed"].startswith("several states")
 
 
 # ------------------------------------------------------------------ in a real browser

@@ -217,7 +217,11 @@ def _periods(
     """Every period but the blocked ones (drawn by their event, or a diamond), each lasting
     to the next period's first measurement when that came within ``max_gap``."""
     periods = net.periods
-    for i, (start, last, state) in enumerate(periods):
+    # Accessible first: a short down or inconclusive period drawn wider than it lasted (the
+    # least width a reader sees) then stays on top, never hidden under "accessible".
+    order = sorted(range(len(periods)), key=lambda i: periods[i][2] != "accessible")
+    for i in order:
+        start, last, state = periods[i]
         if state not in STATE_STYLES:
             continue
         until = last
