@@ -62,7 +62,6 @@ def write_json(report: Report, out: TextIO) -> None:
 #: (URL measured, network), then an ``event`` row per block event and an ``anomaly`` row per
 #: isolated blocked measurement. A column a section does not have is empty; a count means
 #: the same within its section (``measurements`` of a summary: all; of an event: blocked).
-CSV_SECTIONS = ("summary", "event", "anomaly")
 CSV_COLUMNS = (
     "section",
     "input",

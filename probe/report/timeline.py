@@ -44,7 +44,7 @@ MAX_DISTINCT = 10
 #: At most this many unknown gaps are kept per network (the longest ones win).
 MAX_GAPS = 200
 #: At most this many periods by state are kept per network: past it, the shortest pairs of
-#: neighbouring periods merge (into ``mixed`` when their states differ), as gaps do.
+#: neighbouring periods merge (into ``mixed`` when their states differ), in batches.
 MAX_PERIODS = 300
 #: The states a period can have; ``mixed`` only from merging (too many changes to keep).
 PERIOD_STATES = ("blocked", "accessible", "down", "inconclusive", "mixed")
