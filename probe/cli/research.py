@@ -228,8 +228,9 @@ def timeline(
     type=click.Choice(["md", "html", "csv", "json"]),
     default="md",
     show_default=True,
-    help="md: Markdown; html: one self-contained page with a timeline chart; csv: one row per "
-    "event; json: the whole report as one object.",
+    help="md: Markdown; html: one self-contained page with a timeline chart; csv: one table "
+    "whose first column, section, tells a summary per URL and network, an event and an "
+    "anomaly apart; json: the whole report as one object.",
 )
 @click.option(
     "--output",

@@ -1,4 +1,4 @@
-"""Reports as data: JSON (one object) and CSV (one row per event and anomaly)."""
+"""Reports as data: JSON (one object) and CSV (one table: summaries, events, anomalies)."""
 
 from __future__ import annotations
 
@@ -63,19 +63,39 @@ def write_json(report: Report, out: TextIO) -> None:
     out.write(json_text(report_dict(report), indent=1) + "\n")
 
 
+#: One table a spreadsheet can filter by its first column, ``section``: a ``summary`` row per
+#: (URL measured, network), then an ``event`` row per block event and an ``anomaly`` row per
+#: isolated blocked measurement. A column a section does not have is empty; a count means
+#: the same within its section (``measurements`` of a summary: all; of an event: blocked).
 CSV_COLUMNS = (
+    "section",
     "input",
     "domain",
     "asn",
     "network_name",
+    # summary
+    "first",
+    "last",
+    "blocked",
+    "conclusive",
+    "down",
+    "blocked_share",
+    "current",
+    "current_blocking",
+    "current_since",
+    "events",
+    "anomalies",
+    "methods",
+    # both
+    "measurements",
+    "vantages",
+    "inconclusive",
+    # event and anomaly
     "start",
     "end",
     "last_blocked",
     "blocking",
-    "measurements",
-    "vantages",
     "runs",
-    "inconclusive",
     "longest_gap_seconds",
     "blockpages",
     "failures",
@@ -127,19 +147,30 @@ def _observed(detail: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_csv(report: Report, out: TextIO) -> None:
-    """One row per event (anomalies are not events), with the timeline's fields."""
+    """The summaries, events and anomalies as one table with a ``section`` column."""
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
-    for e in report.timeline.events:
-        detail = report.detail(e)
-        row = {
-            **e.to_dict(),
-            "blocking": ">".join(e.methods),
-            "blockpages": ";".join(e.blockpages),
-            "failures": ";".join(e.failures),
-            "url": detail.get("url"),
-            "reason": detail.get("reason"),
-            "network_name": report.network_names.get(e.asn or ""),
-            **_observed(detail),
+    t = report.timeline
+    for n in t.networks:
+        row = n.to_dict() | {
+            "section": "summary",
+            "methods": ";".join(f"{m}={c}" for m, c in n.methods.most_common()),
+            "network_name": report.network_names.get(n.asn or ""),
         }
         writer.writerow([csv_cell(row.get(column)) for column in CSV_COLUMNS])
+    for section, events in (("event", t.events), ("anomaly", t.anomalies)):
+        for e in events:
+            detail = report.detail(e)
+            row = {
+                **e.to_dict(),
+                "section": section,
+                "blocking": ">".join(e.methods),
+                "methods": None,  # a summary's column; an event's methods are ``blocking``
+                "blockpages": ";".join(e.blockpages),
+                "failures": ";".join(e.failures),
+                "url": detail.get("url"),
+                "reason": detail.get("reason"),
+                "network_name": report.network_names.get(e.asn or ""),
+                **_observed(detail),
+            }
+            writer.writerow([csv_cell(row.get(column)) for column in CSV_COLUMNS])

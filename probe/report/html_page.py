@@ -29,6 +29,7 @@ from .wording import (
     provenance_lines,
     redirects_sentence,
     sentences,
+    share_text,
     state_text,
     text_of,
     vantage_rows,
@@ -37,18 +38,25 @@ from .wording import (
 
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;
-max-width:1180px;padding:0 1em;color:#1d1d1f}
+max-width:1180px;padding:0 1em;color:#1d1d1f;overflow-wrap:break-word}
+h3,code{overflow-wrap:anywhere}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-table{border-collapse:collapse;margin:1em 0;font-size:.92em}
+table{border-collapse:collapse;margin:1em 0;font-size:.92em;display:block;max-width:100%;
+overflow-x:auto}
 th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
 th{background:#f5f5f7}td.n{text-align:right}
 .meta{color:#555}.event{border-left:4px solid #999;padding:.2em 1em;margin:1.2em 0}
 .event h3{margin:.2em 0;font-size:1.05em}.swatch{display:inline-block;width:.9em;height:.9em;
 vertical-align:middle;margin-right:.3em;border-radius:2px}
-figure{margin:1em 0;overflow-x:auto}svg text{font:12px system-ui,sans-serif;fill:#1d1d1f}
+figure{margin:1em 0}svg.timeline{display:block;width:100%;height:auto}
+svg text{font:12px system-ui,sans-serif;fill:#1d1d1f}
 svg .axis text{fill:#555}.blocked{color:#b00020;font-weight:600}
 .page-text{border-left:3px solid #ccc;margin:.6em 0;padding:.2em .8em;color:#333}
 .headers td{font-family:ui-monospace,monospace;font-size:.9em}
+ul.legend{display:flex;flex-wrap:wrap;gap:.3em 1.4em;list-style:none;margin:.6em 0 0;
+padding:0;font-size:.88em}
+ul.legend li{display:flex;align-items:center;min-width:0}
+ul.legend svg.swatch{flex:none;width:14px;height:12px;margin-right:.4em;border-radius:0}
 """
 
 
@@ -79,7 +87,7 @@ def write_html(report: Report, out: TextIO) -> None:
         w(
             f"<tr><td>{html_text(n.input)}</td><td>{html_text(report.network(n.asn))}</td>"
             f'<td class="n">{n.measurements}</td><td class="n">{n.counts["blocked"]}</td>'
-            f'<td class="n">{n.blocked_share:.0%}</td><td{state_class}>'
+            f"<td>{html_text(share_text(n))}</td><td{state_class}>"
             f"{html_text(state_text(n))}</td><td>{html_text(methods or '-')}</td></tr>\n"
         )
     w("</tbody>\n</table>\n<h2>Block events</h2>\n")

@@ -26,6 +26,7 @@ from .wording import (
     provenance_lines,
     redirects_sentence,
     sentences,
+    share_text,
     state_text,
     text_of,
     vantage_rows,
@@ -46,7 +47,7 @@ def write_markdown(report: Report, out: TextIO) -> None:
         methods = ", ".join(f"{method_name(m)} ({c})" for m, c in n.methods.most_common())
         w(
             f"| {md_text(n.input)} | {md_text(report.network(n.asn))} | {n.measurements} "
-            f"| {n.counts['blocked']} | {n.blocked_share:.0%} | {md_text(state_text(n))} "
+            f"| {n.counts['blocked']} | {md_text(share_text(n))} | {md_text(state_text(n))} "
             f"| {md_text(methods or '-')} |\n"
         )
     w("\n## Block events\n\n")

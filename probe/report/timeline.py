@@ -14,7 +14,11 @@ number), grouped by domain for reading: ``http://respublica.kg/`` blocked by a b
   nor split an event: they are counted in it;
 * a period without measurement is unknown, never assumed accessible: each event says how long
   its longest gap between conclusive measurements was, and each network keeps its gaps longer
-  than ``max_gap`` (the report draws them as unknown).
+  than ``max_gap`` (the report draws them as unknown);
+* each network keeps its **periods**: runs of consecutive measurements of one state
+  (blocked, accessible, down, inconclusive), a run split where no measurement came for
+  longer than ``max_gap``, so the chart can tell a time when the site was only down, or only
+  inconclusive, from a time it was accessible.
 
 The input must come in time order *per (URL, network)* (they may interleave), ties within one
 second in the order measured (run, then position in the run); memory holds one small state
@@ -39,6 +43,11 @@ MAX_PHASES = 100
 MAX_DISTINCT = 10
 #: At most this many unknown gaps are kept per network (the longest ones win).
 MAX_GAPS = 200
+#: At most this many periods by state are kept per network: past it, the shortest pairs of
+#: neighbouring periods merge (into ``mixed`` when their states differ), in batches.
+MAX_PERIODS = 300
+#: The states a period can have; ``mixed`` only from merging (too many changes to keep).
+PERIOD_STATES = ("blocked", "accessible", "down", "inconclusive", "mixed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +161,11 @@ class Network:
     vantage_ids: set[str | None] = field(default_factory=set)
     #: The last conclusive measurement: (time, verdict, blocking).
     state: tuple[int, str, str | None] | None = None
+    #: When the current state began: the first conclusive measurement of the current run of
+    #: the same verdict (inconclusive and down measurements neither end nor start the run).
+    state_since: int | None = None
+    #: Runs of consecutive measurements of one state: (first, last measurement, state).
+    periods: list[tuple[int, int, str]] = field(default_factory=list)
     #: Periods longer than ``max_gap`` without a conclusive measurement: (from, to).
     gaps: list[tuple[int, int]] = field(default_factory=list)
     events: int = 0
@@ -171,6 +185,16 @@ class Network:
         return self.counts["blocked"] / conclusive if conclusive else 0.0
 
     @property
+    def conclusive(self) -> int:
+        """Blocked or accessible measurements: the denominator of :attr:`blocked_share`."""
+        return self.counts["blocked"] + self.counts["accessible"]
+
+    @property
+    def inconclusive(self) -> int:
+        """Measurements neither conclusive nor down (left out of :attr:`blocked_share`)."""
+        return self.measurements - self.conclusive - self.counts["down"]
+
+    @property
     def current(self) -> str:
         """``blocked``, ``accessible`` or ``unknown`` (no conclusive measurement)."""
         return self.state[1] if self.state else "unknown"
@@ -185,14 +209,21 @@ class Network:
             "measurements": self.measurements,
             "verdicts": dict(sorted(self.counts.items())),
             "blocked_share": round(self.blocked_share, 4),
+            # the share's numerator and denominator, and what it leaves out
+            "blocked": self.counts["blocked"],
+            "conclusive": self.conclusive,
+            "inconclusive": self.inconclusive,
+            "down": self.counts["down"],
             "methods": dict(self.methods.most_common()),
             "vantages": len(self.vantage_ids),
             "current": self.current,
             "current_blocking": self.state[2] if self.state else None,
-            "current_since": iso(self.state[0]) if self.state else None,
+            "current_since": iso(self.state_since),
+            "current_last_measured": iso(self.state[0]) if self.state else None,
             "events": self.events,
             "anomalies": self.anomalies,
             "unknown_gaps": [[iso(a), iso(b)] for a, b in self.gaps],
+            "periods": [[iso(a), iso(b), state] for a, b, state in self.periods],
         }
 
 
@@ -238,6 +269,7 @@ def timeline(summaries: Iterable[MeasurementSummary], options: Options | None = 
         assert net is not None
         if t < net.last:
             raise ValueError(f"{s.input} on {s.asn}: measurements out of time order")
+        _add_period(net.periods, t, s.verdict, net.last, max_gap)
         if first is None or t < first:
             first = t
         if last is None or t > last:
@@ -272,6 +304,8 @@ def timeline(summaries: Iterable[MeasurementSummary], options: Options | None = 
         if previous is not None and t - previous > max_gap:
             _keep_gap(net.gaps, (previous, t))
         net.last_conclusive = t
+        if net.state is None or net.state[1] != verdict:
+            net.state_since = t
         net.state = (t, verdict, s.blocking if verdict == "blocked" else None)
     for net in networks.values():
         if net.open_event is not None:
@@ -341,6 +375,46 @@ def _keep_gap(gaps: list[tuple[int, int]], gap: tuple[int, int]) -> None:
     if len(gaps) > MAX_GAPS:
         shortest = min(range(len(gaps)), key=lambda i: gaps[i][1] - gaps[i][0])
         del gaps[shortest]
+
+
+def _add_period(
+    periods: list[tuple[int, int, str]], t: int, verdict: str, previous: int, max_gap: int
+) -> None:
+    """Extend the last period with a measurement of its state, or open a new one (also after
+    a time without measurement longer than ``max_gap``: that time is unknown, not the state)."""
+    state = verdict if verdict in PERIOD_STATES[:4] else "inconclusive"
+    if periods:
+        start, _, last_state = periods[-1]
+        if last_state == state and t - previous <= max_gap:
+            periods[-1] = (start, t, state)
+            return
+    periods.append((t, t, state))
+    # Merging in batches (at half as many again) keeps the cost per measurement flat.
+    if len(periods) > MAX_PERIODS + MAX_PERIODS // 2:
+        _merge_periods(periods, MAX_PERIODS)
+
+
+def _merge_periods(periods: list[tuple[int, int, str]], keep: int) -> None:
+    """Merge the neighbouring pairs that span the least time until ``keep`` periods are left;
+    the last (the current state) stays whole. A pair of different states becomes ``mixed``:
+    merged, a period never claims a state some of its measurements did not have."""
+    while len(periods) > keep:
+        excess = len(periods) - keep
+        candidates = len(periods) - 2  # pairs (i, i + 1) without the last period
+        spans = sorted(periods[i + 1][1] - periods[i][0] for i in range(candidates))
+        limit = spans[min(excess, candidates) - 1]
+        merged: list[tuple[int, int, str]] = []
+        i = 0
+        while i < len(periods):
+            if excess and i < candidates and periods[i + 1][1] - periods[i][0] <= limit:
+                (start, _, a), (_, end, b) = periods[i], periods[i + 1]
+                merged.append((start, end, a if a == b else "mixed"))
+                excess -= 1
+                i += 2
+            else:
+                merged.append(periods[i])
+                i += 1
+        periods[:] = merged
 
 
 def _event_order(event: Event) -> tuple[str, str, str, int]:

@@ -474,3 +474,15 @@ def methodology(about: dict[str, Any]) -> str:
         "start, end nor split an event, and a time without measurements is unknown, never "
         "assumed accessible."
     )
+
+
+def share_text(net: Network) -> str:
+    """The blocked share with what it counts: ``33%: 2 of 6 conclusive measurements blocked;
+    2 inconclusive, 0 down`` (a bare percentage would hide what it leaves out)."""
+    rest = f"{net.inconclusive} inconclusive, {net.counts['down']} down"
+    if not net.conclusive:
+        return f"no conclusive measurement; {rest}"
+    return (
+        f"{net.blocked_share:.0%}: {net.counts['blocked']} of "
+        f"{plural(net.conclusive, 'conclusive measurement')} blocked; {rest}"
+    )
