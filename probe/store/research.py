@@ -11,6 +11,7 @@ over millions of measurements).
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -77,20 +78,35 @@ def iter_summaries(db: Database, filters: Filters = Filters()) -> Iterator[Measu
     the index alone (m060): no sort, no row read, flat memory. Evidence is left out: a report
     reads it for the few measurements that open events (:func:`measurement_details`)."""
     where, args = filters.where()
+    # A run's vantage from a dict, not a join: looking the run up for each of a million rows
+    # took as long as the scan itself.
+    vantage_of = dict(db.execute("select id, vantage_id from runs").fetchall())
     sql = f"""
-        select cast(strftime('%s', m.start_time) as integer) as t, m.domain, m.url, m.probe_asn,
-               r.vantage_id, m.run_id, m.verdict, m.blocking, m.failure, m.blockpage, m.id,
-               null as evidence
+        select {_EPOCH} as t, m.domain, m.url, m.probe_asn, m.run_id, m.verdict, m.blocking,
+               m.failure, m.blockpage, m.id
         from measurements m indexed by measurements_timeline
-        left join runs r on r.id = m.run_id
         where {where} and t is not null
         order by m.probe_asn, m.url, m.start_time, m.run_id, m.position
     """
-    make = MeasurementSummary._make
     cursor = db.conn.execute(sql, args)
     cursor.arraysize = 4096
+    vantage, new = vantage_of.get, tuple.__new__
     while rows := cursor.fetchmany():
-        yield from map(make, rows)
+        for t, domain, url, asn, run, verdict, blocking, failure, blockpage, mid in rows:
+            yield new(  # MeasurementSummary's fields, in order (``_make`` costs more)
+                MeasurementSummary,
+                (t, domain, url, asn, vantage(run), run, verdict, blocking, failure, blockpage,
+                 mid, None),
+            )  # fmt: skip
+
+
+#: A stored UTC time as epoch seconds, in SQL: unixepoch() where SQLite has it (3.38), about
+#: a third faster than strftime('%s') over a million rows.
+_EPOCH = (
+    "unixepoch(m.start_time)"
+    if sqlite3.sqlite_version_info >= (3, 38)
+    else "cast(strftime('%s', m.start_time) as integer)"
+)
 
 
 _DETAIL_KEYS = (
