@@ -36,7 +36,7 @@ HOSTILE = "\x1b]0;pwned\x07\u202egpj.exe<script>alert(1)</script>"
 RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 BLOCK_TITLE = "Доступ ограничен"
 BLOCK_BODY = (
-    f"<html><head><title>{BLOCK_TITLE}</title><script>var x = 'hidden';</script></head>"
+    f"<html><head><title>{BLOCK_TITLE}</title><script>var x = 'script-only-marker';</script></head>"
     "<body><h1>Доступ к сайту ограничен</h1><p>По решению суда.</p>"
     "<p>Note: \x1b]0;pwned\x07\u202egpj.exe &lt;script&gt;alert(2)&lt;/script&gt;</p>"
     "</body></html>"
@@ -258,7 +258,7 @@ def test_every_format_holds_the_block_page_beside_the_control_page(tmp_path):
         assert BLOCK_TITLE in text and CONTROL_TITLE in text, fmt
         assert BLOCK_SHA in text and size in text, fmt
         assert "censor" in text and "Доступ к сайту ограничен" in text, fmt  # headers, text
-        assert "hidden" not in text, fmt  # a script is no text of the page
+        assert "script-only-marker" not in text, fmt  # a script is no text of the page
         assert "48 213 bytes" in text, fmt  # the control's size
     data = json.loads(report(db, "json"))
     page = _event(data, "kloop.kg")["detail"]["observed"]["page"]
