@@ -315,24 +315,24 @@ class ChartDOM(HTMLParser):
             self.title.append(data)
 
 
+#: Headless, quiet and alone: no sandbox (root), no GPU, nothing fetched in the background.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+)
+
+
 def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     """Debian's chromium, headless, in an empty network namespace (nothing can leave), with a
     fresh profile; its whole process group is ended afterwards."""
     binary = require_tool("chromium", "the HTML report test needs it: apt-get install -y chromium")
-    argv = [
-        "unshare",
-        "-n",
-        binary,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        *args,
-    ]
+    argv = ["unshare", "-n", binary, *CHROMIUM_FLAGS, *args]
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )

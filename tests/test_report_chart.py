@@ -34,7 +34,7 @@ from probe.report import build_report
 from probe.report.html_page import write_html
 from probe.report.timeline import MAX_PERIODS, Options, epoch, timeline
 from tests.conftest import require_tool
-from tests.test_report import AS_NAMES, FORMULA, Writer, day, report, story
+from tests.test_report import AS_NAMES, CHROMIUM_FLAGS, FORMULA, Writer, day, report, story
 from tests.test_timeline import m
 
 
@@ -346,14 +346,7 @@ def devtools(tmp_path: Path) -> Iterator[DevTools]:
         "unshare",
         "-n",
         binary,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
+        *CHROMIUM_FLAGS,
         "--remote-debugging-pipe",
         f"--user-data-dir={tmp_path / 'profile-devtools'}",
         "about:blank",

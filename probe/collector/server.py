@@ -31,7 +31,6 @@ import contextlib
 import datetime
 import io
 import json
-import logging
 import os
 import re
 import signal
@@ -48,6 +47,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from .. import __version__
 from ..analysis.fingerprints import Fingerprints
 from ..errors import BadRequest, CollectorDatabaseError
+from ..net.http_server import log_to_stderr
 from . import bridge, ingest, reader, schema, scrub, tokens
 from .http import Limits, Request, Response, error, log, server
 
@@ -366,12 +366,7 @@ def serve(config: CollectorConfig) -> None:
     Python, one core per process. This process is one of them and the others' parent: they
     die with it (``PR_SET_PDEATHSIG``), and it stops them when it stops.
     """
-    if not logging.getLogger().handlers and not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    log_to_stderr(log)
     applied = prepare(config.dsn)
     if applied:
         log.info("schema steps applied: %s", ", ".join(applied))

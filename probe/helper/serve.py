@@ -4,13 +4,13 @@ signal (:func:`serve`)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 
 from ..model.addresses import bracket
 from ..net import resolvers
 from ..net.connections import client_context, raise_fd_limit
+from ..net.http_server import log_to_stderr
 from .asn import AsnDB
 from .config import HelperConfig
 from .host import OwnHost
@@ -20,12 +20,7 @@ from .server import HelperServer, log
 
 def serve(config: HelperConfig) -> None:
     """Run the helper until SIGINT or SIGTERM; prints ``listening on HOST:PORT`` to stderr."""
-    if not logging.getLogger().handlers and not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    log_to_stderr(log)
     asyncio.run(_serve(config))
 
 

@@ -29,6 +29,7 @@ import logging
 import re
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -90,6 +91,17 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+def log_to_stderr(log: logging.Logger) -> None:
+    """A server's log lines on stderr with their times, unless the program set up logging."""
+    if logging.getLogger().handlers or log.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def error(status: int, reason: str, **extra: Any) -> Response:
