@@ -12,14 +12,15 @@ run on the real clock ("outside", now). All measurements go into one database; t
 report` (HTML), `probe timeline --json --anomalies` and `probe bundle` are written into DIR
 (default results/2022-kg-lab) with a README saying what this is.
 
-The blocks, after the events of 2022 (dates as reported; the methods are the lab's):
+The blocks, after the events of 2022 (the methods, and the dates marked *assumed*, are the
+re-enactment's own, not findings):
 
 * www.azattyk.org (Radio Azattyk): blocked from 26 October 2022 for two months (to 26 December);
-* 24.kg: suspended 25 August 2022; the order withdrawn 20 October, one ISP (AS8449) keeps
-  blocking it to the end of the year;
-* respublica.kg: blocked from 15 June 2022.
+* 24.kg: suspended 25 August 2022; the order withdrawn 20 October (*assumed*), one ISP (AS8449)
+  keeps blocking it to the end of the year (*assumed*);
+* respublica.kg: blocked from 15 June 2022, to the end of the year (*assumed*).
 
-AS12997 blocks by DNS lies (its resolver answers the ISP's block-page address) and by TLS SNI
+AS12997 blocks by DNS lies (its resolver answers its notice server's address) and by TLS SNI
 resets (Radio Azattyk); AS8449 only injects its block page into cleartext HTTP, so there the
 https:// URLs stay accessible.
 """
@@ -65,7 +66,7 @@ END_OF_YEAR = datetime.date(2023, 1, 1)
 class Block:
     domain: str
     network: str
-    method: str  # "dns" (lie: the ISP's block-page address), "sni" (reset), "http" (block page)
+    method: str  # "dns" (lie: the ISP's notice server), "sni" (reset), "http" (block page)
     start: datetime.date  # first day in force
     end: datetime.date  # first day no longer in force
 
@@ -107,7 +108,9 @@ def censor(lab: Any, blocks: list[Block]) -> None:
     with lab.batch():
         for block in blocks:
             if block.method == "dns":
-                lab.dns_lie(block.domain, lab.BLOCKPAGE_IP)
+                # Its own notice (no fingerprint knows it): the fingerprinted block page is
+                # AS8449's, so the two networks' pages differ, as two ISPs' would.
+                lab.dns_lie(block.domain, lab.NOTICE_IP)
             elif block.method == "sni":
                 lab.dpi_reset(block.domain, port=443)
             elif block.method == "http":
@@ -272,6 +275,10 @@ def run(out: Path, short: bool, workdir: Path, log: Any = sys.stderr) -> Outcome
         "version": probe(["--version"], full_env).stdout.strip(),
         "title": f' --title "{TITLE}"' if "report --title" not in missing else "",
         "bundle": bundle if "bundle" not in missing else "",
+        "title_note": "" if "report --title" not in missing else (
+            "\nThis probe has no `report --title`: the page (and the bundle's report/) is headed\n"
+            "\"Website blocking report\" and does not itself say that it is a lab re-enactment.\n"
+        ),
     })  # fmt: skip
     return Outcome(db, out, lines, missing)
 
@@ -281,9 +288,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m results.reenact_2022", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--short", action="store_true", help="a few days only (the test's)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default: {DEFAULT_OUT}")
+    parser.add_argument(
+        "--out", type=Path, help=f"where to write [default: {DEFAULT_OUT}; needed with --short]"
+    )
     parser.add_argument("--keep-db", type=Path, help="also copy the database here")
     args = parser.parse_args(argv)
+    if args.out is None:
+        if args.short:  # the committed folder holds the full re-enactment only
+            parser.error("--short needs --out DIR")
+        args.out = DEFAULT_OUT
     with tempfile.TemporaryDirectory(prefix="reenact-") as tmp:
         outcome = run(args.out, args.short, Path(tmp))
         if args.keep_db:
