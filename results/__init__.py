@@ -1,0 +1,1 @@
+"""Reproducible results made with probe (lab re-enactments), outside the probe package."""
