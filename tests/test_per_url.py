@@ -53,6 +53,11 @@ def test_a_block_of_cleartext_only_is_one_event_for_that_url_everywhere(
     report = json.loads(out.read_text())
     assert _states(report) == {HTTP: "blocked", HTTPS: "accessible"}
     assert {e["input"] for e in report["events"]} == {HTTP}
+    # The evidence itself: the block page the ISP injected, and the page the helper fetched.
+    observed = report["events"][0]["detail"]["observed"]
+    page, theirs = observed["page"], observed["control"]["page"]
+    assert page["title"] and len(page["sha256"]) == 64 and page["size"] > 0, page
+    assert theirs["title"] and theirs["title"] != page["title"], theirs
 
     page = tmp_path / "report.html"
     assert probe("report", "--format", "html", "--db", str(db), "-o", str(page)).returncode == 0
