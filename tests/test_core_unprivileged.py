@@ -35,6 +35,7 @@ CORE = [
     "tests/test_core_upload.py",
     "tests/test_core_seam.py",
     "tests/test_core_tools.py",
+    "tests/test_core_helper_tls.py",
 ]
 NOBODY = 65534
 REPO = Path(__file__).resolve().parent.parent

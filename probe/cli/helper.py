@@ -34,6 +34,15 @@ def helper() -> None:
     help="An address of this host that is on none of its interfaces (a cloud's 1:1 NAT, an "
     '"elastic IP"): never connected to, like the interfaces\' own. Repeatable.',
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Serve HTTPS with this certificate chain (PEM), e.g. from a public CA for the "
+    "helper's name; read again on SIGHUP, so a renewed certificate needs no restart.",
+)
+@click.option(
+    "--tls-key", type=click.Path(exists=True, dir_okay=False), help="The certificate's key (PEM)."
+)
 def serve(
     listen: str,
     resolver: str | None,
@@ -41,6 +50,8 @@ def serve(
     asn_db: str | None,
     max_in_flight: int,
     own_addresses: tuple[str, ...],
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
     """Serve OONI's test-helper protocol, so our probes and OONI's can use it.
 
@@ -52,9 +63,13 @@ def serve(
     (for scrubbing) and its network's AS number, country and AS name; the helper never logs
     client addresses.
 
+    Serve it over HTTPS (--tls-cert, --tls-key) or behind a TLS-terminating proxy: over plain
+    HTTP the network between a probe and the helper reads which site each control request is
+    for, and can reset it or forge the answer and /whoami.
+
     Example:
 
-        probe helper serve --listen 0.0.0.0:8080 --asn-db ip2asn-combined.tsv
+        probe helper serve --listen 0.0.0.0:443 --tls-cert fullchain.pem --tls-key privkey.pem
     """
     from ..helper.config import HelperConfig
     from ..helper.serve import serve as serve_helper
@@ -68,6 +83,8 @@ def serve(
         parsed = parse_resolver(resolver) if resolver else None
     except InputError as exc:
         raise click.BadParameter(str(exc), param_hint="--resolver") from None
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
     for address in own_addresses:
         if canonical_ip(address) is None:
             raise click.BadParameter(f"not an IP address: {address!r}", param_hint="--own-address")
@@ -81,6 +98,8 @@ def serve(
                 asn_db=asn_db,
                 max_in_flight=max_in_flight,
                 own_addresses=own_addresses,
+                certfile=tls_cert,
+                keyfile=tls_key,
             )
         )
     except InputError as exc:  # a bad --asn-db line (FILE:LINE: ...), no system resolver

@@ -46,6 +46,7 @@ async def _serve(config: HelperConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_certificate)  # a renewed certificate
     try:
         host, port = await server.start()
         print(f"listening on {bracket(host)}:{port}", file=sys.stderr, flush=True)
@@ -53,5 +54,5 @@ async def _serve(config: HelperConfig) -> None:
         log.info("stopping")
     finally:
         await server.close()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)

@@ -63,6 +63,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import BadRequest
+from ..model.text import one_line
 from ..net.http_server import Request, Response, Server
 from ..ooni.helper_protocol import HELLO
 from . import whoami
@@ -133,17 +134,30 @@ class HelperServer:
         self.slots = Slots(config.max_in_flight)
         self.http = Server(self.handle, http_limits(config), name=SERVER_NAME, log=log)
         self.measurements: MeasurementThread | None = None
+        self.tls: ssl.SSLContext | None = None
 
     async def start(self) -> tuple[str, int]:
         """Bind and listen; returns the bound (host, port)."""
         tls = None
         if self.config.certfile:
-            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls = self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(self.config.certfile, self.config.keyfile)
             tls.set_alpn_protocols(["http/1.1"])
         _, port = await self.http.start(self.config.host, self.config.port, tls=tls)
         self.measurements = MeasurementThread()
         return self.config.host, port
+
+    def reload_certificate(self) -> None:
+        """Read the certificate and key files again (SIGHUP): a renewed certificate serves new
+        connections without a restart. A file that cannot be read keeps the one in use."""
+        if self.tls is None:
+            return
+        try:
+            self.tls.load_cert_chain(self.config.certfile or "", self.config.keyfile)
+        except OSError as exc:  # ssl.SSLError included: a half-written or mismatched pair
+            log.error("certificate not reloaded, the old one is kept: %s", one_line(str(exc)))
+        else:
+            log.info("certificate reloaded")
 
     async def close(self) -> None:
         """Stop accepting, let measurements finish (a few seconds), then drop connections and
