@@ -1,6 +1,5 @@
 """`probe helper serve --tls-cert --tls-key` (no root: loopback): HTTPS, a renewed certificate
-taken on SIGHUP without a restart, a bad pair refused at start; and `probe check` warning
-about plain-HTTP helpers."""
+taken on SIGHUP without a restart, a bad pair refused at start."""
 
 from __future__ import annotations
 
@@ -16,8 +15,6 @@ from pathlib import Path
 
 import pytest
 import trustme
-
-from probe.cli.measure import plain_http_warnings
 
 
 def _pair(ca: trustme.CA, directory: Path) -> tuple[Path, Path, bytes]:
@@ -109,14 +106,3 @@ def test_a_bad_pair_is_refused_at_start(tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert lone.returncode == 2 and "go together" in lone.stderr
-
-
-def test_check_warns_once_per_plain_http_helper_or_whoami():
-    lines = plain_http_warnings(
-        ["http://th.example:8080/", "https://th.example/", "http://th.example:8080/", "HTTP://x/"]
-    )
-    assert len(lines) == 2 and all("plain HTTP" in line for line in lines)
-    assert "http://th.example:8080/" in lines[0]
-    assert plain_http_warnings(["https://th.example/"]) == []
-    hostile = plain_http_warnings(["http://x\x1b[2J/"])
-    assert "\x1b" not in hostile[0]

@@ -244,10 +244,6 @@ def check(
         raise BadInput(str(exc)) from None
     if not total:
         raise BadInput("no targets: the lists are empty")
-    for line in plain_http_warnings([*config.helpers, *config.whoami]):
-        log.warning(line)
-        if not quiet:
-            click.echo(line, err=True)
     if jitter:
         time.sleep(random.uniform(0, jitter))  # a fleet on one schedule does not start at once
     try:
@@ -274,17 +270,6 @@ def check(
     if summary.errors:
         count = len(summary.errors)
         raise click.ClickException(f"{count} targets hit an internal error (see above)")
-
-
-def plain_http_warnings(urls: list[str]) -> list[str]:
-    """One warning per plain-HTTP helper or /whoami URL (said once, whatever it is used for)."""
-    plain = [u for u in dict.fromkeys(urls) if u.lower().startswith("http://")]
-    return [
-        f"Warning: {printable(url)} is plain HTTP: the network between you and it reads which "
-        "site each control request is for, and can reset it or forge the answer. Use an "
-        "https:// helper."
-        for url in plain
-    ]
 
 
 def _upload(db: Path, settings: dict[str, Any], quiet: bool, log: logging.Logger) -> None:
