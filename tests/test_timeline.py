@@ -261,7 +261,7 @@ def lab_events(lab_timeline):
     from probe.store import open_db
 
     times = {
-        row["id"]: row["start_time"].replace(" ", "T") + "Z"
+        row["id"]: row["start_time"][:19].replace(" ", "T") + "Z"
         for row in open_db(db).table("measurements").rows
     }
     for lines in starts.values():

@@ -59,7 +59,7 @@ from ..model.records import (
     TCPConnect,
     TLSHandshake,
     hop_failure,
-    utc_now,
+    measurement_time,
 )
 from ..net import http11, resolvers
 from ..net.connections import (
@@ -214,7 +214,7 @@ class Measurer:
             url=target.url,
             domain=target.domain,
             category=target.category,
-            start_time=utc_now(),
+            start_time=measurement_time(),
         )
         host = target.domain
         m = _Measurement(

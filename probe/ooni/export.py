@@ -77,7 +77,7 @@ def to_ooni(obs: Observations, verdict: Verdict, p: Provenance) -> dict[str, Any
         "data_format_version": DATA_FORMAT_VERSION,
         "extensions": dict(EXTENSIONS),
         "input": obs.url,
-        "measurement_start_time": obs.start_time,
+        "measurement_start_time": obs.start_time[:19],  # OONI's format: whole seconds
         "probe_asn": p.probe_asn or "AS0",
         "probe_cc": p.probe_cc or "ZZ",
         "probe_ip": PROBE_IP,
@@ -94,7 +94,7 @@ def to_ooni(obs: Observations, verdict: Verdict, p: Provenance) -> dict[str, Any
         "test_keys": _test_keys(obs, verdict, p),
         "test_name": TEST_NAME,
         "test_runtime": obs.runtime,
-        "test_start_time": p.run_started_at or obs.start_time,
+        "test_start_time": (p.run_started_at or obs.start_time)[:19],
         "test_version": EXPORT_TEST_VERSION,
     }
 

@@ -443,8 +443,11 @@ def iso(t: int | None) -> str | None:
 
 
 def epoch(stored: str) -> int:
-    """A stored UTC time (``YYYY-MM-DD HH:MM:SS``, or ISO 8601 with ``T``/``Z``) as epoch
-    seconds; raises ``ValueError``."""
+    """A stored UTC time (``YYYY-MM-DD HH:MM:SS[.mmm]``, or ISO 8601 with ``T``/``Z``) as epoch
+    seconds (the fraction dropped); raises ``ValueError``."""
     text = stored.strip().replace("T", " ").removesuffix("Z")
-    parsed = datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+    whole, _, fraction = text.partition(".")
+    if fraction and not fraction.isdigit():
+        raise ValueError(f"{stored!r}: not a time")
+    parsed = datetime.datetime.strptime(whole, "%Y-%m-%d %H:%M:%S")
     return int(parsed.replace(tzinfo=datetime.UTC).timestamp())

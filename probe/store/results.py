@@ -140,7 +140,9 @@ def prune(db: Database, older_than: str, *, everything: bool = False) -> int:
     """Drop the observations (the steps) of measurements older than ``older_than`` (an SQLite
     modifier, :func:`parse_age`), keeping their verdicts, or the measurements too with
     ``everything``; then VACUUM. How many measurements were pruned."""
-    cutoff = db.execute("select datetime('now', ?)", [older_than]).fetchone()[0]
+    # Milliseconds, as measurements' start times have them (model.records.measurement_time).
+    at = "select strftime('%Y-%m-%d %H:%M:%f', 'now', ?)"
+    cutoff = db.execute(at, [older_than]).fetchone()[0]
     ids = "select id from measurements where start_time <= ?"
     with db.atomic():
         if everything:
