@@ -153,9 +153,10 @@ def test_csv_cell_escapes_every_control():
 
 def test_json_text_is_json_with_nothing_raw():
     value = {"title": PAYLOAD, "Доступ": ["закрыт", HEADER_PAYLOAD, "\U000e0041", "a\\b"]}
-    for indent in (None, 1):
-        text = json_text(value, indent=indent)
+    for outline in (0, 1, 2, 3):
+        text = json_text(value, outline=outline)
         assert_clean(text, "json_text")
+        assert text.count("\n") == (0, 3, 8, 8)[outline]  # a line per member, as deep as asked
         assert json.loads(text) == value  # the same value: escaping is JSON's own
     assert "Доступ" in json_text(value)  # readable text stays readable
 

@@ -182,6 +182,18 @@ def test_json_report_is_one_object_with_summaries_events_and_evidence(tmp_path):
     assert nets[("kloop.kg", "AS2")]["network_name"] == AS_NAMES["AS2"]
 
 
+def test_a_measurement_whose_time_cannot_be_read_is_left_out(tmp_path):
+    """A merged or hand-edited database may hold a start_time SQLite cannot read: the report
+    leaves that measurement out and reports the rest."""
+    path = story(tmp_path / "p.db")
+    before = json.loads(report(path, "json"))
+    Writer(path).add("not a time", "24.kg", "AS1", "blocked", "dns")
+    after = json.loads(report(path, "json"))
+    assert after["measurements"] == before["measurements"] == 20
+    for key in ("first", "last", "networks", "events", "anomalies"):
+        assert after[key] == before[key], key
+
+
 def test_csv_has_one_row_per_event_and_no_formula_cells(tmp_path):
     text = report(story(tmp_path / "p.db"), "csv")
     every = list(csv.DictReader(io.StringIO(text)))

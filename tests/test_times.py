@@ -2,6 +2,7 @@
 as text beside rows stored with whole seconds, and cut to the second where OONI's format
 wants seconds."""
 
+import datetime
 import re
 
 from hypothesis import given
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from probe.analysis import analyze
 from probe.model.records import Observations, measurement_time, utc_now
 from probe.ooni.export import Provenance, to_ooni
+from probe.report.timeline import iso
 
 STORED = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}$")
 OONI_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
@@ -51,3 +53,9 @@ def test_the_ooni_export_cuts_times_to_the_second():
     exported = to_ooni(obs, analyze(obs), p)
     assert exported["measurement_start_time"] == "2026-10-26 08:00:01"
     assert OONI_TIME.match(exported["test_start_time"])
+
+
+@given(st.integers(min_value=-86_400 * 365 * 50, max_value=86_400 * 365 * 300))
+def test_iso_is_the_calendar_time(t):
+    expected = datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert iso(t) == expected

@@ -60,7 +60,7 @@ def report_dict(report: Report) -> dict[str, Any]:
 
 
 def write_json(report: Report, out: TextIO) -> None:
-    out.write(json_text(report_dict(report), indent=1) + "\n")
+    out.write(json_text(report_dict(report), outline=3) + "\n")
 
 
 #: One table a spreadsheet can filter by its first column, ``section``: a ``summary`` row per
