@@ -3,7 +3,6 @@ durations and the evidence rows."""
 
 from __future__ import annotations
 
-import datetime
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from ..analysis.explain import SENTENCES
 from ..model.records import Evidence
 from .escape import plain
-from .timeline import Event, Network
+from .timeline import Event, Network, iso
 
 METHOD_NAMES = {
     "dns": "DNS",
@@ -43,9 +42,10 @@ def network_name(asn: str | None) -> str:
 
 
 def when(t: int | None) -> str:
+    """Epoch seconds as ``YYYY-MM-DD HH:MM:SS`` (UTC), "" for None."""
     if t is None:
         return ""
-    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return (iso(t) or "")[:19].replace("T", " ")
 
 
 def duration(seconds: int) -> str:
